@@ -1,0 +1,16 @@
+"""Production settings for ``gunicorn wsgi:app`` (read from the working directory)."""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+worker_class = "sync"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 10
+keepalive = 5
+# Recycle workers now and then so a slow leak can never grow without bound.
+max_requests = 50_000
+max_requests_jitter = 5_000
+accesslog = os.environ.get("ACCESS_LOG") or None
+errorlog = "-"

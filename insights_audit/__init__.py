@@ -1,0 +1,62 @@
+"""insights-audit: who viewed which dashboard, and the audit trail of dashboards, KPIs and mappings."""
+
+from __future__ import annotations
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from insights_audit.cli import register_commands
+from insights_audit.config import Settings
+from insights_audit.dashboards.routes import blp as dashboards
+from insights_audit.extensions import Api, init_engine
+from insights_audit.health.routes import blp as health
+from insights_audit.health.routes import register_swagger_assets
+from insights_audit.request_context import init_request_ids
+from insights_audit.trail.routes import blp as trail
+
+API_DESCRIPTION = """\
+Records who viewed which analytics dashboard and every other audited action on dashboards,
+KPIs and tool mappings. Every request needs `Authorization: Bearer <token>` (create one with
+`insights-audit tokens create`); everything is confined to the token's organisation.
+"""
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        API_TITLE="Insights Audit Logs",
+        API_VERSION="2.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",
+        API_SPEC_OPTIONS={"info": {"description": API_DESCRIPTION}},
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SETTINGS=settings,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app,
+            x_for=settings.trusted_proxies,
+            x_proto=settings.trusted_proxies,
+            x_host=settings.trusted_proxies,
+        )
+
+    init_engine(app, settings)
+    init_request_ids(app)
+
+    api = Api(app)
+    api.spec.components.security_scheme(
+        "bearerAuth",
+        {"type": "http", "scheme": "bearer", "description": "An API token of insights-audit"},
+    )
+
+    api.register_blueprint(health)
+    api.register_blueprint(dashboards)
+    api.register_blueprint(trail)
+    register_swagger_assets(app)
+    register_commands(app)
+    return app

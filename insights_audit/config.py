@@ -1,0 +1,52 @@
+"""Every setting of the service, read from the environment, with its default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/insights_audit"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings documented in the README's configuration table."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    pool_size: int = 5
+    max_overflow: int = 5
+    pool_timeout_s: int = 5
+    statement_timeout_ms: int = 5000
+    trusted_proxies: int = 0
+    max_body_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            pool_size=_int("DB_POOL_SIZE", cls.pool_size),
+            max_overflow=_int("DB_MAX_OVERFLOW", cls.max_overflow),
+            pool_timeout_s=_int("DB_POOL_TIMEOUT", cls.pool_timeout_s),
+            statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms),
+            trusted_proxies=_int("TRUSTED_PROXIES", cls.trusted_proxies),
+            max_body_bytes=_int("MAX_BODY_BYTES", cls.max_body_bytes),
+        )
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Point a plain ``postgresql://`` URL at the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise RuntimeError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}://")

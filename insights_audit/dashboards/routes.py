@@ -1,0 +1,124 @@
+"""Dashboard views: recently viewed, most viewed, usage stats, and recording a view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+from flask.views import MethodView
+from sqlalchemy import Connection
+
+from insights_audit.auth import READ, SITE_ROLES, WRITE, current_principal, requires
+from insights_audit.dashboards import queries, service
+from insights_audit.dashboards.schemas import (
+    MOST_VIEWED_MESSAGE,
+    RECENT_MESSAGE,
+    STATS_MESSAGE,
+    VIEW_MESSAGE,
+    IdempotencyHeaders,
+    MostViewedEnvelope,
+    MostViewedQuery,
+    RecentEnvelope,
+    RecentQuery,
+    StatsEnvelope,
+    StatsQuery,
+    ViewBody,
+    ViewEnvelope,
+)
+from insights_audit.extensions import Blueprint
+from insights_audit.idempotency import fingerprint, respond_once
+from insights_audit.paths import BASE_PATH, DASHBOARD_ID_PARAMETER
+from insights_audit.request_context import request_meta
+from insights_audit.schemas import parse_target_id
+from insights_audit.trail.queries import Actor
+
+blp = Blueprint(
+    "dashboards",
+    __name__,
+    url_prefix=f"{BASE_PATH}/dashboard",
+    description="Who views which dashboards, and how often.",
+)
+
+
+@blp.route("/recently-viewed")
+class RecentlyViewed(MethodView):
+    @requires(scopes=READ, roles=SITE_ROLES)
+    @blp.arguments(RecentQuery, location="query", as_kwargs=True)
+    @blp.response(200, RecentEnvelope)
+    def get(self, limit: int) -> dict[str, Any]:
+        """Dashboards I viewed recently
+
+        The caller's own dashboards, most recently viewed first (ties: `dashboardId`
+        ascending), with the caller's own view count.
+        """
+        rows = service.recently_viewed(current_principal(), limit)
+        return {"data": rows, "message": RECENT_MESSAGE}
+
+
+@blp.route("/most-viewed")
+class MostViewed(MethodView):
+    @requires(scopes=READ, roles=SITE_ROLES)
+    @blp.arguments(MostViewedQuery, location="query", as_kwargs=True)
+    @blp.response(200, MostViewedEnvelope)
+    def get(self, limit: int, days: int | None = None) -> dict[str, Any]:
+        """Most viewed dashboards of my organisation
+
+        By view count across all users, highest first (ties: `lastViewedAt` descending, then
+        `dashboardId`). With `days`, only views of the last `days` x 24 hours count.
+        """
+        rows = service.most_viewed(current_principal(), limit, days)
+        return {"data": rows, "message": MOST_VIEWED_MESSAGE}
+
+
+@blp.route("/<dashboardId>/stats", parameters=[DASHBOARD_ID_PARAMETER])
+class DashboardStats(MethodView):
+    @requires(scopes=READ, roles=SITE_ROLES)
+    @blp.arguments(StatsQuery, location="query", as_kwargs=True)
+    @blp.response(200, StatsEnvelope)
+    def get(self, dashboardId: str, days: int) -> dict[str, Any]:
+        """Usage statistics of one dashboard
+
+        All-time totals, a zero-filled series of the last `days` UTC days (today last),
+        and the ten heaviest viewers of all time. A never-viewed dashboard gives zeros.
+        """
+        dashboard_id = parse_target_id(dashboardId, "dashboard")
+        stats = service.dashboard_stats(current_principal(), dashboard_id, days)
+        return {"data": stats, "message": STATS_MESSAGE}
+
+
+@blp.route("/<dashboardId>/view", parameters=[DASHBOARD_ID_PARAMETER])
+class DashboardView(MethodView):
+    @requires(scopes=WRITE, roles=SITE_ROLES)
+    @blp.arguments(IdempotencyHeaders, location="headers", as_kwargs=True)
+    @blp.arguments(ViewBody, location="json", required=False)
+    @blp.response(200, ViewEnvelope)
+    def post(self, body: dict[str, Any], dashboardId: str, key: str | None = None) -> Response:
+        """Record that I viewed a dashboard
+
+        Adds one to the caller's count, updates the org-wide totals and appends a
+        `dashboard`/`view` audit entry, all in one transaction. An optional `name` records
+        the dashboard's current name. With an `Idempotency-Key`, a repeat within 24 hours
+        replays the first response.
+        """
+        principal = current_principal()
+        dashboard_id = parse_target_id(dashboardId, "dashboard")
+        name = body.get("name")
+        actor = Actor(principal.org, principal.user_id, principal.user_email)
+        meta = request_meta()
+
+        def record(connection: Connection) -> dict[str, Any]:
+            row = queries.record_view(
+                connection, actor, dashboard_id, name, {"name": name} if name else {}, meta
+            )
+            data = {
+                "dashboardId": dashboard_id,
+                "userId": actor.user_id,
+                "viewedAt": row.created_at,
+                "viewCount": row.viewer_count,
+                "totalViews": row.total_count,
+                "auditLogId": row.id,
+            }
+            return ViewEnvelope().dump({"data": data, "message": VIEW_MESSAGE})
+
+        request_print = fingerprint("POST", f"dashboard/{dashboard_id}/view", body)
+        return respond_once(principal.token_id, key, request_print, 200, record)

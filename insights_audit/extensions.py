@@ -1,0 +1,71 @@
+"""The Api, the Blueprint and the database engine, bound to the app in ``create_app``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import flask_smorest
+from flask import Flask, current_app
+from sqlalchemy import Connection, Engine, create_engine
+from webargs import core
+from webargs.flaskparser import FlaskParser, abort
+
+from insights_audit.config import Settings, sqlalchemy_url
+from insights_audit.errors import register_error_handlers
+
+ENGINE_KEY = "insights_audit.engine"
+
+
+class ArgumentsParser(FlaskParser):
+    """Webargs parser that answers 400 and reads any non-empty body as JSON."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req: Any) -> Any:
+        # The content type is not trusted: a non-empty body must be a JSON object.
+        return core.parse_json(req.get_data(cache=True))
+
+    def _handle_invalid_json_error(self, error: Any, req: Any, *args: Any, **kwargs: Any) -> NoReturn:
+        abort(400, exc=error, messages={"json": {"_schema": ["Invalid JSON body."]}})
+
+
+class Api(flask_smorest.Api):
+    def _register_error_handlers(self) -> None:
+        register_error_handlers(self._app)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = ArgumentsParser()
+
+
+def init_engine(app: Flask, settings: Settings) -> Engine:
+    engine = create_engine(
+        sqlalchemy_url(settings.database_url),
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_s,
+        pool_recycle=3600,
+        connect_args={
+            "connect_timeout": max(1, settings.pool_timeout_s),
+            "options": f"-c statement_timeout={settings.statement_timeout_ms} -c timezone=UTC",
+            "application_name": "insights-audit",
+        },
+        json_serializer=lambda value: json.dumps(value, separators=(",", ":"), ensure_ascii=False),
+    )
+    app.extensions[ENGINE_KEY] = engine
+    return engine
+
+
+def engine() -> Engine:
+    engine: Engine = current_app.extensions[ENGINE_KEY]
+    return engine
+
+
+@contextmanager
+def transaction() -> Iterator[Connection]:
+    """One unit of work: commits when the block ends, rolls back if it raises."""
+    with engine().begin() as connection:
+        yield connection

@@ -1,0 +1,95 @@
+"""``Idempotency-Key``: the first successful response of a key is replayed for 24 hours."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from flask import Response, jsonify
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from insights_audit.errors import Conflict
+from insights_audit.extensions import transaction
+from insights_audit.models import IdempotencyKey
+
+KEY_LIFETIME = timedelta(hours=24)
+REPLAY_HEADER = "Idempotent-Replayed"
+KEY_REUSED = "Idempotency-Key was already used for a different request"
+
+
+def fingerprint(method: str, path: str, body: dict[str, Any]) -> bytes:
+    """What makes two requests "the same": method, normalised path and the parsed body."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).digest()
+
+
+def _claim(
+    connection: Connection, token_id: int, key: str, request_print: bytes
+) -> tuple[int, dict[str, Any]] | None:
+    """Take the key for this request, or return the stored response of an earlier one.
+
+    A concurrent holder of the key makes the INSERT wait until it commits or rolls back,
+    so a duplicate in flight never runs twice.
+    """
+    claim = insert(IdempotencyKey).values(token_id=token_id, key=key, fingerprint=request_print)
+    claimed = connection.execute(
+        claim.on_conflict_do_update(
+            index_elements=[IdempotencyKey.token_id, IdempotencyKey.key],
+            set_={
+                "fingerprint": claim.excluded.fingerprint,
+                "status_code": None,
+                "response": None,
+                "created_at": func.now(),
+            },
+            where=IdempotencyKey.created_at < func.now() - KEY_LIFETIME,
+        ).returning(IdempotencyKey.key)
+    ).one_or_none()
+    if claimed is not None:
+        return None
+    stored = connection.execute(
+        select(
+            IdempotencyKey.fingerprint, IdempotencyKey.status_code, IdempotencyKey.response
+        ).where(IdempotencyKey.token_id == token_id, IdempotencyKey.key == key)
+    ).one()
+    if stored.fingerprint != request_print or stored.response is None:
+        raise Conflict(KEY_REUSED)
+    return stored.status_code, stored.response
+
+
+def _remember(
+    connection: Connection, token_id: int, key: str, status: int, body: dict[str, Any]
+) -> None:
+    connection.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.token_id == token_id, IdempotencyKey.key == key)
+        .values(status_code=status, response=body)
+    )
+
+
+def respond_once(
+    token_id: int,
+    key: str | None,
+    request_print: bytes,
+    status: int,
+    produce: Callable[[Connection], dict[str, Any]],
+) -> Response:
+    """Run ``produce`` in one transaction, unless ``key`` already has a response to replay."""
+    replayed = False
+    with transaction() as connection:
+        stored = _claim(connection, token_id, key, request_print) if key else None
+        if stored is not None:
+            status, body = stored
+            replayed = True
+        else:
+            body = produce(connection)
+            if key:
+                _remember(connection, token_id, key, status, body)
+    response = jsonify(body)
+    response.status_code = status
+    if replayed:
+        response.headers[REPLAY_HEADER] = "true"
+    return response

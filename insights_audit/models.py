@@ -1,0 +1,174 @@
+"""Tables of the service. The migrations in ``migrations/versions`` create exactly these."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = TIMESTAMP(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ApiToken(Base):
+    """A bearer token. Only the SHA-256 of the secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    org: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str] = mapped_column(Text)
+    user_email: Mapped[str | None] = mapped_column(Text)
+    roles: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class AuditEntry(Base):
+    """One append-only audit event ("user activity")."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        CheckConstraint("id ~ '^[0-9a-f]{24}$'", name="id_is_object_id"),
+        CheckConstraint("type IN ('dashboard', 'kpi', 'mapping')", name="known_type"),
+        # The trail of one target, newest first, is a keyset scan of this index.
+        Index(
+            "ix_audit_entries_trail",
+            "org",
+            "type",
+            "target_id",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+        # Windowed "most viewed" reads views of an org by time, without touching the heap.
+        Index(
+            "ix_audit_entries_views_by_time",
+            "org",
+            "created_at",
+            postgresql_include=["target_id", "user_id"],
+            postgresql_where=text("type = 'dashboard' AND action = 'view'"),
+        ),
+        # Per-dashboard daily series of the stats endpoint.
+        Index(
+            "ix_audit_entries_views_by_dashboard",
+            "org",
+            "target_id",
+            "created_at",
+            postgresql_include=["user_id"],
+            postgresql_where=text("type = 'dashboard' AND action = 'view'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    org: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    target_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    user_id: Mapped[str] = mapped_column(Text)
+    user_email: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    request_id: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(Text)
+    user_agent: Mapped[str | None] = mapped_column(Text)
+
+
+class ViewLog(Base):
+    """One row per org, user and dashboard: how often and when that user viewed it."""
+
+    __tablename__ = "view_logs"
+    __table_args__ = (
+        # "Recently viewed" of one user.
+        Index(
+            "ix_view_logs_recent",
+            "org",
+            "user_id",
+            text("last_viewed_at DESC"),
+            "dashboard_id",
+        ),
+        # "Top viewers" of one dashboard.
+        Index(
+            "ix_view_logs_top_viewers",
+            "org",
+            "dashboard_id",
+            text("view_count DESC"),
+            text("last_viewed_at DESC"),
+            "user_id",
+        ),
+    )
+
+    org: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    user_email: Mapped[str | None] = mapped_column(Text)
+    view_count: Mapped[int] = mapped_column(BigInteger)
+    first_viewed_at: Mapped[datetime] = mapped_column(Timestamp)
+    last_viewed_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class DashboardTotal(Base):
+    """Org-wide totals and last known name of one dashboard."""
+
+    __tablename__ = "dashboard_totals"
+    __table_args__ = (
+        # All-time "most viewed" of an org.
+        Index(
+            "ix_dashboard_totals_popular",
+            "org",
+            text("view_count DESC"),
+            text("last_viewed_at DESC"),
+            "dashboard_id",
+            postgresql_where=text("view_count > 0"),
+        ),
+    )
+
+    org: Mapped[str] = mapped_column(Text, primary_key=True)
+    dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    view_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    unique_viewers: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    first_viewed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_viewed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class IdempotencyKey(Base):
+    """The first successful response to a request carrying an ``Idempotency-Key``."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    token_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))

@@ -1,0 +1,38 @@
+"""Per-request metadata recorded on audit entries: request id, client address, user agent."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from flask import Flask, Response, g, request
+
+from insights_audit.trail.queries import RequestMeta
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A caller's request id is kept only when it is short and printable; otherwise one is made.
+REQUEST_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}$")
+USER_AGENT_LIMIT = 512
+
+
+def request_meta() -> RequestMeta:
+    user_agent = request.headers.get("User-Agent")
+    return RequestMeta(
+        request_id=g.request_id,
+        ip=request.remote_addr,
+        user_agent=user_agent[:USER_AGENT_LIMIT] if user_agent else None,
+    )
+
+
+def init_request_ids(app: Flask) -> None:
+    @app.before_request
+    def _assign_request_id() -> None:
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = offered if REQUEST_ID_PATTERN.match(offered) else str(uuid.uuid4())
+
+    @app.after_request
+    def _echo_request_id(response: Response) -> Response:
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response

@@ -1,0 +1,131 @@
+"""Schema pieces every resource shares: timestamps, ids, the success envelope."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields
+
+from insights_audit.errors import BadRequest
+
+AUDIT_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{24}$")
+RFC3339_PATTERN = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+# An unencoded "+" in a query string arrives as a space.
+SPACE_FOR_PLUS = re.compile(r" (\d{2}:\d{2})$")
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and ``Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(raw: str) -> datetime:
+    """An RFC 3339 timestamp with a time and an offset; anything else is a ValueError."""
+    text = SPACE_FOR_PLUS.sub(r"+\1", raw.strip())
+    if not RFC3339_PATTERN.match(text):
+        raise ValueError(raw)
+    date_part, fraction_and_zone = text[:19], text[19:]
+    fraction = ""
+    if fraction_and_zone.startswith("."):
+        digits = re.match(r"\.(\d+)", fraction_and_zone)
+        assert digits is not None
+        fraction = "." + digits.group(1)[:6].ljust(6, "0")
+        fraction_and_zone = fraction_and_zone[len(digits.group(0)) :]
+    zone = "+00:00" if fraction_and_zone in ("Z", "z") else fraction_and_zone
+    return datetime.fromisoformat(date_part.replace("t", "T") + fraction + zone)
+
+
+def parse_target_id(raw: str, kind: str) -> uuid.UUID:
+    """A dashboard, KPI or mapping id: a canonical hyphenated UUID in any case."""
+    try:
+        value = uuid.UUID(raw)
+    except ValueError:
+        value = None
+    if value is None or str(value) != raw.lower():
+        raise BadRequest(f"Invalid {kind} ID format")
+    return value
+
+
+def parse_audit_id(raw: str) -> str:
+    if not AUDIT_ID_PATTERN.match(raw):
+        raise BadRequest("Invalid audit log ID format")
+    return raw.lower()
+
+
+class Timestamp(fields.Field):
+    """RFC 3339 timestamp: milliseconds and ``Z`` out; a time with any offset in."""
+
+    default_error_messages = {
+        "invalid": "Not a valid RFC 3339 timestamp with a time and an offset.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"type": "string", "format": "date-time", "example": "2026-11-27T02:18:13.123Z"}
+        metadata.update(kwargs.pop("metadata", {}))
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else format_timestamp(value)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        try:
+            return parse_timestamp(value)
+        except ValueError as exc:
+            raise self.make_error("invalid") from exc
+
+
+def uuid_field(example: str = "123e4567-e89b-12d3-a456-426614174000", **kwargs: Any) -> fields.UUID:
+    return fields.UUID(metadata={"example": example}, **kwargs)
+
+
+class StrictSchema(ma.Schema):
+    """Unknown fields are an error, never silently dropped."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+
+class Pagination(ma.Schema):
+    limit = fields.Integer(required=True, metadata={"example": 100})
+    nextCursor = fields.String(
+        allow_none=True, required=True, metadata={"example": "MTc2NDIwOTg5MzEyMzQ1NjpmZg"}
+    )
+
+
+def envelope(
+    name: str, data: ma.Schema | type[ma.Schema], *, many: bool = False, message: str, paged: bool = False
+) -> type[ma.Schema]:
+    """The success envelope ``{"data", "message"[, "pagination"]}`` around ``data``."""
+    attributes: dict[str, Any] = {
+        "data": fields.Nested(data, many=many, required=True),
+        "message": fields.String(required=True, metadata={"example": message}),
+    }
+    if paged:
+        attributes["pagination"] = fields.Nested(Pagination, required=True)
+    return ma.Schema.from_dict(attributes, name=name)
+
+
+class CanonicalUUID(fields.UUID):
+    """A UUID in the canonical hyphenated form, any case in, lowercase out."""
+
+    default_error_messages = {"invalid_uuid": "Not a valid UUID in canonical hyphenated form."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("metadata", {"example": "123e4567-e89b-12d3-a456-426614174000"})
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> uuid.UUID:
+        if not isinstance(value, str):
+            raise self.make_error("invalid_uuid")
+        try:
+            return parse_target_id(value, "")
+        except BadRequest as exc:
+            raise self.make_error("invalid_uuid") from exc

@@ -1,4 +1,4 @@
-"""insights-audit: who viewed which dashboard, and the audit trail of dashboards, KPIs and mappings."""
+"""insights-audit: who viewed which dashboard, and the audit trail of dashboards, KPIs, mappings."""
 
 from __future__ import annotations
 

@@ -129,7 +129,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(sa_exc.OperationalError)
     def _database_unavailable(error: Exception) -> Response:
         log.warning("database unavailable: %s", error.__class__.__name__)
-        return error_response(503, DATABASE_UNAVAILABLE, headers={"Retry-After": RETRY_AFTER_SECONDS})
+        return error_response(
+            503, DATABASE_UNAVAILABLE, headers={"Retry-After": RETRY_AFTER_SECONDS}
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

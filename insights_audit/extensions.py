@@ -28,7 +28,9 @@ class ArgumentsParser(FlaskParser):
         # The content type is not trusted: a non-empty body must be a JSON object.
         return core.parse_json(req.get_data(cache=True))
 
-    def _handle_invalid_json_error(self, error: Any, req: Any, *args: Any, **kwargs: Any) -> NoReturn:
+    def _handle_invalid_json_error(
+        self, error: Any, req: Any, *args: Any, **kwargs: Any
+    ) -> NoReturn:
         abort(400, exc=error, messages={"json": {"_schema": ["Invalid JSON body."]}})
 
 

@@ -22,7 +22,9 @@ SPACE_FOR_PLUS = re.compile(r" (\d{2}:\d{2})$")
 
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and ``Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_timestamp(raw: str) -> datetime:
@@ -101,7 +103,12 @@ class Pagination(ma.Schema):
 
 
 def envelope(
-    name: str, data: ma.Schema | type[ma.Schema], *, many: bool = False, message: str, paged: bool = False
+    name: str,
+    data: ma.Schema | type[ma.Schema],
+    *,
+    many: bool = False,
+    message: str,
+    paged: bool = False,
 ) -> type[ma.Schema]:
     """The success envelope ``{"data", "message"[, "pagination"]}`` around ``data``."""
     attributes: dict[str, Any] = {

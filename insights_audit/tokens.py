@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from sqlalchemy import Connection, case, func, insert, select, update
 
 from insights_audit.auth import hash_token, new_token_secret
@@ -33,7 +34,9 @@ def create_token(
 ) -> tuple[int, str]:
     """A new token's id and secret; only the secret's hash is stored."""
     secret = new_token_secret()
-    expires_at = func.now() + func.make_interval(0, 0, 0, expires_in_days) if expires_in_days else None
+    expires_at = (
+        func.now() + func.make_interval(0, 0, 0, expires_in_days) if expires_in_days else None
+    )
     token_id = connection.execute(
         insert(ApiToken)
         .values(
@@ -68,7 +71,7 @@ def list_tokens(connection: Connection, org: str | None) -> list[TokenListing]:
     ).order_by(ApiToken.id)
     if org is not None:
         query = query.where(ApiToken.org == org)
-    return [TokenListing(*row) for row in connection.execute(query)]
+    return [TokenListing(**row._asdict()) for row in connection.execute(query)]
 
 
 def revoke_token(connection: Connection, token_id: int) -> bool:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, case, func, literal, select, text
+from sqlalchemy import Connection, Row, case, func, literal, select, text, true
 from sqlalchemy.dialects.postgresql import insert
 
 from insights_audit.models import AuditEntry, DashboardTotal, ViewLog
@@ -90,11 +91,12 @@ def record_view(
         .cte("totals")
     )
 
+    # Each CTE yields exactly one row: the cross join just puts them side by side.
     query = select(
         entry,
         viewer.c.view_count.label("viewer_count"),
         totals.c.view_count.label("total_count"),
-    )
+    ).select_from(entry.join(viewer, true()).join(totals, true()))
     return connection.execute(query).one()
 
 
@@ -125,7 +127,8 @@ def recent_dashboards_for(
         )
         .outerjoin(
             DashboardTotal,
-            (DashboardTotal.org == ViewLog.org) & (DashboardTotal.dashboard_id == ViewLog.dashboard_id),
+            (DashboardTotal.org == ViewLog.org)
+            & (DashboardTotal.dashboard_id == ViewLog.dashboard_id),
         )
         .where(ViewLog.org == org, ViewLog.user_id == user_id)
         .order_by(ViewLog.last_viewed_at.desc(), ViewLog.dashboard_id)
@@ -156,7 +159,7 @@ def most_viewed_all_time(connection: Connection, org: str, limit: int) -> list[R
 
 
 def most_viewed_recently(connection: Connection, org: str, limit: int, days: int) -> list[Row[Any]]:
-    """Dashboards of the org by views in the last ``days`` x 24 h (ix_audit_entries_views_by_time)."""
+    """Dashboards by views in the last ``days`` x 24 h (ix_audit_entries_views_by_time)."""
     window = (
         select(
             AuditEntry.target_id.label("dashboard_id"),
@@ -185,15 +188,15 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
             DashboardTotal,
             (DashboardTotal.org == org) & (DashboardTotal.dashboard_id == window.c.dashboard_id),
         )
-        .order_by(
-            window.c.view_count.desc(), window.c.last_viewed_at.desc(), window.c.dashboard_id
-        )
+        .order_by(window.c.view_count.desc(), window.c.last_viewed_at.desc(), window.c.dashboard_id)
         .limit(limit)
     )
     return list(connection.execute(query))
 
 
-def dashboard_totals(connection: Connection, org: str, dashboard_id: uuid.UUID) -> Row[Any] | None:
+def dashboard_totals(
+    connection: Connection, org: str, dashboard_id: uuid.UUID
+) -> Row[str | None, int, int, datetime | None, datetime | None] | None:
     """All-time totals and last known name of one dashboard, if it was ever seen."""
     query = select(
         DashboardTotal.name,
@@ -236,7 +239,7 @@ DAILY_VIEWS = text(
 def daily_views(
     connection: Connection, org: str, dashboard_id: uuid.UUID, days: int
 ) -> list[Row[Any]]:
-    """One row per UTC day of the window, zero days included (ix_audit_entries_views_by_dashboard)."""
+    """One row per UTC day of the window, zero days too (ix_audit_entries_views_by_dashboard)."""
     return list(
         connection.execute(DAILY_VIEWS, {"org": org, "dashboard_id": dashboard_id, "days": days})
     )

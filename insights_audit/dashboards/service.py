@@ -12,9 +12,7 @@ from insights_audit.extensions import transaction
 
 def recently_viewed(principal: Principal, limit: int) -> list[Any]:
     with transaction() as connection:
-        return queries.recent_dashboards_for(
-            connection, principal.org, principal.user_id, limit
-        )
+        return queries.recent_dashboards_for(connection, principal.org, principal.user_id, limit)
 
 
 def most_viewed(principal: Principal, limit: int, days: int | None) -> list[Any]:

@@ -112,7 +112,7 @@ def trail_page(
     action: str | None = None,
     user_id: str | None = None,
 ) -> list[Row[Any]]:
-    """Up to ``limit + 1`` entries of one target, newest first (keyset on ix_audit_entries_trail)."""
+    """Up to ``limit + 1`` entries of a target, newest first (keyset on ix_audit_entries_trail)."""
     query = select(*ENTRY_COLUMNS).where(
         AuditEntry.org == org, AuditEntry.type == type_, AuditEntry.target_id == target_id
     )

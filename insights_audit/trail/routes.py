@@ -8,7 +8,14 @@ from flask import Response, request, url_for
 from flask.views import MethodView
 from sqlalchemy import Connection
 
-from insights_audit.auth import ON_BEHALF_ROLES, READ, SITE_ROLES, WRITE, current_principal, requires
+from insights_audit.auth import (
+    ON_BEHALF_ROLES,
+    READ,
+    SITE_ROLES,
+    WRITE,
+    current_principal,
+    requires,
+)
 from insights_audit.dashboards.schemas import IdempotencyHeaders
 from insights_audit.errors import Forbidden
 from insights_audit.extensions import Blueprint
@@ -52,7 +59,11 @@ def _trail_view(type_: str, id_name: str) -> type[MethodView]:
     class TargetTrail(MethodView):
         @requires(scopes=READ, roles=SITE_ROLES)
         @blp.arguments(TrailQuery, location="query")
-        @blp.response(200, envelope, headers={"Link": {"description": "Next page", "schema": {"type": "string"}}})
+        @blp.response(
+            200,
+            envelope,
+            headers={"Link": {"description": "Next page", "schema": {"type": "string"}}},
+        )
         def get(self, query: dict[str, Any], **path: str) -> tuple[dict[str, Any], dict[str, str]]:
             target_id = parse_target_id(path[id_name], type_)
             limit = query.pop("limit")

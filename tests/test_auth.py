@@ -1,0 +1,153 @@
+"""§2: authentication, authorization and the order of checks."""
+
+from __future__ import annotations
+
+import pytest
+from flask.testing import FlaskClient
+
+from insights_audit.extensions import transaction
+from insights_audit.tokens import list_tokens, revoke_token
+from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
+
+AUTH_MESSAGE = "Authentication required - No valid API token provided"
+FORBIDDEN_MESSAGE = "Insufficient permissions - Valid token but lacks required permissions"
+
+READ_PATHS = [
+    "/dashboard/recently-viewed",
+    "/dashboard/most-viewed",
+    "/dashboard/{d}/stats",
+    "/dashboard/{d}",
+    "/mapping/{d}",
+    "/kpi/{d}",
+    "/507f1f77bcf86cd799439011",
+]
+
+
+def assert_unauthorized(response) -> None:  # type: ignore[no-untyped-def]
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.json == {"message": AUTH_MESSAGE, "code": 401, "status": "Unauthorized"}
+
+
+def assert_forbidden(response) -> None:  # type: ignore[no-untyped-def]
+    assert response.status_code == 403
+    assert response.json == {"message": FORBIDDEN_MESSAGE, "code": 403, "status": "Forbidden"}
+
+
+@pytest.mark.parametrize("path", READ_PATHS)
+def test_every_read_endpoint_requires_a_token(client: FlaskClient, path: str) -> None:
+    assert_unauthorized(client.get(BASE + path.format(d=new_id())))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "bearer iat_",
+        "Token iat_abc",
+        "Bearer iat_unknown-token-value",
+        "Bearer not-even-our-prefix",
+    ],
+)
+def test_malformed_or_unknown_tokens_are_unauthorized(client: FlaskClient, header: str) -> None:
+    response = client.get(f"{BASE}/dashboard/recently-viewed", headers={"Authorization": header})
+    assert_unauthorized(response)
+
+
+def test_revoked_token_is_unauthorized(client: FlaskClient, app, token: str, org: str) -> None:  # type: ignore[no-untyped-def]
+    path = f"{BASE}/dashboard/recently-viewed"
+    assert client.get(path, headers=bearer(token)).status_code == 200
+    with app.app_context(), transaction() as connection:
+        (token_id,) = [t.id for t in list_tokens(connection, org)]
+        assert revoke_token(connection, token_id)
+    assert_unauthorized(client.get(path, headers=bearer(token)))
+
+
+def test_expired_token_is_unauthorized(client: FlaskClient, app, make_token: TokenFactory, org: str) -> None:  # type: ignore[no-untyped-def]
+    secret = make_token(expires_in_days=1)
+    path = f"{BASE}/dashboard/recently-viewed"
+    assert client.get(path, headers=bearer(secret)).status_code == 200
+    run_sql(app, "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE org = :org", org=org)
+    assert_unauthorized(client.get(path, headers=bearer(secret)))
+
+
+def test_readonly_token_reads(client: FlaskClient, make_token: TokenFactory) -> None:
+    secret = make_token(scopes=("api-readonly",))
+    for path in READ_PATHS[:-1]:
+        response = client.get(BASE + path.format(d=new_id()), headers=bearer(secret))
+        assert response.status_code == 200, path
+
+
+def test_readonly_token_cannot_record_a_view(client: FlaskClient, make_token: TokenFactory) -> None:
+    secret = make_token(scopes=("api-readonly",))
+    assert_forbidden(client.post(f"{BASE}/dashboard/{new_id()}/view", headers=bearer(secret)))
+
+
+def test_readonly_token_cannot_record_an_event(client: FlaskClient, make_token: TokenFactory) -> None:
+    secret = make_token(scopes=("api-readonly",))
+    body = {"type": "kpi", "action": "update", "targetId": new_id()}
+    assert_forbidden(client.post(BASE, json=body, headers=bearer(secret)))
+
+
+@pytest.mark.parametrize("roles", [("Auditor",), ("Security Manager",), ("Auditor", "Security Manager")])
+def test_token_without_a_site_role_is_forbidden(
+    client: FlaskClient, make_token: TokenFactory, roles: tuple[str, ...]
+) -> None:
+    secret = make_token(roles=roles)
+    assert_forbidden(client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(secret)))
+    assert_forbidden(client.post(f"{BASE}/dashboard/{new_id()}/view", headers=bearer(secret)))
+
+
+@pytest.mark.parametrize("role", ["Opsera Administrator", "Administrator", "Power User", "Users"])
+def test_every_site_role_may_record_a_view(client: FlaskClient, make_token: TokenFactory, role: str) -> None:
+    secret = make_token(roles=(role,))
+    response = client.post(f"{BASE}/dashboard/{new_id()}/view", headers=bearer(secret))
+    assert response.status_code == 200
+
+
+def test_unknown_path_is_404_before_authentication(client: FlaskClient) -> None:
+    response = client.get(f"{BASE}/dashboard/{new_id()}/nothing-here")
+    assert response.status_code == 404
+    assert response.json == {"message": "Resource not found", "code": 404, "status": "Not Found"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/507f1f77bcf86cd799439011", {"GET", "HEAD", "OPTIONS"}),
+        ("PUT", "/507f1f77bcf86cd799439011", {"GET", "HEAD", "OPTIONS"}),
+        ("PATCH", "/dashboard/{d}", {"GET", "HEAD", "OPTIONS"}),
+        ("GET", "/dashboard/{d}/view", {"POST", "OPTIONS"}),
+        ("GET", "", {"POST", "OPTIONS"}),
+        ("DELETE", "", {"POST", "OPTIONS"}),
+    ],
+)
+def test_wrong_method_is_405_with_allow_before_authentication(
+    client: FlaskClient, method: str, path: str, allowed: set[str]
+) -> None:
+    response = client.open(BASE + path.format(d=new_id()), method=method)
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == allowed
+    assert response.json["code"] == 405
+    assert response.json["status"] == "Method Not Allowed"
+
+
+def test_authentication_comes_before_input_validation(client: FlaskClient) -> None:
+    assert_unauthorized(client.get(f"{BASE}/dashboard/not-a-uuid/stats?days=0"))
+
+
+def test_authorization_comes_before_input_validation(client: FlaskClient, make_token: TokenFactory) -> None:
+    secret = make_token(scopes=("api-readonly",))
+    assert_forbidden(client.post(f"{BASE}/dashboard/not-a-uuid/view", data="[", headers=bearer(secret)))
+
+
+def test_token_secret_has_a_recognisable_prefix_and_only_its_hash_is_stored(
+    app, token: str, org: str  # type: ignore[no-untyped-def]
+) -> None:
+    assert token.startswith("iat_") and len(token) >= 4 + 43
+    rows = run_sql(app, "SELECT token_hash FROM api_tokens WHERE org = :org", org=org)
+    assert len(rows) == 1
+    stored = bytes(rows[0][0])  # type: ignore[arg-type]
+    assert token.encode() not in stored and len(stored) == 32

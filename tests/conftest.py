@@ -112,7 +112,9 @@ def bearer(secret: str) -> dict[str, str]:
 def record_view(
     client: FlaskClient, secret: str, dashboard_id: str, **kwargs: object
 ) -> dict[str, object]:
-    response = client.post(f"{BASE}/dashboard/{dashboard_id}/view", headers=bearer(secret), **kwargs)
+    response = client.post(
+        f"{BASE}/dashboard/{dashboard_id}/view", headers=bearer(secret), **kwargs
+    )
     assert response.status_code == 200, response.json
     data: dict[str, object] = response.json["data"]
     return data

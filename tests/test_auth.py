@@ -65,11 +65,17 @@ def test_revoked_token_is_unauthorized(client: FlaskClient, app, token: str, org
     assert_unauthorized(client.get(path, headers=bearer(token)))
 
 
-def test_expired_token_is_unauthorized(client: FlaskClient, app, make_token: TokenFactory, org: str) -> None:  # type: ignore[no-untyped-def]
+def test_expired_token_is_unauthorized(
+    client: FlaskClient, app, make_token: TokenFactory, org: str
+) -> None:  # type: ignore[no-untyped-def]
     secret = make_token(expires_in_days=1)
     path = f"{BASE}/dashboard/recently-viewed"
     assert client.get(path, headers=bearer(secret)).status_code == 200
-    run_sql(app, "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE org = :org", org=org)
+    run_sql(
+        app,
+        "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE org = :org",
+        org=org,
+    )
     assert_unauthorized(client.get(path, headers=bearer(secret)))
 
 
@@ -85,13 +91,17 @@ def test_readonly_token_cannot_record_a_view(client: FlaskClient, make_token: To
     assert_forbidden(client.post(f"{BASE}/dashboard/{new_id()}/view", headers=bearer(secret)))
 
 
-def test_readonly_token_cannot_record_an_event(client: FlaskClient, make_token: TokenFactory) -> None:
+def test_readonly_token_cannot_record_an_event(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
     secret = make_token(scopes=("api-readonly",))
     body = {"type": "kpi", "action": "update", "targetId": new_id()}
     assert_forbidden(client.post(BASE, json=body, headers=bearer(secret)))
 
 
-@pytest.mark.parametrize("roles", [("Auditor",), ("Security Manager",), ("Auditor", "Security Manager")])
+@pytest.mark.parametrize(
+    "roles", [("Auditor",), ("Security Manager",), ("Auditor", "Security Manager")]
+)
 def test_token_without_a_site_role_is_forbidden(
     client: FlaskClient, make_token: TokenFactory, roles: tuple[str, ...]
 ) -> None:
@@ -101,7 +111,9 @@ def test_token_without_a_site_role_is_forbidden(
 
 
 @pytest.mark.parametrize("role", ["Opsera Administrator", "Administrator", "Power User", "Users"])
-def test_every_site_role_may_record_a_view(client: FlaskClient, make_token: TokenFactory, role: str) -> None:
+def test_every_site_role_may_record_a_view(
+    client: FlaskClient, make_token: TokenFactory, role: str
+) -> None:
     secret = make_token(roles=(role,))
     response = client.post(f"{BASE}/dashboard/{new_id()}/view", headers=bearer(secret))
     assert response.status_code == 200
@@ -138,13 +150,19 @@ def test_authentication_comes_before_input_validation(client: FlaskClient) -> No
     assert_unauthorized(client.get(f"{BASE}/dashboard/not-a-uuid/stats?days=0"))
 
 
-def test_authorization_comes_before_input_validation(client: FlaskClient, make_token: TokenFactory) -> None:
+def test_authorization_comes_before_input_validation(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
     secret = make_token(scopes=("api-readonly",))
-    assert_forbidden(client.post(f"{BASE}/dashboard/not-a-uuid/view", data="[", headers=bearer(secret)))
+    assert_forbidden(
+        client.post(f"{BASE}/dashboard/not-a-uuid/view", data="[", headers=bearer(secret))
+    )
 
 
 def test_token_secret_has_a_recognisable_prefix_and_only_its_hash_is_stored(
-    app, token: str, org: str  # type: ignore[no-untyped-def]
+    app,
+    token: str,
+    org: str,  # type: ignore[no-untyped-def]
 ) -> None:
     assert token.startswith("iat_") and len(token) >= 4 + 43
     rows = run_sql(app, "SELECT token_hash FROM api_tokens WHERE org = :org", org=org)

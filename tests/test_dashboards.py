@@ -22,7 +22,9 @@ def parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
-def backdate_views(app: Flask, org: str, dashboard_id: str, user: str, when: datetime, n: int = 1) -> None:
+def backdate_views(
+    app: Flask, org: str, dashboard_id: str, user: str, when: datetime, n: int = 1
+) -> None:
     """Append view entries at a past time, as they would have been written then."""
     for _ in range(n):
         run_sql(
@@ -56,7 +58,9 @@ def test_recording_a_view_counts_it_and_writes_one_audit_entry(
     assert [e["id"] for e in trail] == [second["auditLogId"], first["auditLogId"]]  # type: ignore[index, union-attr]
 
 
-def test_total_views_count_every_user_of_the_org(client: FlaskClient, make_token: TokenFactory) -> None:
+def test_total_views_count_every_user_of_the_org(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
     dashboard = new_id()
     alice, bob = make_token(user="alice"), make_token(user="bob")
     record_view(client, alice, dashboard)
@@ -88,7 +92,9 @@ def test_view_body_rejects_unknown_fields_and_long_names(client: FlaskClient, to
     assert client.post(path, json={"name": "x" * 256}, headers=bearer(token)).status_code == 200
 
 
-def test_a_non_json_body_is_rejected_whatever_its_content_type(client: FlaskClient, token: str) -> None:
+def test_a_non_json_body_is_rejected_whatever_its_content_type(
+    client: FlaskClient, token: str
+) -> None:
     response = client.post(
         f"{BASE}/dashboard/{new_id()}/view",
         data="name=x",
@@ -99,19 +105,34 @@ def test_a_non_json_body_is_rejected_whatever_its_content_type(client: FlaskClie
 
 @pytest.mark.parametrize(
     "bad_id",
-    ["not-a-uuid", "123e4567e89b12d3a456426614174000", "123e4567-e89b-12d3-a456-42661417400", "{123e4567-e89b-12d3-a456-426614174000}"],
+    [
+        "not-a-uuid",
+        "123e4567e89b12d3a456426614174000",
+        "123e4567-e89b-12d3-a456-42661417400",
+        "{123e4567-e89b-12d3-a456-426614174000}",
+    ],
 )
 def test_malformed_dashboard_id_is_400(client: FlaskClient, token: str, bad_id: str) -> None:
-    for method, path in (("POST", f"/dashboard/{bad_id}/view"), ("GET", f"/dashboard/{bad_id}/stats"), ("GET", f"/dashboard/{bad_id}")):
+    for method, path in (
+        ("POST", f"/dashboard/{bad_id}/view"),
+        ("GET", f"/dashboard/{bad_id}/stats"),
+        ("GET", f"/dashboard/{bad_id}"),
+    ):
         response = client.open(BASE + path, method=method, headers=bearer(token))
         assert response.status_code == 400, path
-        assert response.json == {"message": "Invalid dashboard ID format", "code": 400, "status": "Bad Request"}
+        assert response.json == {
+            "message": "Invalid dashboard ID format",
+            "code": 400,
+            "status": "Bad Request",
+        }
 
 
 # §3.1 -----------------------------------------------------------------------------------
 
 
-def test_recently_viewed_lists_my_dashboards_newest_first(client: FlaskClient, make_token: TokenFactory) -> None:
+def test_recently_viewed_lists_my_dashboards_newest_first(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
     me, other = make_token(user="me"), make_token(user="other")
     a, b, c = new_id(), new_id(), new_id()
     record_view(client, me, a, json={"name": "A"})
@@ -126,16 +147,24 @@ def test_recently_viewed_lists_my_dashboards_newest_first(client: FlaskClient, m
     assert set(items[0]) == {"dashboardId", "name", "viewCount", "firstViewedAt", "lastViewedAt"}  # type: ignore[arg-type, index]
 
 
-def test_recently_viewed_breaks_ties_by_dashboard_id(client: FlaskClient, app: Flask, token: str, org: str) -> None:
+def test_recently_viewed_breaks_ties_by_dashboard_id(
+    client: FlaskClient, app: Flask, token: str, org: str
+) -> None:
     ids = [new_id() for _ in range(4)]
     for d in ids:
         record_view(client, token, d)
-    run_sql(app, "UPDATE view_logs SET last_viewed_at = '2026-01-01T00:00:00Z' WHERE org = :org", org=org)
+    run_sql(
+        app,
+        "UPDATE view_logs SET last_viewed_at = '2026-01-01T00:00:00Z' WHERE org = :org",
+        org=org,
+    )
     items = get_data(client, token, "/dashboard/recently-viewed?limit=3")
     assert [i["dashboardId"] for i in items] == sorted(ids)[:3]  # type: ignore[index, union-attr]
 
 
-def test_name_is_the_last_non_null_name_reported(client: FlaskClient, make_token: TokenFactory) -> None:
+def test_name_is_the_last_non_null_name_reported(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
     me, other = make_token(user="me"), make_token(user="other")
     d = new_id()
     record_view(client, me, d, json={"name": "Old"})
@@ -182,7 +211,11 @@ def test_most_viewed_orders_by_count_then_recency_then_id(
     assert [i["dashboardId"] for i in items] == [hot, warm, tie_1, tie_2]  # type: ignore[index, union-attr]
     assert (items[0]["viewCount"], items[0]["uniqueViewers"]) == (4, 2)  # type: ignore[index]
     assert set(items[0]) == {"dashboardId", "name", "viewCount", "uniqueViewers", "lastViewedAt"}  # type: ignore[arg-type, index]
-    run_sql(app, "UPDATE dashboard_totals SET last_viewed_at = '2026-01-01T00:00:00Z' WHERE org = :org", org=org)
+    run_sql(
+        app,
+        "UPDATE dashboard_totals SET last_viewed_at = '2026-01-01T00:00:00Z' WHERE org = :org",
+        org=org,
+    )
     items = get_data(client, alice, "/dashboard/most-viewed?limit=4")
     assert [i["dashboardId"] for i in items] == [hot, warm, tie_1, tie_2]  # type: ignore[index, union-attr]
     assert len(get_data(client, alice, "/dashboard/most-viewed?limit=2")) == 2  # type: ignore[arg-type]
@@ -199,14 +232,21 @@ def test_most_viewed_with_days_counts_only_the_window(
     backdate_views(app, org, recent, "alice", now - timedelta(hours=47))
     backdate_views(app, org, recent, "carol", now - timedelta(hours=1), n=2)
     items = get_data(client, alice, "/dashboard/most-viewed?days=2")
-    assert [(i["dashboardId"], i["viewCount"], i["uniqueViewers"]) for i in items] == [(recent, 3, 2)]  # type: ignore[index, union-attr]
+    assert [(i["dashboardId"], i["viewCount"], i["uniqueViewers"]) for i in items] == [
+        (recent, 3, 2)
+    ]  # type: ignore[index, union-attr]
     items = get_data(client, alice, "/dashboard/most-viewed?days=3")
     assert [(i["dashboardId"], i["viewCount"]) for i in items] == [(recent, 3), (old_favourite, 1)]  # type: ignore[index, union-attr]
     items = get_data(client, alice, "/dashboard/most-viewed?days=11")
-    assert [(i["dashboardId"], i["viewCount"], i["uniqueViewers"]) for i in items] == [(old_favourite, 6, 2), (recent, 3, 2)]  # type: ignore[index, union-attr]
+    assert [(i["dashboardId"], i["viewCount"], i["uniqueViewers"]) for i in items] == [
+        (old_favourite, 6, 2),
+        (recent, 3, 2),
+    ]  # type: ignore[index, union-attr]
 
 
-@pytest.mark.parametrize("query", ["days=0", "days=3651", "days=x", "limit=0", "limit=101", "sort=asc"])
+@pytest.mark.parametrize(
+    "query", ["days=0", "days=3651", "days=x", "limit=0", "limit=101", "sort=asc"]
+)
 def test_most_viewed_rejects_bad_query(client: FlaskClient, token: str, query: str) -> None:
     response = client.get(f"{BASE}/dashboard/most-viewed?{query}", headers=bearer(token))
     assert response.status_code == 400 and response.json["errors"]["query"]
@@ -235,7 +275,10 @@ def test_stats_of_a_never_viewed_dashboard_are_zeros(client: FlaskClient, token:
 def test_stats_count_days_viewers_and_top_viewers(
     client: FlaskClient, app: Flask, make_token: TokenFactory, org: str
 ) -> None:
-    alice, bob = make_token(user="alice", email="alice@example.com"), make_token(user="bob", email=None)
+    alice, bob = (
+        make_token(user="alice", email="alice@example.com"),
+        make_token(user="bob", email=None),
+    )
     d = new_id()
     for _ in range(3):
         record_view(client, alice, d)
@@ -247,7 +290,11 @@ def test_stats_count_days_viewers_and_top_viewers(
     stats = get_data(client, alice, f"/dashboard/{d}/stats?days=3")
     assert stats["name"] == "Quality"  # type: ignore[index]
     assert (stats["totalViews"], stats["uniqueViewers"]) == (4, 2)  # type: ignore[index]
-    assert [(x["views"], x["uniqueViewers"]) for x in stats["dailyViews"]] == [(3, 2), (0, 0), (4, 2)]  # type: ignore[index]
+    assert [(x["views"], x["uniqueViewers"]) for x in stats["dailyViews"]] == [
+        (3, 2),
+        (0, 0),
+        (4, 2),
+    ]  # type: ignore[index]
     assert stats["period"]["views"] == 7 and stats["period"]["uniqueViewers"] == 3  # type: ignore[index]
     top = stats["topViewers"]  # type: ignore[index]
     assert [(v["userId"], v["userEmail"], v["viewCount"]) for v in top] == [
@@ -265,7 +312,9 @@ def test_top_viewers_are_at_most_ten(client: FlaskClient, make_token: TokenFacto
         record_view(client, make_token(user=f"user-{n:02d}"), d)
     stats = get_data(client, make_token(), f"/dashboard/{d}/stats?days=1")
     assert len(stats["topViewers"]) == 10 and stats["uniqueViewers"] == 12  # type: ignore[index]
-    assert stats["dailyViews"] == [{"date": str(datetime.now(UTC).date()), "views": 12, "uniqueViewers": 12}]  # type: ignore[index]
+    assert stats["dailyViews"] == [
+        {"date": str(datetime.now(UTC).date()), "views": 12, "uniqueViewers": 12}
+    ]  # type: ignore[index]
 
 
 @pytest.mark.parametrize("query", ["days=0", "days=366", "days=1.5", "limit=5"])

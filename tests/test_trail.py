@@ -44,13 +44,21 @@ def trail(client: FlaskClient, secret: str, path: str):  # type: ignore[no-untyp
 def test_recorded_event_is_returned_whole_and_read_back(client: FlaskClient, token: str) -> None:
     target = new_id()
     entry = record_event(
-        client, token, type="kpi", action="threshold.update", targetId=target.upper(),
+        client,
+        token,
+        type="kpi",
+        action="threshold.update",
+        targetId=target.upper(),
         details={"from": 1, "to": 2, "nested": {"ok": True}},
     )
     assert set(entry) == ENTRY_FIELDS
     assert entry["targetId"] == target and entry["userId"] == "user-1"
     assert entry["userEmail"] == "user-1@example.com" and entry["ip"] == "127.0.0.1"
-    assert len(entry["id"]) == 24 and entry["details"] == {"from": 1, "to": 2, "nested": {"ok": True}}  # type: ignore[arg-type]
+    assert len(entry["id"]) == 24 and entry["details"] == {
+        "from": 1,
+        "to": 2,
+        "nested": {"ok": True},
+    }  # type: ignore[arg-type]
     created = datetime.fromisoformat(str(entry["createdAt"]).replace("Z", "+00:00"))
     assert int(str(entry["id"])[:8], 16) == int(created.timestamp())
     response = client.get(f"{BASE}/{str(entry['id']).upper()}", headers=bearer(token))
@@ -75,15 +83,28 @@ def test_unknown_audit_log_id_is_404(client: FlaskClient, token: str) -> None:
     assert response.json == {"message": "Audit log not found", "code": 404, "status": "Not Found"}
 
 
-@pytest.mark.parametrize("bad_id", ["507f1f77bcf86cd79943901", "507f1f77bcf86cd7994390111", "507f1f77bcf86cd79943901g", "dashboard"])
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "507f1f77bcf86cd79943901",
+        "507f1f77bcf86cd7994390111",
+        "507f1f77bcf86cd79943901g",
+        "dashboard",
+    ],
+)
 def test_malformed_audit_log_id_is_400(client: FlaskClient, token: str, bad_id: str) -> None:
     response = client.get(f"{BASE}/{bad_id}", headers=bearer(token))
     assert response.status_code == 400
     assert response.json["message"] == "Invalid audit log ID format"
 
 
-@pytest.mark.parametrize(("kind", "message"), [("mapping", "Invalid mapping ID format"), ("kpi", "Invalid kpi ID format")])
-def test_malformed_mapping_and_kpi_ids_are_400(client: FlaskClient, token: str, kind: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("mapping", "Invalid mapping ID format"), ("kpi", "Invalid kpi ID format")],
+)
+def test_malformed_mapping_and_kpi_ids_are_400(
+    client: FlaskClient, token: str, kind: str, message: str
+) -> None:
     response = client.get(f"{BASE}/{kind}/12345", headers=bearer(token))
     assert response.status_code == 400 and response.json["message"] == message
 
@@ -100,7 +121,9 @@ def test_trail_holds_only_entries_of_that_type_and_target(
     client: FlaskClient, token: str, kind: str, message: str
 ) -> None:
     target, other = new_id(), new_id()
-    mine = [record_event(client, token, type=kind, action=f"step{n}", targetId=target) for n in range(3)]
+    mine = [
+        record_event(client, token, type=kind, action=f"step{n}", targetId=target) for n in range(3)
+    ]
     for other_kind in {"dashboard", "mapping", "kpi"} - {kind}:
         record_event(client, token, type=other_kind, action="create", targetId=target)
     record_event(client, token, type=kind, action="create", targetId=other)
@@ -115,27 +138,40 @@ def test_trail_of_unknown_target_is_empty(client: FlaskClient, token: str) -> No
     assert trail(client, token, f"/mapping/{new_id()}").json["data"] == []
 
 
-def test_trail_filters_by_action_user_and_time(client: FlaskClient, app: Flask, make_token: TokenFactory, org: str) -> None:
+def test_trail_filters_by_action_user_and_time(
+    client: FlaskClient, app: Flask, make_token: TokenFactory, org: str
+) -> None:
     admin = make_token(user="admin", roles=("Administrator",))
     target = new_id()
     record_event(client, admin, type="kpi", action="create", targetId=target)
     record_event(client, admin, type="kpi", action="update", targetId=target)
     record_event(client, admin, type="kpi", action="update", targetId=target, userId="bob")
-    run_sql(app, "UPDATE audit_entries SET created_at = '2026-01-01T10:00:00Z' WHERE org = :org AND action = 'create'", org=org)
+    run_sql(
+        app,
+        "UPDATE audit_entries SET created_at = '2026-01-01T10:00:00Z'"
+        " WHERE org = :org AND action = 'create'",
+        org=org,
+    )
     updates = trail(client, admin, f"/kpi/{target}?action=update").json["data"]
     assert [e["userId"] for e in updates] == ["bob", "admin"]
-    assert [e["action"] for e in trail(client, admin, f"/kpi/{target}?userId=admin").json["data"]] == ["update", "create"]
+    assert [
+        e["action"] for e in trail(client, admin, f"/kpi/{target}?userId=admin").json["data"]
+    ] == ["update", "create"]
     older = trail(client, admin, f"/kpi/{target}?until=2026-01-01T10:00:00.001Z").json["data"]
     assert [e["action"] for e in older] == ["create"]
     edge = trail(client, admin, f"/kpi/{target}?since=2026-01-01T11:00:00%2B01:00").json["data"]
     assert len(edge) == 3, "since is inclusive and honours the offset"
     after = trail(client, admin, f"/kpi/{target}?since=2026-01-01T10:00:00.001Z").json["data"]
     assert [e["action"] for e in after] == ["update", "update"]
-    unencoded_plus = trail(client, admin, f"/kpi/{target}?until=2026-01-01T11:00:00.001+01:00").json["data"]
+    unencoded_plus = trail(
+        client, admin, f"/kpi/{target}?until=2026-01-01T11:00:00.001+01:00"
+    ).json["data"]
     assert [e["action"] for e in unencoded_plus] == ["create"]
 
 
-def test_paging_returns_every_entry_once_while_new_entries_arrive(client: FlaskClient, token: str) -> None:
+def test_paging_returns_every_entry_once_while_new_entries_arrive(
+    client: FlaskClient, token: str
+) -> None:
     target = new_id()
     existing = [record_view(client, token, target)["auditLogId"] for _ in range(7)]
     seen: list[str] = []
@@ -165,12 +201,21 @@ def test_entries_at_the_same_instant_are_ordered_by_id_and_paged_exactly(
     client: FlaskClient, app: Flask, token: str, org: str
 ) -> None:
     target = new_id()
-    ids = [record_event(client, token, type="mapping", action="sync", targetId=target)["id"] for _ in range(5)]
-    run_sql(app, "UPDATE audit_entries SET created_at = '2026-03-01T00:00:00Z' WHERE org = :org", org=org)
+    ids = [
+        record_event(client, token, type="mapping", action="sync", targetId=target)["id"]
+        for _ in range(5)
+    ]
+    run_sql(
+        app,
+        "UPDATE audit_entries SET created_at = '2026-03-01T00:00:00Z' WHERE org = :org",
+        org=org,
+    )
     seen: list[str] = []
     cursor = None
     while True:
-        response = trail(client, token, f"/mapping/{target}?limit=2" + (f"&cursor={cursor}" if cursor else ""))
+        response = trail(
+            client, token, f"/mapping/{target}?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        )
         seen.extend(e["id"] for e in response.json["data"])
         cursor = response.json["pagination"]["nextCursor"]
         if cursor is None:
@@ -203,16 +248,23 @@ def test_trail_rejects_bad_query(client: FlaskClient, token: str, query: str) ->
 
 
 def test_limit_1000_is_accepted(client: FlaskClient, token: str) -> None:
-    assert trail(client, token, f"/dashboard/{new_id()}?limit=1000").json["pagination"]["limit"] == 1000
+    assert (
+        trail(client, token, f"/dashboard/{new_id()}?limit=1000").json["pagination"]["limit"]
+        == 1000
+    )
 
 
 # §3.7 -----------------------------------------------------------------------------------
 
 
-def test_dashboard_view_event_counts_like_the_view_endpoint(client: FlaskClient, token: str) -> None:
+def test_dashboard_view_event_counts_like_the_view_endpoint(
+    client: FlaskClient, token: str
+) -> None:
     d = new_id()
     record_view(client, token, d)
-    entry = record_event(client, token, type="dashboard", action="view", targetId=d, details={"name": "Via event"})
+    entry = record_event(
+        client, token, type="dashboard", action="view", targetId=d, details={"name": "Via event"}
+    )
     assert entry["action"] == "view"
     again = record_view(client, token, d)
     assert again["viewCount"] == 3 and again["totalViews"] == 3
@@ -230,12 +282,22 @@ def test_other_dashboard_actions_do_not_count_as_views(client: FlaskClient, toke
 
 
 @pytest.mark.parametrize("role", ["Administrator", "Opsera Administrator"])
-def test_administrators_record_on_behalf_of_others(client: FlaskClient, make_token: TokenFactory, role: str) -> None:
+def test_administrators_record_on_behalf_of_others(
+    client: FlaskClient, make_token: TokenFactory, role: str
+) -> None:
     admin = make_token(user="admin", roles=(role,))
     d = new_id()
     entry = record_event(client, admin, type="dashboard", action="view", targetId=d, userId="bob")
     assert entry["userId"] == "bob" and entry["userEmail"] is None
-    entry = record_event(client, admin, type="kpi", action="edit", targetId=d, userId="carol", userEmail="carol@example.com")
+    entry = record_event(
+        client,
+        admin,
+        type="kpi",
+        action="edit",
+        targetId=d,
+        userId="carol",
+        userEmail="carol@example.com",
+    )
     assert (entry["userId"], entry["userEmail"]) == ("carol", "carol@example.com")
     bob = make_token(user="bob")
     mine = client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(bob)).json["data"]
@@ -243,9 +305,15 @@ def test_administrators_record_on_behalf_of_others(client: FlaskClient, make_tok
 
 
 @pytest.mark.parametrize("role", ["Power User", "Users"])
-def test_other_roles_may_not_record_on_behalf_of_others(client: FlaskClient, make_token: TokenFactory, role: str) -> None:
+def test_other_roles_may_not_record_on_behalf_of_others(
+    client: FlaskClient, make_token: TokenFactory, role: str
+) -> None:
     secret = make_token(user="me", roles=(role,))
-    response = client.post(BASE, json={"type": "kpi", "action": "edit", "targetId": new_id(), "userId": "bob"}, headers=bearer(secret))
+    response = client.post(
+        BASE,
+        json={"type": "kpi", "action": "edit", "targetId": new_id(), "userId": "bob"},
+        headers=bearer(secret),
+    )
     assert response.status_code == 403
     own = record_event(client, secret, type="kpi", action="edit", targetId=new_id(), userId="me")
     assert own["userId"] == "me"
@@ -255,20 +323,83 @@ def test_other_roles_may_not_record_on_behalf_of_others(client: FlaskClient, mak
     ("body", "field"),
     [
         ({"action": "x", "targetId": "123e4567-e89b-12d3-a456-426614174000"}, "type"),
-        ({"type": "report", "action": "x", "targetId": "123e4567-e89b-12d3-a456-426614174000"}, "type"),
-        ({"type": "kpi", "action": "Bad", "targetId": "123e4567-e89b-12d3-a456-426614174000"}, "action"),
-        ({"type": "kpi", "action": "a" * 65, "targetId": "123e4567-e89b-12d3-a456-426614174000"}, "action"),
-        ({"type": "kpi", "action": "x", "targetId": "123e4567e89b12d3a456426614174000"}, "targetId"),
+        (
+            {"type": "report", "action": "x", "targetId": "123e4567-e89b-12d3-a456-426614174000"},
+            "type",
+        ),
+        (
+            {"type": "kpi", "action": "Bad", "targetId": "123e4567-e89b-12d3-a456-426614174000"},
+            "action",
+        ),
+        (
+            {"type": "kpi", "action": "a" * 65, "targetId": "123e4567-e89b-12d3-a456-426614174000"},
+            "action",
+        ),
+        (
+            {"type": "kpi", "action": "x", "targetId": "123e4567e89b12d3a456426614174000"},
+            "targetId",
+        ),
         ({"type": "kpi", "action": "x"}, "targetId"),
-        ({"type": "kpi", "action": "x", "targetId": "123e4567-e89b-12d3-a456-426614174000", "details": []}, "details"),
-        ({"type": "kpi", "action": "x", "targetId": "123e4567-e89b-12d3-a456-426614174000", "details": None}, "details"),
-        ({"type": "kpi", "action": "x", "targetId": "123e4567-e89b-12d3-a456-426614174000", "details": {"b": "x" * 16400}}, "details"),
-        ({"type": "kpi", "action": "x", "targetId": "123e4567-e89b-12d3-a456-426614174000", "userEmail": "a@b.c"}, "userEmail"),
-        ({"type": "kpi", "action": "x", "targetId": "123e4567-e89b-12d3-a456-426614174000", "userId": "u", "userEmail": "nope"}, "userEmail"),
-        ({"type": "kpi", "action": "x", "targetId": "123e4567-e89b-12d3-a456-426614174000", "createdAt": "2026-01-01T00:00:00Z"}, "createdAt"),
+        (
+            {
+                "type": "kpi",
+                "action": "x",
+                "targetId": "123e4567-e89b-12d3-a456-426614174000",
+                "details": [],
+            },
+            "details",
+        ),
+        (
+            {
+                "type": "kpi",
+                "action": "x",
+                "targetId": "123e4567-e89b-12d3-a456-426614174000",
+                "details": None,
+            },
+            "details",
+        ),
+        (
+            {
+                "type": "kpi",
+                "action": "x",
+                "targetId": "123e4567-e89b-12d3-a456-426614174000",
+                "details": {"b": "x" * 16400},
+            },
+            "details",
+        ),
+        (
+            {
+                "type": "kpi",
+                "action": "x",
+                "targetId": "123e4567-e89b-12d3-a456-426614174000",
+                "userEmail": "a@b.c",
+            },
+            "userEmail",
+        ),
+        (
+            {
+                "type": "kpi",
+                "action": "x",
+                "targetId": "123e4567-e89b-12d3-a456-426614174000",
+                "userId": "u",
+                "userEmail": "nope",
+            },
+            "userEmail",
+        ),
+        (
+            {
+                "type": "kpi",
+                "action": "x",
+                "targetId": "123e4567-e89b-12d3-a456-426614174000",
+                "createdAt": "2026-01-01T00:00:00Z",
+            },
+            "createdAt",
+        ),
     ],
 )
-def test_bad_event_bodies_are_400_with_errors(client: FlaskClient, token: str, body: dict[str, object], field: str) -> None:
+def test_bad_event_bodies_are_400_with_errors(
+    client: FlaskClient, token: str, body: dict[str, object], field: str
+) -> None:
     response = client.post(BASE, json=body, headers=bearer(token))
     assert response.status_code == 400
     assert field in response.json["errors"]["json"]
@@ -276,7 +407,9 @@ def test_bad_event_bodies_are_400_with_errors(client: FlaskClient, token: str, b
 
 @pytest.mark.parametrize("raw", [b"", b"[]", b"{", b"\xff\xfe"])
 def test_event_body_must_be_a_json_object(client: FlaskClient, token: str, raw: bytes) -> None:
-    response = client.post(BASE, data=raw, headers={**bearer(token), "Content-Type": "application/json"})
+    response = client.post(
+        BASE, data=raw, headers={**bearer(token), "Content-Type": "application/json"}
+    )
     assert response.status_code == 400 and "json" in response.json["errors"]
 
 
@@ -288,14 +421,18 @@ def test_details_up_to_16_kib_are_kept(client: FlaskClient, token: str) -> None:
 
 def test_body_over_64_kib_is_413(client: FlaskClient, token: str) -> None:
     body = b'{"type": "kpi", "pad": "' + b"x" * (65 * 1024) + b'"}'
-    response = client.post(BASE, data=body, headers={**bearer(token), "Content-Type": "application/json"})
+    response = client.post(
+        BASE, data=body, headers={**bearer(token), "Content-Type": "application/json"}
+    )
     assert response.status_code == 413 and response.json["code"] == 413
 
 
 def test_entries_cannot_be_changed_through_the_api(client: FlaskClient, token: str) -> None:
     entry = record_event(client, token, type="kpi", action="x", targetId=new_id())
     for method in ("PUT", "PATCH", "DELETE"):
-        response = client.open(f"{BASE}/{entry['id']}", method=method, json={"action": "y"}, headers=bearer(token))
+        response = client.open(
+            f"{BASE}/{entry['id']}", method=method, json={"action": "y"}, headers=bearer(token)
+        )
         assert response.status_code == 405
     again = client.get(f"{BASE}/{entry['id']}", headers=bearer(token)).json["data"]
     assert again == entry
@@ -305,4 +442,6 @@ def test_timestamps_are_rfc3339_utc_with_milliseconds(client: FlaskClient, token
     entry = record_event(client, token, type="kpi", action="x", targetId=new_id())
     created = str(entry["createdAt"])
     assert created.endswith("Z") and created[19] == "." and len(created) == 24
-    assert abs(datetime.fromisoformat(created.replace("Z", "+00:00")) - datetime.now(UTC)) < timedelta(minutes=1)
+    assert abs(
+        datetime.fromisoformat(created.replace("Z", "+00:00")) - datetime.now(UTC)
+    ) < timedelta(minutes=1)

@@ -92,6 +92,8 @@ class DashboardView(MethodView):
     @blp.arguments(IdempotencyHeaders, location="headers", as_kwargs=True)
     @blp.arguments(ViewBody, location="json", required=False)
     @blp.response(200, ViewEnvelope)
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
     def post(self, body: dict[str, Any], dashboardId: str, key: str | None = None) -> Response:
         """Record that I viewed a dashboard
 

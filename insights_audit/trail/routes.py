@@ -112,6 +112,8 @@ for _type, _name, _parameter in (
 class AuditLogEntry(MethodView):
     @requires(scopes=READ, roles=SITE_ROLES)
     @blp.response(200, EntryEnvelope)
+    @blp.alt_response(400, response="BAD_REQUEST")
+    @blp.alt_response(404, response="NOT_FOUND")
     def get(self, id: str) -> dict[str, Any]:
         """One audit log entry
 
@@ -127,6 +129,8 @@ class AuditLogs(MethodView):
     @blp.arguments(IdempotencyHeaders, location="headers", as_kwargs=True)
     @blp.arguments(NewEntry, location="json")
     @blp.response(201, RecordedEnvelope)
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
     def post(self, body: dict[str, Any], key: str | None = None) -> Response:
         """Record an audit event
 

@@ -1,0 +1,98 @@
+"""§1 conventions: timestamps, ids and cursors, parsed and formatted exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from insights_audit.errors import BadRequest
+from insights_audit.schemas import (
+    format_timestamp,
+    parse_audit_id,
+    parse_target_id,
+    parse_timestamp,
+)
+from insights_audit.trail.queries import TrailPosition
+from insights_audit.trail.schemas import decode_cursor, encode_cursor
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-11-27T02:18:13Z", datetime(2026, 11, 27, 2, 18, 13, tzinfo=UTC)),
+        ("2026-11-27T02:18:13.123Z", datetime(2026, 11, 27, 2, 18, 13, 123000, tzinfo=UTC)),
+        ("2026-11-27t02:18:13.123456789z", datetime(2026, 11, 27, 2, 18, 13, 123456, tzinfo=UTC)),
+        ("2026-11-27T03:18:13+01:00", datetime(2026, 11, 27, 2, 18, 13, tzinfo=UTC)),
+        ("2026-11-26T21:18:13.5-05:00", datetime(2026, 11, 27, 2, 18, 13, 500000, tzinfo=UTC)),
+        ("2026-11-27T03:18:13 01:00", datetime(2026, 11, 27, 2, 18, 13, tzinfo=UTC)),
+    ],
+)
+def test_rfc3339_timestamps_with_any_offset_are_accepted(raw: str, expected: datetime) -> None:
+    assert parse_timestamp(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "2026-11-27",
+        "2026-11-27T02:18:13",
+        "2026-11-27T02:18Z",
+        "20261127T021813Z",
+        "2026-13-01T00:00:00Z",
+        "2026-11-27T25:00:00Z",
+        "2026-11-27T02:18:13+0100",
+        "now",
+        "",
+    ],
+)
+def test_timestamps_without_time_or_offset_are_rejected(raw: str) -> None:
+    with pytest.raises(ValueError):
+        parse_timestamp(raw)
+
+
+def test_timestamps_are_formatted_in_utc_with_milliseconds() -> None:
+    value = datetime(2026, 11, 27, 3, 18, 13, 123999, tzinfo=timezone(timedelta(hours=1)))
+    assert format_timestamp(value) == "2026-11-27T02:18:13.123Z"
+
+
+def test_uuids_any_case_in_lowercase_out() -> None:
+    assert (
+        str(parse_target_id("123E4567-E89B-12D3-A456-426614174000", "kpi"))
+        == "123e4567-e89b-12d3-a456-426614174000"
+    )
+    for bad in (
+        "123e4567e89b12d3a456426614174000",
+        "urn:uuid:123e4567-e89b-12d3-a456-426614174000",
+        "",
+    ):
+        with pytest.raises(BadRequest, match="Invalid kpi ID format"):
+            parse_target_id(bad, "kpi")
+
+
+def test_audit_ids_are_24_hex_characters() -> None:
+    assert parse_audit_id("507F1F77BCF86CD799439011") == "507f1f77bcf86cd799439011"
+    with pytest.raises(BadRequest, match="Invalid audit log ID format"):
+        parse_audit_id("507f1f77bcf86cd79943901z")
+
+
+def test_cursor_round_trips_to_the_microsecond() -> None:
+    position = TrailPosition(
+        datetime(2026, 11, 27, 2, 18, 13, 123456, tzinfo=UTC), "507f1f77bcf86cd799439011"
+    )
+    assert decode_cursor(encode_cursor(position)) == position
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "!!!",
+        "MTIz",
+        "YWJjLjUwN2YxZjc3YmNmODZjZDc5OTQzOTAxMQ",
+        "MTIzNDU2Nzg5MDEyMzQ1Njc4OS41MDdmMWY3N2JjZjg2Y2Q3OTk0MzkwMTE",
+    ],
+)
+def test_foreign_cursors_are_rejected(cursor: str) -> None:
+    with pytest.raises(ValueError):
+        decode_cursor(cursor)

@@ -1,0 +1,135 @@
+"""§1 and §4: health, readiness, the OpenAPI document, Swagger UI, the error envelope."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from insights_audit import create_app, embedded
+from insights_audit.config import Settings
+from tests.conftest import BASE
+
+CONTRACT_PATHS = {
+    f"{BASE}/dashboard/recently-viewed": {"get"},
+    f"{BASE}/dashboard/most-viewed": {"get"},
+    f"{BASE}/dashboard/{{dashboardId}}/stats": {"get"},
+    f"{BASE}/dashboard/{{dashboardId}}/view": {"post"},
+    f"{BASE}/dashboard/{{dashboardId}}": {"get"},
+    f"{BASE}/mapping/{{mappingId}}": {"get"},
+    f"{BASE}/kpi/{{kpiId}}": {"get"},
+    f"{BASE}/{{id}}": {"get"},
+    BASE: {"post"},
+    "/healthz": {"get"},
+    "/readyz": {"get"},
+}
+
+
+def test_healthz_needs_neither_token_nor_database(client: FlaskClient) -> None:
+    offline = create_app(Settings(database_url="postgresql://nobody@127.0.0.1:1/none"))
+    for c in (client, offline.test_client()):
+        response = c.get("/healthz")
+        assert response.status_code == 200 and response.json == {"status": "ok"}
+
+
+def test_readyz_is_200_on_a_migrated_database(client: FlaskClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200 and response.json["status"] == "ready"
+
+
+def test_readyz_is_503_without_database_or_schema(server_url: str) -> None:
+    unreachable = create_app(
+        Settings(database_url="postgresql://nobody@127.0.0.1:1/none", pool_timeout_s=1)
+    )
+    name = f"insights_audit_empty_{uuid.uuid4().hex[:8]}"
+    unmigrated_url = embedded.ensure_database(server_url, name)
+    try:
+        unmigrated = create_app(Settings(database_url=unmigrated_url))
+        for app in (unreachable, unmigrated):
+            response = app.test_client().get("/readyz")
+            assert response.status_code == 503
+            assert response.json["code"] == 503 and response.json["status"] == "Service Unavailable"
+            assert response.json["message"].startswith("Not ready")
+        unmigrated.extensions["insights_audit.engine"].dispose()
+    finally:
+        embedded.drop_database(server_url, name)
+
+
+def test_database_outage_is_503_in_the_envelope_with_retry_after() -> None:
+    offline = create_app(
+        Settings(database_url="postgresql://nobody@127.0.0.1:1/none", pool_timeout_s=1)
+    )
+    response = offline.test_client().get(
+        f"{BASE}/dashboard/recently-viewed", headers={"Authorization": "Bearer iat_whatever"}
+    )
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert set(response.json) == {"message", "code", "status"}
+
+
+def test_openapi_lists_every_path_with_bearer_auth_and_error_responses(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").json
+    assert spec["openapi"].startswith("3.")
+    paths = {path: set(ops) - {"parameters"} for path, ops in spec["paths"].items()}
+    assert paths == CONTRACT_PATHS
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API token of insights-audit",
+    }
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters" or not path.startswith(BASE):
+                continue
+            assert operation["security"] == [{"bearerAuth": []}], (path, method)
+            assert {"200", "201"} & set(operation["responses"]), (path, method)
+            assert {"400", "401", "403", "503"} <= set(operation["responses"]), (path, method)
+            if method == "post":
+                assert {"409", "413"} <= set(operation["responses"]), (path, method)
+            assert operation["summary"], (path, method)
+
+
+def test_openapi_documents_examples_and_id_formats(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").json
+    stats = spec["paths"][f"{BASE}/dashboard/{{dashboardId}}/stats"]
+    (param,) = [p for p in stats.get("parameters", []) if p["name"] == "dashboardId"]
+    assert param["schema"]["format"] == "uuid" and param["example"]
+    recorded = spec["components"]["schemas"]["RecordedView"]["properties"]
+    assert recorded["auditLogId"]["example"] == "507f1f77bcf86cd799439011"
+    assert recorded["viewedAt"]["example"].endswith("Z")
+    assert "404" in spec["paths"][f"{BASE}/{{id}}"]["get"]["responses"]
+
+
+def test_swagger_ui_is_served_offline(client: FlaskClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    external = [url for url in re.findall(r"""(?:src|href)=["']([^"']+)""", html) if "//" in url]
+    assert external == []
+    assets = re.findall(r"""(?:src|href)=["'](/docs/assets/[^"']+)""", html)
+    assert len(assets) >= 3
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200 and len(response.data) > 1000, asset
+        response.close()
+    bundle = client.get("/docs/assets/swagger-ui-bundle.js").get_data(as_text=True)
+    assert "unpkg.com" not in html and "cdn.jsdelivr" not in html and len(bundle) > 100_000
+
+
+def test_unexpected_errors_are_500_in_the_envelope_without_traceback(app: Flask) -> None:
+    failing = create_app(app.config["SETTINGS"])
+
+    @failing.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    response = failing.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.json == {
+        "message": "Internal server error",
+        "code": 500,
+        "status": "Internal Server Error",
+    }
+    assert "secret" not in response.get_data(as_text=True)

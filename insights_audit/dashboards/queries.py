@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, case, func, literal, select, text, true
+from sqlalchemy import Connection, Date, Row, case, cast, func, literal, select, text, true
 from sqlalchemy.dialects.postgresql import insert
 
-from insights_audit.models import AuditEntry, DashboardTotal, ViewLog
+from insights_audit.models import DashboardDailyViews, DashboardTotal, ViewLog
 from insights_audit.trail.queries import Actor, RequestMeta, entry_insert
 
 TOP_VIEWERS = 10
@@ -23,12 +23,15 @@ def record_view(
     details: dict[str, Any],
     meta: RequestMeta,
 ) -> Row[Any]:
-    """Append the view entry and bump the viewer's and the org's counters in one statement.
+    """Append the view entry and bump every aggregate it implies, in one statement.
 
-    Row locks are taken in one order (the viewer's row, then the dashboard's), so concurrent
-    views neither deadlock nor lose counts; ``view_count = 1`` after the upsert marks a new viewer.
+    Row locks are taken in one order (the viewer's row, the dashboard's totals, its day), so
+    concurrent views neither deadlock nor lose counts. After the viewer's upsert,
+    ``view_count = 1`` marks a new viewer of the dashboard and a previous view before today
+    marks a new viewer of the day.
     """
     now = func.now()
+    today = func.date_trunc("day", now)
     entry = entry_insert(actor, "dashboard", "view", dashboard_id, details, meta).cte("entry")
 
     viewer_insert = insert(ViewLog).values(
@@ -45,11 +48,12 @@ def record_view(
             index_elements=[ViewLog.org, ViewLog.user_id, ViewLog.dashboard_id],
             set_={
                 "view_count": ViewLog.view_count + 1,
-                "last_viewed_at": viewer_insert.excluded.last_viewed_at,
+                "previous_viewed_at": ViewLog.last_viewed_at,
+                "last_viewed_at": func.greatest(ViewLog.last_viewed_at, now),
                 "user_email": func.coalesce(viewer_insert.excluded.user_email, ViewLog.user_email),
             },
         )
-        .returning(ViewLog.view_count)
+        .returning(ViewLog.view_count, ViewLog.previous_viewed_at)
         .cte("viewer")
     )
 
@@ -80,10 +84,8 @@ def record_view(
                 "view_count": DashboardTotal.view_count + 1,
                 "unique_viewers": DashboardTotal.unique_viewers
                 + totals_insert.excluded.unique_viewers,
-                "first_viewed_at": func.coalesce(
-                    DashboardTotal.first_viewed_at, totals_insert.excluded.first_viewed_at
-                ),
-                "last_viewed_at": totals_insert.excluded.last_viewed_at,
+                "first_viewed_at": func.coalesce(DashboardTotal.first_viewed_at, now),
+                "last_viewed_at": func.greatest(DashboardTotal.last_viewed_at, now),
                 "name": func.coalesce(totals_insert.excluded.name, DashboardTotal.name),
             },
         )
@@ -91,12 +93,37 @@ def record_view(
         .cte("totals")
     )
 
+    first_view_today = case((func.coalesce(viewer.c.previous_viewed_at < today, True), 1), else_=0)
+    daily_insert = insert(DashboardDailyViews).from_select(
+        ["org", "dashboard_id", "day", "views", "unique_viewers"],
+        # Reading ``totals`` here orders this upsert after the totals row is locked.
+        select(
+            literal(actor.org), literal(dashboard_id), cast(now, Date), literal(1), first_view_today
+        ).select_from(viewer.join(totals, true())),
+    )
+    daily = (
+        daily_insert.on_conflict_do_update(
+            index_elements=[
+                DashboardDailyViews.org,
+                DashboardDailyViews.dashboard_id,
+                DashboardDailyViews.day,
+            ],
+            set_={
+                "views": DashboardDailyViews.views + 1,
+                "unique_viewers": DashboardDailyViews.unique_viewers
+                + daily_insert.excluded.unique_viewers,
+            },
+        )
+        .returning(DashboardDailyViews.views)
+        .cte("daily")
+    )
+
     # Each CTE yields exactly one row: the cross join just puts them side by side.
     query = select(
         entry,
         viewer.c.view_count.label("viewer_count"),
         totals.c.view_count.label("total_count"),
-    ).select_from(entry.join(viewer, true()).join(totals, true()))
+    ).select_from(entry.join(viewer, true()).join(totals, true()).join(daily, true()))
     return connection.execute(query).one()
 
 
@@ -158,40 +185,48 @@ def most_viewed_all_time(connection: Connection, org: str, limit: int) -> list[R
     return list(connection.execute(query))
 
 
+MOST_VIEWED_SINCE = text(
+    """
+    WITH bounds AS (
+        SELECT now() - make_interval(days => :days) AS since
+    ), full_days AS (
+        -- Whole UTC days after the window's first day, today included (rollups).
+        SELECT d.dashboard_id, d.views
+        FROM dashboard_daily_views AS d, bounds
+        WHERE d.org = :org AND d.day > (bounds.since AT TIME ZONE 'UTC')::date
+    ), first_day AS (
+        -- The rest of the first day, from the window's start to midnight (raw entries).
+        SELECT e.target_id AS dashboard_id, 1 AS views
+        FROM audit_entries AS e, bounds
+        WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
+          AND e.created_at >= bounds.since
+          AND e.created_at < date_trunc('day', bounds.since) + interval '1 day'
+    ), in_window AS (
+        SELECT dashboard_id, sum(views) AS view_count
+        FROM (SELECT * FROM full_days UNION ALL SELECT * FROM first_day) AS views
+        GROUP BY dashboard_id
+    ), top AS (
+        SELECT w.dashboard_id, t.name, w.view_count, t.last_viewed_at
+        FROM in_window AS w
+        JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = w.dashboard_id
+        ORDER BY w.view_count DESC, t.last_viewed_at DESC, w.dashboard_id
+        LIMIT :limit
+    )
+    SELECT top.dashboard_id, top.name, top.view_count,
+           -- A user viewed it in the window iff their last view is in it.
+           (SELECT count(*) FROM view_logs AS v, bounds
+            WHERE v.org = :org AND v.dashboard_id = top.dashboard_id
+              AND v.last_viewed_at >= bounds.since) AS unique_viewers,
+           top.last_viewed_at
+    FROM top
+    ORDER BY top.view_count DESC, top.last_viewed_at DESC, top.dashboard_id
+    """
+)
+
+
 def most_viewed_recently(connection: Connection, org: str, limit: int, days: int) -> list[Row[Any]]:
-    """Dashboards by views in the last ``days`` x 24 h (ix_audit_entries_views_by_time)."""
-    window = (
-        select(
-            AuditEntry.target_id.label("dashboard_id"),
-            func.count().label("view_count"),
-            func.count(AuditEntry.user_id.distinct()).label("unique_viewers"),
-            func.max(AuditEntry.created_at).label("last_viewed_at"),
-        )
-        .where(
-            AuditEntry.org == org,
-            AuditEntry.type == "dashboard",
-            AuditEntry.action == "view",
-            AuditEntry.created_at >= func.now() - func.make_interval(0, 0, 0, days),
-        )
-        .group_by(AuditEntry.target_id)
-        .subquery("window")
-    )
-    query = (
-        select(
-            window.c.dashboard_id,
-            DashboardTotal.name,
-            window.c.view_count,
-            window.c.unique_viewers,
-            window.c.last_viewed_at,
-        )
-        .outerjoin(
-            DashboardTotal,
-            (DashboardTotal.org == org) & (DashboardTotal.dashboard_id == window.c.dashboard_id),
-        )
-        .order_by(window.c.view_count.desc(), window.c.last_viewed_at.desc(), window.c.dashboard_id)
-        .limit(limit)
-    )
-    return list(connection.execute(query))
+    """Dashboards by views in the last ``days`` x 24 h: daily rollups plus one partial day."""
+    return list(connection.execute(MOST_VIEWED_SINCE, {"org": org, "limit": limit, "days": days}))
 
 
 def dashboard_totals(
@@ -210,28 +245,25 @@ def dashboard_totals(
 
 DAILY_VIEWS = text(
     """
-    WITH views AS (
-        SELECT created_at, user_id
-        FROM audit_entries
-        WHERE org = :org AND target_id = :dashboard_id
-          AND type = 'dashboard' AND action = 'view'
-          AND created_at >= date_trunc('day', now()) - make_interval(days => :days - 1)
-    ), per_day AS (
-        SELECT date_trunc('day', created_at) AS day, count(*) AS views,
-               count(DISTINCT user_id) AS viewers
-        FROM views GROUP BY 1
+    WITH bounds AS (
+        SELECT date_trunc('day', now()) - make_interval(days => :days - 1) AS first_day
+    ), period AS (
+        -- A user viewed it in the period iff their last view is in it.
+        SELECT count(*) AS viewers
+        FROM view_logs AS v, bounds
+        WHERE v.org = :org AND v.dashboard_id = :dashboard_id
+          AND v.last_viewed_at >= bounds.first_day
     )
-    SELECT day AS day_start, day::date AS day, coalesce(per_day.views, 0) AS views,
-           coalesce(per_day.viewers, 0) AS viewers,
-           (SELECT count(DISTINCT user_id) FROM views) AS period_viewers,
-           now() AS request_time
-    FROM generate_series(
-        date_trunc('day', now()) - make_interval(days => :days - 1),
-        date_trunc('day', now()),
-        interval '1 day'
-    ) AS day
-    LEFT JOIN per_day USING (day)
-    ORDER BY day
+    SELECT series.day_start, series.day_start::date AS day,
+           coalesce(d.views, 0) AS views, coalesce(d.unique_viewers, 0) AS viewers,
+           period.viewers AS period_viewers, now() AS request_time
+    FROM bounds, period,
+         generate_series(bounds.first_day, date_trunc('day', now()), interval '1 day')
+             AS series(day_start)
+    LEFT JOIN dashboard_daily_views AS d
+           ON d.org = :org AND d.dashboard_id = :dashboard_id
+          AND d.day = series.day_start::date
+    ORDER BY series.day_start
     """
 )
 
@@ -239,7 +271,7 @@ DAILY_VIEWS = text(
 def daily_views(
     connection: Connection, org: str, dashboard_id: uuid.UUID, days: int
 ) -> list[Row[Any]]:
-    """One row per UTC day of the window, zero days too (ix_audit_entries_views_by_dashboard)."""
+    """One row per UTC day of the window, zero days too (pk_dashboard_daily_views)."""
     return list(
         connection.execute(DAILY_VIEWS, {"org": org, "dashboard_id": dashboard_id, "days": days})
     )

@@ -110,7 +110,12 @@ class DashboardView(MethodView):
 
         def record(connection: Connection) -> dict[str, Any]:
             row = queries.record_view(
-                connection, actor, dashboard_id, name, {"name": name} if name else {}, meta
+                connection,
+                actor,
+                dashboard_id,
+                name,
+                {"name": name} if name is not None else {},
+                meta,
             )
             data = {
                 "dashboardId": dashboard_id,

@@ -1,0 +1,71 @@
+"""The aggregates the reads use, rebuilt from the raw audit trail (their source of truth).
+
+``view_logs``, ``dashboard_totals`` and ``dashboard_daily_views`` are kept up to date by every
+recorded view; ``rebuild`` recomputes them for one org from ``audit_entries`` alone, so they
+can always be checked against, or restored from, the trail.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, delete, select, text
+
+from insights_audit.models import AuditEntry, DashboardDailyViews, DashboardTotal, ViewLog
+
+REBUILD_VIEW_LOGS = text(
+    """
+    INSERT INTO view_logs (org, user_id, dashboard_id, user_email, view_count,
+                           first_viewed_at, last_viewed_at, previous_viewed_at)
+    SELECT org, user_id, target_id,
+           (array_agg(user_email ORDER BY created_at DESC, id DESC)
+                FILTER (WHERE user_email IS NOT NULL))[1],
+           count(*), min(created_at), max(created_at),
+           (array_agg(created_at ORDER BY created_at DESC))[2]
+    FROM audit_entries
+    WHERE org = :org AND type = 'dashboard' AND action = 'view'
+    GROUP BY org, user_id, target_id
+    """
+)
+
+REBUILD_DAILY_VIEWS = text(
+    """
+    INSERT INTO dashboard_daily_views (org, dashboard_id, day, views, unique_viewers)
+    SELECT org, target_id, (created_at AT TIME ZONE 'UTC')::date, count(*),
+           count(DISTINCT user_id)
+    FROM audit_entries
+    WHERE org = :org AND type = 'dashboard' AND action = 'view'
+    GROUP BY org, target_id, (created_at AT TIME ZONE 'UTC')::date
+    """
+)
+
+REBUILD_TOTALS = text(
+    """
+    INSERT INTO dashboard_totals (org, dashboard_id, name, view_count, unique_viewers,
+                                  first_viewed_at, last_viewed_at)
+    SELECT :org, coalesce(v.dashboard_id, n.target_id), n.name,
+           coalesce(v.view_count, 0), coalesce(v.unique_viewers, 0),
+           v.first_viewed_at, v.last_viewed_at
+    FROM (
+        SELECT dashboard_id, sum(view_count) AS view_count, count(*) AS unique_viewers,
+               min(first_viewed_at) AS first_viewed_at, max(last_viewed_at) AS last_viewed_at
+        FROM view_logs WHERE org = :org GROUP BY dashboard_id
+    ) AS v
+    FULL JOIN (
+        SELECT DISTINCT ON (target_id) target_id, details ->> 'name' AS name
+        FROM audit_entries
+        WHERE org = :org AND type = 'dashboard' AND jsonb_typeof(details -> 'name') = 'string'
+        ORDER BY target_id, created_at DESC, id DESC
+    ) AS n ON n.target_id = v.dashboard_id
+    """
+)
+
+
+def rebuild(connection: Connection, org: str) -> None:
+    """Replace the org's aggregates by what its audit trail implies (one transaction)."""
+    for table in (DashboardDailyViews, DashboardTotal, ViewLog):
+        connection.execute(delete(table).where(table.org == org))
+    for statement in (REBUILD_VIEW_LOGS, REBUILD_DAILY_VIEWS, REBUILD_TOTALS):
+        connection.execute(statement, {"org": org})
+
+
+def orgs_with_entries(connection: Connection) -> list[str]:
+    return list(connection.scalars(select(AuditEntry.org).distinct().order_by(AuditEntry.org)))

@@ -1,0 +1,82 @@
+"""Daily view rollups and viewer recency, so windowed reads cost the same at any size.
+
+Adds ``dashboard_daily_views`` (views and distinct viewers per dashboard and UTC day),
+``view_logs.previous_viewed_at`` and an index of viewers by recency; drops the per-dashboard
+index of raw views that the stats endpoint no longer reads. Existing views are rolled up.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-27
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "dashboard_daily_views",
+        sa.Column("org", sa.Text, nullable=False),
+        sa.Column("dashboard_id", postgresql.UUID(as_uuid=True), nullable=False),
+        sa.Column("day", sa.Date, nullable=False),
+        sa.Column("views", sa.BigInteger, nullable=False),
+        sa.Column("unique_viewers", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("org", "dashboard_id", "day", name="pk_dashboard_daily_views"),
+    )
+    op.create_index(
+        "ix_dashboard_daily_views_org_day",
+        "dashboard_daily_views",
+        ["org", "day"],
+        postgresql_include=["dashboard_id", "views"],
+    )
+    op.add_column("view_logs", sa.Column("previous_viewed_at", postgresql.TIMESTAMP(timezone=True)))
+    op.create_index(
+        "ix_view_logs_dashboard_recency",
+        "view_logs",
+        ["org", "dashboard_id", "last_viewed_at"],
+    )
+    op.drop_index("ix_audit_entries_views_by_dashboard", table_name="audit_entries")
+    op.execute(
+        """
+        INSERT INTO dashboard_daily_views (org, dashboard_id, day, views, unique_viewers)
+        SELECT org, target_id, (created_at AT TIME ZONE 'UTC')::date, count(*),
+               count(DISTINCT user_id)
+        FROM audit_entries
+        WHERE type = 'dashboard' AND action = 'view'
+        GROUP BY 1, 2, 3
+        """
+    )
+    op.execute(
+        """
+        UPDATE view_logs AS v SET previous_viewed_at = p.previous_viewed_at
+        FROM (
+            SELECT org, user_id, target_id,
+                   (array_agg(created_at ORDER BY created_at DESC))[2] AS previous_viewed_at
+            FROM audit_entries
+            WHERE type = 'dashboard' AND action = 'view'
+            GROUP BY 1, 2, 3
+        ) AS p
+        WHERE (v.org, v.user_id, v.dashboard_id) = (p.org, p.user_id, p.target_id)
+        """
+    )
+
+
+def downgrade() -> None:
+    op.create_index(
+        "ix_audit_entries_views_by_dashboard",
+        "audit_entries",
+        ["org", "target_id", "created_at"],
+        postgresql_include=["user_id"],
+        postgresql_where=sa.text("type = 'dashboard' AND action = 'view'"),
+    )
+    op.drop_index("ix_view_logs_dashboard_recency", table_name="view_logs")
+    op.drop_column("view_logs", "previous_viewed_at")
+    op.drop_table("dashboard_daily_views")

@@ -1,0 +1,62 @@
+"""Migrations upgrade a database holding data, and every one downgrades."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from alembic import command
+
+from insights_audit import embedded, migrations
+
+
+@pytest.fixture
+def scratch_url(server_url: str) -> Iterator[str]:
+    name = f"insights_audit_mig_{uuid.uuid4().hex[:8]}"
+    yield embedded.ensure_database(server_url, name)
+    embedded.drop_database(server_url, name)
+
+
+def test_upgrade_from_0001_rolls_up_existing_views(scratch_url: str) -> None:
+    migrations.upgrade(scratch_url, "0001")
+    dashboard = str(uuid.uuid4())
+    with psycopg.connect(scratch_url) as connection:
+        for user, when in (
+            ("a", "2026-01-01T10:00Z"),
+            ("a", "2026-01-01T11:00Z"),
+            ("b", "2026-01-02T10:00Z"),
+        ):
+            connection.execute(
+                "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, created_at)"
+                " VALUES (audit_object_id(%(t)s), 'o', 'dashboard', 'view', %(d)s, %(u)s, %(t)s)",
+                {"t": when, "d": dashboard, "u": user},
+            )
+            connection.execute(
+                "INSERT INTO view_logs (org, user_id, dashboard_id, view_count, first_viewed_at, last_viewed_at)"
+                " VALUES ('o', %(u)s, %(d)s, 1, %(t)s, %(t)s) ON CONFLICT (org, user_id, dashboard_id)"
+                " DO UPDATE SET view_count = view_logs.view_count + 1, last_viewed_at = excluded.last_viewed_at",
+                {"t": when, "d": dashboard, "u": user},
+            )
+    migrations.upgrade(scratch_url)
+    with psycopg.connect(scratch_url) as connection:
+        daily = connection.execute(
+            "SELECT day::text, views, unique_viewers FROM dashboard_daily_views ORDER BY day"
+        ).fetchall()
+        previous = connection.execute(
+            "SELECT user_id, previous_viewed_at IS NOT NULL FROM view_logs ORDER BY user_id"
+        ).fetchall()
+    assert daily == [("2026-01-01", 2, 1), ("2026-01-02", 1, 1)]
+    assert previous == [("a", True), ("b", False)]
+
+
+def test_every_migration_downgrades(scratch_url: str) -> None:
+    migrations.upgrade(scratch_url)
+    command.downgrade(migrations.alembic_config(scratch_url), "base")
+    with psycopg.connect(scratch_url) as connection:
+        tables = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+        ).fetchall()
+    assert tables == [("alembic_version",)]
+    migrations.upgrade(scratch_url)

@@ -29,11 +29,15 @@ REBUILD_VIEW_LOGS = text(
 REBUILD_DAILY_VIEWS = text(
     """
     INSERT INTO dashboard_daily_views (org, dashboard_id, day, views, unique_viewers)
-    SELECT org, target_id, (created_at AT TIME ZONE 'UTC')::date, count(*),
-           count(DISTINCT user_id)
-    FROM audit_entries
-    WHERE org = :org AND type = 'dashboard' AND action = 'view'
-    GROUP BY org, target_id, (created_at AT TIME ZONE 'UTC')::date
+    SELECT :org, target_id, day, sum(views), count(*)
+    FROM (
+        SELECT target_id, (created_at AT TIME ZONE 'UTC')::date AS day, user_id,
+               count(*) AS views
+        FROM audit_entries
+        WHERE org = :org AND type = 'dashboard' AND action = 'view'
+        GROUP BY 1, 2, 3
+    ) AS per_viewer
+    GROUP BY target_id, day
     """
 )
 
@@ -65,6 +69,12 @@ def rebuild(connection: Connection, org: str) -> None:
         connection.execute(delete(table).where(table.org == org))
     for statement in (REBUILD_VIEW_LOGS, REBUILD_DAILY_VIEWS, REBUILD_TOTALS):
         connection.execute(statement, {"org": org})
+
+
+def vacuum_analyze(connection: Connection) -> None:
+    """Fresh statistics and visibility maps after a bulk change (needs an autocommit connection)."""
+    for table in ("audit_entries", "view_logs", "dashboard_totals", "dashboard_daily_views"):
+        connection.execute(text(f"VACUUM (ANALYZE) {table}"))
 
 
 def orgs_with_entries(connection: Connection) -> list[str]:

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup
+from sqlalchemy import Connection, text
 
-from insights_audit import migrations
+from insights_audit import aggregates, demo, migrations
 from insights_audit.auth import KNOWN_ROLES, SCOPES
 from insights_audit.config import Settings
-from insights_audit.extensions import transaction
+from insights_audit.extensions import engine, transaction
 from insights_audit.tokens import create_token, list_tokens, revoke_token
+
+
+@contextmanager
+def batch_transaction() -> Iterator[Connection]:
+    """A transaction for long batch work: no statement timeout."""
+    with transaction() as connection:
+        connection.execute(text("SET LOCAL statement_timeout = 0"))
+        connection.execute(text("SET LOCAL work_mem = '256MB'"))
+        yield connection
 
 
 def _settings() -> Settings:
@@ -98,9 +113,61 @@ def tokens_revoke(token_id: int) -> None:
     click.echo(f"Revoked token {token_id}.")
 
 
+@click.group("aggregates", help="The counters and rollups the reads use.")
+def aggregates_cli() -> None:
+    pass
+
+
+@aggregates_cli.command("rebuild", help="Recompute aggregates from the audit trail.")
+@click.option("--org", default=None, help="Only this organisation (default: every one).")
+def aggregates_rebuild(org: str | None) -> None:
+    with transaction() as connection:
+        orgs = [org] if org else aggregates.orgs_with_entries(connection)
+    for name in orgs:
+        started = time.perf_counter()
+        with batch_transaction() as connection:
+            aggregates.rebuild(connection, name)
+        click.echo(f"Rebuilt the aggregates of {name} in {time.perf_counter() - started:.1f} s.")
+
+
+@click.group("demo", help="Demo data.")
+def demo_cli() -> None:
+    pass
+
+
+@demo_cli.command("seed", help="Fill an org with realistic views and KPI/mapping changes.")
+@click.option("--org", required=True, help="Organisation to fill.")
+@click.option("--events", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--users", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--dashboards", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--days", type=click.IntRange(1, 3650), default=90, show_default=True)
+@click.option("--seed", "seed_value", type=int, default=1, show_default=True)
+def demo_seed(
+    org: str, events: int, users: int, dashboards: int, days: int, seed_value: int
+) -> None:
+    plan = demo.SeedPlan(org, events, users, dashboards, days, seed_value)
+    started = time.perf_counter()
+    with (
+        click.progressbar(
+            length=events, label=f"Loading {events:,} events", file=sys.stderr
+        ) as bar,
+        batch_transaction() as connection,
+    ):
+        loaded = demo.seed(connection, plan, bar.update)
+    elapsed = time.perf_counter() - started
+    with engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        aggregates.vacuum_analyze(connection)
+    click.echo(
+        f"Loaded {loaded:,} entries into {org} in {elapsed:.1f} s"
+        f" ({loaded / elapsed:,.0f} entries/s, aggregates included)."
+    )
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(tokens_cli)
+    app.cli.add_command(aggregates_cli)
+    app.cli.add_command(demo_cli)
 
 
 def main() -> None:

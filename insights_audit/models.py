@@ -30,6 +30,8 @@ NAMING_CONVENTION = {
 }
 
 Timestamp = TIMESTAMP(timezone=True)
+# Keys compare bytewise (see migration 0001).
+Key = Text(collation="C")
 
 
 class Base(DeclarativeBase):
@@ -43,8 +45,8 @@ class ApiToken(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)
-    org: Mapped[str] = mapped_column(Text)
-    user_id: Mapped[str] = mapped_column(Text)
+    org: Mapped[str] = mapped_column(Key)
+    user_id: Mapped[str] = mapped_column(Key)
     user_email: Mapped[str | None] = mapped_column(Text)
     roles: Mapped[list[str]] = mapped_column(ARRAY(Text))
     scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
@@ -80,12 +82,12 @@ class AuditEntry(Base):
         ),
     )
 
-    id: Mapped[str] = mapped_column(Text, primary_key=True)
-    org: Mapped[str] = mapped_column(Text)
-    type: Mapped[str] = mapped_column(Text)
-    action: Mapped[str] = mapped_column(Text)
+    id: Mapped[str] = mapped_column(Key, primary_key=True)
+    org: Mapped[str] = mapped_column(Key)
+    type: Mapped[str] = mapped_column(Key)
+    action: Mapped[str] = mapped_column(Key)
     target_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
-    user_id: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str] = mapped_column(Key)
     user_email: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
@@ -107,7 +109,7 @@ class ViewLog(Base):
             text("last_viewed_at DESC"),
             "dashboard_id",
         ),
-        # Viewers of a dashboard since a time: a user viewed it in [t, now] iff their last view >= t.
+        # Viewers of a dashboard since t: a user viewed it in [t, now] iff their last view >= t.
         Index("ix_view_logs_dashboard_recency", "org", "dashboard_id", "last_viewed_at"),
         # "Top viewers" of one dashboard.
         Index(
@@ -120,8 +122,8 @@ class ViewLog(Base):
         ),
     )
 
-    org: Mapped[str] = mapped_column(Text, primary_key=True)
-    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    org: Mapped[str] = mapped_column(Key, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Key, primary_key=True)
     dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     user_email: Mapped[str | None] = mapped_column(Text)
     view_count: Mapped[int] = mapped_column(BigInteger)
@@ -145,7 +147,7 @@ class DashboardDailyViews(Base):
         ),
     )
 
-    org: Mapped[str] = mapped_column(Text, primary_key=True)
+    org: Mapped[str] = mapped_column(Key, primary_key=True)
     dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     views: Mapped[int] = mapped_column(BigInteger)
@@ -168,7 +170,7 @@ class DashboardTotal(Base):
         ),
     )
 
-    org: Mapped[str] = mapped_column(Text, primary_key=True)
+    org: Mapped[str] = mapped_column(Key, primary_key=True)
     dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)
     view_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
@@ -184,7 +186,7 @@ class IdempotencyKey(Base):
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 
     token_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Key, primary_key=True)
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

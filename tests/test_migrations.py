@@ -34,9 +34,10 @@ def test_upgrade_from_0001_rolls_up_existing_views(scratch_url: str) -> None:
                 {"t": when, "d": dashboard, "u": user},
             )
             connection.execute(
-                "INSERT INTO view_logs (org, user_id, dashboard_id, view_count, first_viewed_at, last_viewed_at)"
-                " VALUES ('o', %(u)s, %(d)s, 1, %(t)s, %(t)s) ON CONFLICT (org, user_id, dashboard_id)"
-                " DO UPDATE SET view_count = view_logs.view_count + 1, last_viewed_at = excluded.last_viewed_at",
+                "INSERT INTO view_logs (org, user_id, dashboard_id, view_count,"
+                " first_viewed_at, last_viewed_at) VALUES ('o', %(u)s, %(d)s, 1, %(t)s, %(t)s)"
+                " ON CONFLICT (org, user_id, dashboard_id) DO UPDATE SET"
+                " view_count = view_logs.view_count + 1, last_viewed_at = excluded.last_viewed_at",
                 {"t": when, "d": dashboard, "u": user},
             )
     migrations.upgrade(scratch_url)

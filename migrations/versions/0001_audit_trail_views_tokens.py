@@ -17,6 +17,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TS = postgresql.TIMESTAMP(timezone=True)
+# Keys compare bytewise: faster index builds, sorts and lookups than a linguistic collation.
+KEY = sa.Text(collation="C")
 
 # ObjectId-like ids: 4 bytes of Unix seconds, 5 random bytes, a 3-byte counter.
 OBJECT_ID_FUNCTION = """
@@ -34,8 +36,8 @@ def upgrade() -> None:
         "api_tokens",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
         sa.Column("name", sa.Text),
-        sa.Column("org", sa.Text, nullable=False),
-        sa.Column("user_id", sa.Text, nullable=False),
+        sa.Column("org", KEY, nullable=False),
+        sa.Column("user_id", KEY, nullable=False),
         sa.Column("user_email", sa.Text),
         sa.Column("roles", postgresql.ARRAY(sa.Text), nullable=False),
         sa.Column("scopes", postgresql.ARRAY(sa.Text), nullable=False),
@@ -51,12 +53,12 @@ def upgrade() -> None:
     op.execute(OBJECT_ID_FUNCTION)
     op.create_table(
         "audit_entries",
-        sa.Column("id", sa.Text, nullable=False),
-        sa.Column("org", sa.Text, nullable=False),
-        sa.Column("type", sa.Text, nullable=False),
-        sa.Column("action", sa.Text, nullable=False),
+        sa.Column("id", KEY, nullable=False),
+        sa.Column("org", KEY, nullable=False),
+        sa.Column("type", KEY, nullable=False),
+        sa.Column("action", KEY, nullable=False),
         sa.Column("target_id", postgresql.UUID(as_uuid=True), nullable=False),
-        sa.Column("user_id", sa.Text, nullable=False),
+        sa.Column("user_id", KEY, nullable=False),
         sa.Column("user_email", sa.Text),
         sa.Column(
             "details", postgresql.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")
@@ -93,8 +95,8 @@ def upgrade() -> None:
 
     op.create_table(
         "view_logs",
-        sa.Column("org", sa.Text, nullable=False),
-        sa.Column("user_id", sa.Text, nullable=False),
+        sa.Column("org", KEY, nullable=False),
+        sa.Column("user_id", KEY, nullable=False),
         sa.Column("dashboard_id", postgresql.UUID(as_uuid=True), nullable=False),
         sa.Column("user_email", sa.Text),
         sa.Column("view_count", sa.BigInteger, nullable=False),
@@ -121,7 +123,7 @@ def upgrade() -> None:
 
     op.create_table(
         "dashboard_totals",
-        sa.Column("org", sa.Text, nullable=False),
+        sa.Column("org", KEY, nullable=False),
         sa.Column("dashboard_id", postgresql.UUID(as_uuid=True), nullable=False),
         sa.Column("name", sa.Text),
         sa.Column("view_count", sa.BigInteger, nullable=False, server_default=sa.text("0")),
@@ -140,7 +142,7 @@ def upgrade() -> None:
     op.create_table(
         "idempotency_keys",
         sa.Column("token_id", sa.BigInteger, nullable=False),
-        sa.Column("key", sa.Text, nullable=False),
+        sa.Column("key", KEY, nullable=False),
         sa.Column("fingerprint", sa.LargeBinary, nullable=False),
         sa.Column("status_code", sa.Integer),
         sa.Column("response", postgresql.JSONB),

@@ -24,7 +24,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "dashboard_daily_views",
-        sa.Column("org", sa.Text, nullable=False),
+        sa.Column("org", sa.Text(collation="C"), nullable=False),
         sa.Column("dashboard_id", postgresql.UUID(as_uuid=True), nullable=False),
         sa.Column("day", sa.Date, nullable=False),
         sa.Column("views", sa.BigInteger, nullable=False),

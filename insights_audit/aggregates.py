@@ -43,9 +43,9 @@ REBUILD_DAILY_VIEWS = text(
 
 REBUILD_TOTALS = text(
     """
-    INSERT INTO dashboard_totals (org, dashboard_id, name, view_count, unique_viewers,
-                                  first_viewed_at, last_viewed_at)
-    SELECT :org, coalesce(v.dashboard_id, n.target_id), n.name,
+    INSERT INTO dashboard_totals (org, dashboard_id, name, name_reported_at, view_count,
+                                  unique_viewers, first_viewed_at, last_viewed_at)
+    SELECT :org, coalesce(v.dashboard_id, n.target_id), n.name, n.reported_at,
            coalesce(v.view_count, 0), coalesce(v.unique_viewers, 0),
            v.first_viewed_at, v.last_viewed_at
     FROM (
@@ -54,7 +54,8 @@ REBUILD_TOTALS = text(
         FROM view_logs WHERE org = :org GROUP BY dashboard_id
     ) AS v
     FULL JOIN (
-        SELECT DISTINCT ON (target_id) target_id, details ->> 'name' AS name
+        SELECT DISTINCT ON (target_id) target_id, details ->> 'name' AS name,
+               created_at AS reported_at
         FROM audit_entries
         WHERE org = :org AND type = 'dashboard' AND jsonb_typeof(details -> 'name') = 'string'
         ORDER BY target_id, created_at DESC, id DESC

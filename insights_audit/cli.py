@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup
+from flask.cli import AppGroup, FlaskGroup
 from sqlalchemy import Connection, text
 
 from insights_audit import aggregates, demo, migrations
@@ -33,7 +33,7 @@ def _settings() -> Settings:
     return settings
 
 
-@click.group("db", help="Database schema.")
+@click.group("db", cls=AppGroup, help="Database schema.")
 def db_cli() -> None:
     pass
 
@@ -44,7 +44,7 @@ def db_upgrade() -> None:
     click.echo(f"Database is at revision {migrations.head_revision()}.")
 
 
-@click.group("tokens", help="API tokens.")
+@click.group("tokens", cls=AppGroup, help="API tokens.")
 def tokens_cli() -> None:
     pass
 
@@ -113,7 +113,7 @@ def tokens_revoke(token_id: int) -> None:
     click.echo(f"Revoked token {token_id}.")
 
 
-@click.group("aggregates", help="The counters and rollups the reads use.")
+@click.group("aggregates", cls=AppGroup, help="The counters and rollups the reads use.")
 def aggregates_cli() -> None:
     pass
 
@@ -130,7 +130,7 @@ def aggregates_rebuild(org: str | None) -> None:
         click.echo(f"Rebuilt the aggregates of {name} in {time.perf_counter() - started:.1f} s.")
 
 
-@click.group("demo", help="Demo data.")
+@click.group("demo", cls=AppGroup, help="Demo data.")
 def demo_cli() -> None:
     pass
 

@@ -173,6 +173,8 @@ class DashboardTotal(Base):
     org: Mapped[str] = mapped_column(Key, primary_key=True)
     dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)
+    # When ``name`` was reported: a later report wins, whatever order transactions commit in.
+    name_reported_at: Mapped[datetime | None] = mapped_column(Timestamp)
     view_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     unique_viewers: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     first_viewed_at: Mapped[datetime | None] = mapped_column(Timestamp)

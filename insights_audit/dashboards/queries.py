@@ -6,7 +6,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Date, Row, case, cast, func, literal, select, text, true
+from sqlalchemy import (
+    Connection,
+    Date,
+    Row,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.dialects.postgresql import insert
 
 from insights_audit.models import DashboardDailyViews, DashboardTotal, ViewLog
@@ -43,17 +55,22 @@ def record_view(
         first_viewed_at=now,
         last_viewed_at=now,
     )
+    # Concurrent views can commit out of clock order: keep the two newest view times.
     viewer = (
         viewer_insert.on_conflict_do_update(
             index_elements=[ViewLog.org, ViewLog.user_id, ViewLog.dashboard_id],
             set_={
                 "view_count": ViewLog.view_count + 1,
-                "previous_viewed_at": ViewLog.last_viewed_at,
+                "first_viewed_at": func.least(ViewLog.first_viewed_at, now),
                 "last_viewed_at": func.greatest(ViewLog.last_viewed_at, now),
+                "previous_viewed_at": case(
+                    (now >= ViewLog.last_viewed_at, ViewLog.last_viewed_at),
+                    else_=func.greatest(ViewLog.previous_viewed_at, now),
+                ),
                 "user_email": func.coalesce(viewer_insert.excluded.user_email, ViewLog.user_email),
             },
         )
-        .returning(ViewLog.view_count, ViewLog.previous_viewed_at)
+        .returning(ViewLog.view_count, ViewLog.last_viewed_at, ViewLog.previous_viewed_at)
         .cte("viewer")
     )
 
@@ -62,6 +79,7 @@ def record_view(
             "org",
             "dashboard_id",
             "name",
+            "name_reported_at",
             "view_count",
             "unique_viewers",
             "first_viewed_at",
@@ -71,6 +89,7 @@ def record_view(
             literal(actor.org),
             literal(dashboard_id),
             literal(name),
+            now if name is not None else null(),
             literal(1),
             case((viewer.c.view_count == 1, 1), else_=0),
             now,
@@ -84,16 +103,24 @@ def record_view(
                 "view_count": DashboardTotal.view_count + 1,
                 "unique_viewers": DashboardTotal.unique_viewers
                 + totals_insert.excluded.unique_viewers,
-                "first_viewed_at": func.coalesce(DashboardTotal.first_viewed_at, now),
+                "first_viewed_at": func.least(DashboardTotal.first_viewed_at, now),
                 "last_viewed_at": func.greatest(DashboardTotal.last_viewed_at, now),
-                "name": func.coalesce(totals_insert.excluded.name, DashboardTotal.name),
+                **newer_name(totals_insert.excluded),
             },
         )
         .returning(DashboardTotal.view_count)
         .cte("totals")
     )
 
-    first_view_today = case((func.coalesce(viewer.c.previous_viewed_at < today, True), 1), else_=0)
+    # This view is the user's first of the day unless an earlier one today is already counted.
+    first_view_today = case(
+        (
+            (viewer.c.last_viewed_at == now)
+            & func.coalesce(viewer.c.previous_viewed_at < today, True),
+            1,
+        ),
+        else_=0,
+    )
     daily_insert = insert(DashboardDailyViews).from_select(
         ["org", "dashboard_id", "day", "views", "unique_viewers"],
         # Reading ``totals`` here orders this upsert after the totals row is locked.
@@ -127,15 +154,31 @@ def record_view(
     return connection.execute(query).one()
 
 
+def newer_name(excluded: Any) -> dict[str, Any]:
+    """Take the reported name unless a name reported at a later time is already kept."""
+    newer = (excluded.name.isnot(None)) & (
+        DashboardTotal.name_reported_at.is_(None)
+        | (excluded.name_reported_at >= DashboardTotal.name_reported_at)
+    )
+    return {
+        "name": case((newer, excluded.name), else_=DashboardTotal.name),
+        "name_reported_at": case(
+            (newer, excluded.name_reported_at), else_=DashboardTotal.name_reported_at
+        ),
+    }
+
+
 def remember_dashboard_name(
     connection: Connection, org: str, dashboard_id: uuid.UUID, name: str
 ) -> None:
     """Keep ``name`` as the dashboard's last known name without counting a view."""
-    upsert = insert(DashboardTotal).values(org=org, dashboard_id=dashboard_id, name=name)
+    upsert = insert(DashboardTotal).values(
+        org=org, dashboard_id=dashboard_id, name=name, name_reported_at=func.now()
+    )
     connection.execute(
         upsert.on_conflict_do_update(
             index_elements=[DashboardTotal.org, DashboardTotal.dashboard_id],
-            set_={"name": upsert.excluded.name},
+            set_=newer_name(upsert.excluded),
         )
     )
 

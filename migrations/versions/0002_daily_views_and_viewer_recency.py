@@ -1,7 +1,8 @@
 """Daily view rollups and viewer recency, so windowed reads cost the same at any size.
 
 Adds ``dashboard_daily_views`` (views and distinct viewers per dashboard and UTC day),
-``view_logs.previous_viewed_at`` and an index of viewers by recency; drops the per-dashboard
+``view_logs.previous_viewed_at``, ``dashboard_totals.name_reported_at`` and an index of
+viewers by recency; drops the per-dashboard
 index of raw views that the stats endpoint no longer reads. Existing views are rolled up.
 
 Revision ID: 0002
@@ -38,6 +39,9 @@ def upgrade() -> None:
         postgresql_include=["dashboard_id", "views"],
     )
     op.add_column("view_logs", sa.Column("previous_viewed_at", postgresql.TIMESTAMP(timezone=True)))
+    op.add_column(
+        "dashboard_totals", sa.Column("name_reported_at", postgresql.TIMESTAMP(timezone=True))
+    )
     op.create_index(
         "ix_view_logs_dashboard_recency",
         "view_logs",
@@ -78,5 +82,6 @@ def downgrade() -> None:
         postgresql_where=sa.text("type = 'dashboard' AND action = 'view'"),
     )
     op.drop_index("ix_view_logs_dashboard_recency", table_name="view_logs")
+    op.drop_column("dashboard_totals", "name_reported_at")
     op.drop_column("view_logs", "previous_viewed_at")
     op.drop_table("dashboard_daily_views")

@@ -13,7 +13,7 @@ from flask import g, request
 from sqlalchemy import func, or_, select
 
 from insights_audit.errors import Forbidden, Unauthorized
-from insights_audit.extensions import Blueprint, transaction
+from insights_audit.extensions import Blueprint, connection
 from insights_audit.models import ApiToken
 
 SITE_ROLES = frozenset({"Opsera Administrator", "Administrator", "Power User", "Users"})
@@ -63,8 +63,7 @@ def principal_for(secret: str) -> Principal | None:
         ApiToken.revoked_at.is_(None),
         or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > func.now()),
     )
-    with transaction() as connection:
-        row = connection.execute(query).one_or_none()
+    row = connection().execute(query).one_or_none()
     if row is None:
         return None
     return Principal(

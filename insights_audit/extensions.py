@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import flask_smorest
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from sqlalchemy import Connection, Engine, create_engine
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort
@@ -17,6 +17,7 @@ from insights_audit.config import Settings, sqlalchemy_url
 from insights_audit.errors import register_error_handlers
 
 ENGINE_KEY = "insights_audit.engine"
+CONNECTION_KEY = "_insights_audit_connection"
 
 
 class ArgumentsParser(FlaskParser):
@@ -60,12 +61,32 @@ def init_engine(app: Flask, settings: Settings) -> Engine:
         json_serializer=lambda value: json.dumps(value, separators=(",", ":"), ensure_ascii=False),
     )
     app.extensions[ENGINE_KEY] = engine
+    app.teardown_appcontext(_close_connection)
     return engine
 
 
 def engine() -> Engine:
     engine: Engine = current_app.extensions[ENGINE_KEY]
     return engine
+
+
+def connection() -> Connection:
+    """The app context's autocommit connection: every statement is its own transaction.
+
+    Reads and single-statement writes use it, which spares a BEGIN and a COMMIT round trip
+    each; work of several statements that must commit together uses ``transaction()``.
+    """
+    current: Connection | None = g.get(CONNECTION_KEY)
+    if current is None:
+        current = engine().connect().execution_options(isolation_level="AUTOCOMMIT")
+        setattr(g, CONNECTION_KEY, current)
+    return current
+
+
+def _close_connection(_: BaseException | None) -> None:
+    current: Connection | None = g.pop(CONNECTION_KEY, None)
+    if current is not None:
+        current.close()
 
 
 @contextmanager

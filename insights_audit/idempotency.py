@@ -13,7 +13,7 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from insights_audit.errors import Conflict
-from insights_audit.extensions import transaction
+from insights_audit.extensions import connection, transaction
 from insights_audit.models import IdempotencyKey
 
 KEY_LIFETIME = timedelta(hours=24)
@@ -77,17 +77,23 @@ def respond_once(
     status: int,
     produce: Callable[[Connection], dict[str, Any]],
 ) -> Response:
-    """Run ``produce`` in one transaction, unless ``key`` already has a response to replay."""
+    """Run ``produce`` (one statement), unless ``key`` already has a response to replay.
+
+    Without a key the statement commits on its own; with one, claiming the key, the work
+    and remembering its response commit together.
+    """
     replayed = False
-    with transaction() as connection:
-        stored = _claim(connection, token_id, key, request_print) if key else None
-        if stored is not None:
-            status, body = stored
-            replayed = True
-        else:
-            body = produce(connection)
-            if key:
-                _remember(connection, token_id, key, status, body)
+    if key is None:
+        body = produce(connection())
+    else:
+        with transaction() as db:
+            stored = _claim(db, token_id, key, request_print)
+            if stored is not None:
+                status, body = stored
+                replayed = True
+            else:
+                body = produce(db)
+                _remember(db, token_id, key, status, body)
     response = jsonify(body)
     response.status_code = status
     if replayed:

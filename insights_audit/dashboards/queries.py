@@ -19,7 +19,7 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 
 from insights_audit.models import DashboardDailyViews, DashboardTotal, ViewLog
 from insights_audit.trail.queries import Actor, RequestMeta, entry_insert
@@ -168,18 +168,14 @@ def newer_name(excluded: Any) -> dict[str, Any]:
     }
 
 
-def remember_dashboard_name(
-    connection: Connection, org: str, dashboard_id: uuid.UUID, name: str
-) -> None:
+def dashboard_name_upsert(org: str, dashboard_id: uuid.UUID, name: str) -> Insert:
     """Keep ``name`` as the dashboard's last known name without counting a view."""
     upsert = insert(DashboardTotal).values(
         org=org, dashboard_id=dashboard_id, name=name, name_reported_at=func.now()
     )
-    connection.execute(
-        upsert.on_conflict_do_update(
-            index_elements=[DashboardTotal.org, DashboardTotal.dashboard_id],
-            set_=newer_name(upsert.excluded),
-        )
+    return upsert.on_conflict_do_update(
+        index_elements=[DashboardTotal.org, DashboardTotal.dashboard_id],
+        set_=newer_name(upsert.excluded),
     )
 
 

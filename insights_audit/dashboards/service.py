@@ -1,4 +1,4 @@
-"""Dashboard commands and reads; each function is one unit of work."""
+"""Dashboard reads."""
 
 from __future__ import annotations
 
@@ -7,27 +7,25 @@ from typing import Any
 
 from insights_audit.auth import Principal
 from insights_audit.dashboards import queries
-from insights_audit.extensions import transaction
+from insights_audit.extensions import connection
 
 
 def recently_viewed(principal: Principal, limit: int) -> list[Any]:
-    with transaction() as connection:
-        return queries.recent_dashboards_for(connection, principal.org, principal.user_id, limit)
+    return queries.recent_dashboards_for(connection(), principal.org, principal.user_id, limit)
 
 
 def most_viewed(principal: Principal, limit: int, days: int | None) -> list[Any]:
-    with transaction() as connection:
-        if days is None:
-            return queries.most_viewed_all_time(connection, principal.org, limit)
-        return queries.most_viewed_recently(connection, principal.org, limit, days)
+    if days is None:
+        return queries.most_viewed_all_time(connection(), principal.org, limit)
+    return queries.most_viewed_recently(connection(), principal.org, limit, days)
 
 
 def dashboard_stats(principal: Principal, dashboard_id: uuid.UUID, days: int) -> dict[str, Any]:
     """Totals, a zero-filled daily series of ``days`` UTC days and the top viewers."""
-    with transaction() as connection:
-        totals = queries.dashboard_totals(connection, principal.org, dashboard_id)
-        daily = queries.daily_views(connection, principal.org, dashboard_id, days)
-        viewers = queries.top_viewers(connection, principal.org, dashboard_id)
+    # Read committed: each read sees the latest commits, as one transaction would.
+    totals = queries.dashboard_totals(connection(), principal.org, dashboard_id)
+    daily = queries.daily_views(connection(), principal.org, dashboard_id, days)
+    viewers = queries.top_viewers(connection(), principal.org, dashboard_id)
     first_day = daily[0]
     return {
         "dashboardId": dashboard_id,

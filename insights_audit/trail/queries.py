@@ -82,18 +82,6 @@ def entry_insert(
     )
 
 
-def append_entry(
-    connection: Connection,
-    actor: Actor,
-    type_: str,
-    action: str,
-    target_id: uuid.UUID,
-    details: dict[str, Any],
-    meta: RequestMeta,
-) -> Row[Any]:
-    return connection.execute(entry_insert(actor, type_, action, target_id, details, meta)).one()
-
-
 def entry_by_id(connection: Connection, org: str, entry_id: str) -> Row[Any] | None:
     query = select(*ENTRY_COLUMNS).where(AuditEntry.id == entry_id, AuditEntry.org == org)
     return connection.execute(query).one_or_none()

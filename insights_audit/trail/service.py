@@ -1,16 +1,16 @@
-"""Audit trail commands and reads; each function is one unit of work or runs inside one."""
+"""Audit trail commands and reads."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection, Row, select
 
 from insights_audit.auth import Principal
-from insights_audit.dashboards.queries import record_view, remember_dashboard_name
+from insights_audit.dashboards.queries import dashboard_name_upsert, record_view
 from insights_audit.errors import NotFound
-from insights_audit.extensions import transaction
+from insights_audit.extensions import connection
 from insights_audit.trail import queries
 from insights_audit.trail.queries import Actor, RequestMeta, TrailPosition
 
@@ -18,7 +18,7 @@ AUDIT_LOG_NOT_FOUND = "Audit log not found"
 
 
 def record_entry(
-    connection: Connection,
+    db: Connection,
     actor: Actor,
     type_: str,
     action: str,
@@ -26,20 +26,20 @@ def record_entry(
     details: dict[str, Any],
     meta: RequestMeta,
 ) -> Row[Any]:
-    """Append one entry; a dashboard view also counts, exactly as recording a view does."""
+    """Append one entry in one statement; a dashboard view also counts, as a recorded view does."""
     name = details.get("name") if type_ == "dashboard" else None
     name = name if isinstance(name, str) else None
     if type_ == "dashboard" and action == "view":
-        return record_view(connection, actor, target_id, name, details, meta)
-    entry = queries.append_entry(connection, actor, type_, action, target_id, details, meta)
+        return record_view(db, actor, target_id, name, details, meta)
+    entry = queries.entry_insert(actor, type_, action, target_id, details, meta).cte("entry")
+    statement = select(entry)
     if name is not None:
-        remember_dashboard_name(connection, actor.org, target_id, name)
-    return entry
+        statement = statement.add_cte(dashboard_name_upsert(actor.org, target_id, name).cte("name"))
+    return db.execute(statement).one()
 
 
 def entry(principal: Principal, entry_id: str) -> Row[Any]:
-    with transaction() as connection:
-        found = queries.entry_by_id(connection, principal.org, entry_id)
+    found = queries.entry_by_id(connection(), principal.org, entry_id)
     if found is None:
         raise NotFound(AUDIT_LOG_NOT_FOUND)
     return found
@@ -54,10 +54,9 @@ def trail_page(
     **filters: Any,
 ) -> tuple[list[Row[Any]], TrailPosition | None]:
     """One page of a target's entries, newest first, and the position after it if any."""
-    with transaction() as connection:
-        rows = queries.trail_page(
-            connection, principal.org, type_, target_id, limit=limit, after=cursor, **filters
-        )
+    rows = queries.trail_page(
+        connection(), principal.org, type_, target_id, limit=limit, after=cursor, **filters
+    )
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]

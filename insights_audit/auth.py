@@ -10,7 +10,7 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import g, request
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 
 from insights_audit.errors import Forbidden, Unauthorized
 from insights_audit.extensions import Blueprint, connection
@@ -49,21 +49,23 @@ def hash_token(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+ACTIVE_TOKEN = select(
+    ApiToken.id,
+    ApiToken.org,
+    ApiToken.user_id,
+    ApiToken.user_email,
+    ApiToken.roles,
+    ApiToken.scopes,
+).where(
+    ApiToken.token_hash == bindparam("token_hash"),
+    ApiToken.revoked_at.is_(None),
+    or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > func.now()),
+)
+
+
 def principal_for(secret: str) -> Principal | None:
     """The principal of an active token, or None for an unknown, revoked or expired one."""
-    query = select(
-        ApiToken.id,
-        ApiToken.org,
-        ApiToken.user_id,
-        ApiToken.user_email,
-        ApiToken.roles,
-        ApiToken.scopes,
-    ).where(
-        ApiToken.token_hash == hash_token(secret),
-        ApiToken.revoked_at.is_(None),
-        or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > func.now()),
-    )
-    row = connection().execute(query).one_or_none()
+    row = connection().execute(ACTIVE_TOKEN, {"token_hash": hash_token(secret)}).one_or_none()
     if row is None:
         return None
     return Principal(

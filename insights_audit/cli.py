@@ -176,3 +176,7 @@ def main() -> None:
     FlaskGroup(create_app=create_app, add_default_commands=False, load_dotenv=False)(
         prog_name="insights-audit"
     )
+
+
+if __name__ == "__main__":
+    main()

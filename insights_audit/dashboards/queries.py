@@ -10,21 +10,37 @@ from sqlalchemy import (
     Connection,
     Date,
     Row,
+    Select,
+    Text,
+    bindparam,
     case,
     cast,
     func,
     literal,
-    null,
     select,
     text,
     true,
 )
-from sqlalchemy.dialects.postgresql import Insert, insert
+from sqlalchemy.dialects.postgresql import UUID, Insert, insert
 
-from insights_audit.models import DashboardDailyViews, DashboardTotal, ViewLog
-from insights_audit.trail.queries import Actor, RequestMeta, entry_insert
+from insights_audit.models import DashboardDailyViews, DashboardTotal, Key, ViewLog
+from insights_audit.trail.queries import ENTRY_INSERT, Actor, RequestMeta, entry_params
 
 TOP_VIEWERS = 10
+
+
+def newer_name(excluded: Any) -> dict[str, Any]:
+    """Take the reported name unless a name reported at a later time is already kept."""
+    newer = (excluded.name.isnot(None)) & (
+        DashboardTotal.name_reported_at.is_(None)
+        | (excluded.name_reported_at >= DashboardTotal.name_reported_at)
+    )
+    return {
+        "name": case((newer, excluded.name), else_=DashboardTotal.name),
+        "name_reported_at": case(
+            (newer, excluded.name_reported_at), else_=DashboardTotal.name_reported_at
+        ),
+    }
 
 
 def record_view(
@@ -35,22 +51,31 @@ def record_view(
     details: dict[str, Any],
     meta: RequestMeta,
 ) -> Row[Any]:
+    """Record one view: the entry, the counters; the entry's columns and both new counts."""
+    params = entry_params(actor, "dashboard", "view", dashboard_id, details, meta)
+    return connection.execute(RECORD_VIEW, {**params, "name": name}).one()
+
+
+def _record_view_statement() -> Select[Any]:
     """Append the view entry and bump every aggregate it implies, in one statement.
 
     Row locks are taken in one order (the viewer's row, the dashboard's totals, its day), so
     concurrent views neither deadlock nor lose counts. After the viewer's upsert,
     ``view_count = 1`` marks a new viewer of the dashboard and a previous view before today
-    marks a new viewer of the day.
+    marks a new viewer of the day. Built once; parameters: ``entry_params`` and ``name``.
     """
     now = func.now()
     today = func.date_trunc("day", now)
-    entry = entry_insert(actor, "dashboard", "view", dashboard_id, details, meta).cte("entry")
+    org = bindparam("org", type_=Key)
+    dashboard_id = bindparam("target_id", type_=UUID(as_uuid=True))
+    name = bindparam("name", type_=Text)
+    entry = ENTRY_INSERT.cte("entry")
 
     viewer_insert = insert(ViewLog).values(
-        org=actor.org,
-        user_id=actor.user_id,
+        org=org,
+        user_id=bindparam("user_id", type_=Key),
         dashboard_id=dashboard_id,
-        user_email=actor.user_email,
+        user_email=bindparam("user_email", type_=Text),
         view_count=1,
         first_viewed_at=now,
         last_viewed_at=now,
@@ -86,10 +111,10 @@ def record_view(
             "last_viewed_at",
         ],
         select(
-            literal(actor.org),
-            literal(dashboard_id),
-            literal(name),
-            now if name is not None else null(),
+            org,
+            dashboard_id,
+            name,
+            case((name.isnot(None), now)),
             literal(1),
             case((viewer.c.view_count == 1, 1), else_=0),
             now,
@@ -124,9 +149,9 @@ def record_view(
     daily_insert = insert(DashboardDailyViews).from_select(
         ["org", "dashboard_id", "day", "views", "unique_viewers"],
         # Reading ``totals`` here orders this upsert after the totals row is locked.
-        select(
-            literal(actor.org), literal(dashboard_id), cast(now, Date), literal(1), first_view_today
-        ).select_from(viewer.join(totals, true())),
+        select(org, dashboard_id, cast(now, Date), literal(1), first_view_today).select_from(
+            viewer.join(totals, true())
+        ),
     )
     daily = (
         daily_insert.on_conflict_do_update(
@@ -146,26 +171,14 @@ def record_view(
     )
 
     # Each CTE yields exactly one row: the cross join just puts them side by side.
-    query = select(
+    return select(
         entry,
         viewer.c.view_count.label("viewer_count"),
         totals.c.view_count.label("total_count"),
     ).select_from(entry.join(viewer, true()).join(totals, true()).join(daily, true()))
-    return connection.execute(query).one()
 
 
-def newer_name(excluded: Any) -> dict[str, Any]:
-    """Take the reported name unless a name reported at a later time is already kept."""
-    newer = (excluded.name.isnot(None)) & (
-        DashboardTotal.name_reported_at.is_(None)
-        | (excluded.name_reported_at >= DashboardTotal.name_reported_at)
-    )
-    return {
-        "name": case((newer, excluded.name), else_=DashboardTotal.name),
-        "name_reported_at": case(
-            (newer, excluded.name_reported_at), else_=DashboardTotal.name_reported_at
-        ),
-    }
+RECORD_VIEW = _record_view_statement()
 
 
 def dashboard_name_upsert(org: str, dashboard_id: uuid.UUID, name: str) -> Insert:
@@ -179,49 +192,54 @@ def dashboard_name_upsert(org: str, dashboard_id: uuid.UUID, name: str) -> Inser
     )
 
 
+# "Recently viewed" of one user (ix_view_logs_recent).
+RECENT_DASHBOARDS = (
+    select(
+        ViewLog.dashboard_id,
+        DashboardTotal.name,
+        ViewLog.view_count,
+        ViewLog.first_viewed_at,
+        ViewLog.last_viewed_at,
+    )
+    .outerjoin(
+        DashboardTotal,
+        (DashboardTotal.org == ViewLog.org) & (DashboardTotal.dashboard_id == ViewLog.dashboard_id),
+    )
+    .where(ViewLog.org == bindparam("org"), ViewLog.user_id == bindparam("user_id"))
+    .order_by(ViewLog.last_viewed_at.desc(), ViewLog.dashboard_id)
+    .limit(bindparam("limit"))
+)
+
+# All-time "most viewed" of an org (ix_dashboard_totals_popular).
+MOST_VIEWED = (
+    select(
+        DashboardTotal.dashboard_id,
+        DashboardTotal.name,
+        DashboardTotal.view_count,
+        DashboardTotal.unique_viewers,
+        DashboardTotal.last_viewed_at,
+    )
+    .where(DashboardTotal.org == bindparam("org"), DashboardTotal.view_count > 0)
+    .order_by(
+        DashboardTotal.view_count.desc(),
+        DashboardTotal.last_viewed_at.desc(),
+        DashboardTotal.dashboard_id,
+    )
+    .limit(bindparam("limit"))
+)
+
+
 def recent_dashboards_for(
     connection: Connection, org: str, user_id: str, limit: int
 ) -> list[Row[Any]]:
-    """The user's dashboards, last viewed first (ix_view_logs_recent)."""
-    query = (
-        select(
-            ViewLog.dashboard_id,
-            DashboardTotal.name,
-            ViewLog.view_count,
-            ViewLog.first_viewed_at,
-            ViewLog.last_viewed_at,
-        )
-        .outerjoin(
-            DashboardTotal,
-            (DashboardTotal.org == ViewLog.org)
-            & (DashboardTotal.dashboard_id == ViewLog.dashboard_id),
-        )
-        .where(ViewLog.org == org, ViewLog.user_id == user_id)
-        .order_by(ViewLog.last_viewed_at.desc(), ViewLog.dashboard_id)
-        .limit(limit)
-    )
-    return list(connection.execute(query))
+    """The user's dashboards, last viewed first."""
+    params = {"org": org, "user_id": user_id, "limit": limit}
+    return list(connection.execute(RECENT_DASHBOARDS, params))
 
 
 def most_viewed_all_time(connection: Connection, org: str, limit: int) -> list[Row[Any]]:
-    """Dashboards of the org by total views (ix_dashboard_totals_popular)."""
-    query = (
-        select(
-            DashboardTotal.dashboard_id,
-            DashboardTotal.name,
-            DashboardTotal.view_count,
-            DashboardTotal.unique_viewers,
-            DashboardTotal.last_viewed_at,
-        )
-        .where(DashboardTotal.org == org, DashboardTotal.view_count > 0)
-        .order_by(
-            DashboardTotal.view_count.desc(),
-            DashboardTotal.last_viewed_at.desc(),
-            DashboardTotal.dashboard_id,
-        )
-        .limit(limit)
-    )
-    return list(connection.execute(query))
+    """Dashboards of the org by total views."""
+    return list(connection.execute(MOST_VIEWED, {"org": org, "limit": limit}))
 
 
 MOST_VIEWED_SINCE = text(
@@ -268,18 +286,23 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     return list(connection.execute(MOST_VIEWED_SINCE, {"org": org, "limit": limit, "days": days}))
 
 
+DASHBOARD_TOTALS = select(
+    DashboardTotal.name,
+    DashboardTotal.view_count,
+    DashboardTotal.unique_viewers,
+    DashboardTotal.first_viewed_at,
+    DashboardTotal.last_viewed_at,
+).where(
+    DashboardTotal.org == bindparam("org"), DashboardTotal.dashboard_id == bindparam("dashboard_id")
+)
+
+
 def dashboard_totals(
     connection: Connection, org: str, dashboard_id: uuid.UUID
 ) -> Row[str | None, int, int, datetime | None, datetime | None] | None:
     """All-time totals and last known name of one dashboard, if it was ever seen."""
-    query = select(
-        DashboardTotal.name,
-        DashboardTotal.view_count,
-        DashboardTotal.unique_viewers,
-        DashboardTotal.first_viewed_at,
-        DashboardTotal.last_viewed_at,
-    ).where(DashboardTotal.org == org, DashboardTotal.dashboard_id == dashboard_id)
-    return connection.execute(query).one_or_none()
+    params = {"org": org, "dashboard_id": dashboard_id}
+    return connection.execute(DASHBOARD_TOTALS, params).one_or_none()
 
 
 DAILY_VIEWS = text(
@@ -316,12 +339,15 @@ def daily_views(
     )
 
 
+# All-time heaviest viewers of one dashboard (ix_view_logs_top_viewers).
+TOP_VIEWERS_OF = (
+    select(ViewLog.user_id, ViewLog.user_email, ViewLog.view_count, ViewLog.last_viewed_at)
+    .where(ViewLog.org == bindparam("org"), ViewLog.dashboard_id == bindparam("dashboard_id"))
+    .order_by(ViewLog.view_count.desc(), ViewLog.last_viewed_at.desc(), ViewLog.user_id)
+    .limit(TOP_VIEWERS)
+)
+
+
 def top_viewers(connection: Connection, org: str, dashboard_id: uuid.UUID) -> list[Row[Any]]:
-    """All-time heaviest viewers of one dashboard (ix_view_logs_top_viewers)."""
-    query = (
-        select(ViewLog.user_id, ViewLog.user_email, ViewLog.view_count, ViewLog.last_viewed_at)
-        .where(ViewLog.org == org, ViewLog.dashboard_id == dashboard_id)
-        .order_by(ViewLog.view_count.desc(), ViewLog.last_viewed_at.desc(), ViewLog.user_id)
-        .limit(TOP_VIEWERS)
-    )
-    return list(connection.execute(query))
+    params = {"org": org, "dashboard_id": dashboard_id}
+    return list(connection.execute(TOP_VIEWERS_OF, params))

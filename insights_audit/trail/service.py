@@ -31,11 +31,11 @@ def record_entry(
     name = name if isinstance(name, str) else None
     if type_ == "dashboard" and action == "view":
         return record_view(db, actor, target_id, name, details, meta)
-    entry = queries.entry_insert(actor, type_, action, target_id, details, meta).cte("entry")
-    statement = select(entry)
+    params = queries.entry_params(actor, type_, action, target_id, details, meta)
+    statement = select(queries.ENTRY_INSERT.cte("entry"))
     if name is not None:
         statement = statement.add_cte(dashboard_name_upsert(actor.org, target_id, name).cte("name"))
-    return db.execute(statement).one()
+    return db.execute(statement, params).one()
 
 
 def entry(principal: Principal, entry_id: str) -> Row[Any]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import marshmallow as ma
 from marshmallow import fields
@@ -22,9 +23,7 @@ SPACE_FOR_PLUS = re.compile(r" (\d{2}:\d{2})$")
 
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and ``Z``."""
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_timestamp(raw: str) -> datetime:
@@ -117,7 +116,64 @@ def envelope(
     }
     if paged:
         attributes["pagination"] = fields.Nested(Pagination, required=True)
-    return ma.Schema.from_dict(attributes, name=name)
+    return FastDumpSchema.from_dict(attributes, name=name)
+
+
+Dumper = Callable[[Any], Any]
+
+
+def _none_or(convert: Dumper) -> Dumper:
+    return lambda value: None if value is None else convert(value)
+
+
+def _field_dumper(field: fields.Field) -> Dumper:
+    """What dumping ``field`` does to a value, as one plain function."""
+    if isinstance(field, fields.Nested):
+        inner = compile_dumper(field.schema)
+        if field.many:
+            return _none_or(lambda values: [inner(value) for value in values])
+        return _none_or(inner)
+    if isinstance(field, Timestamp):
+        return _none_or(format_timestamp)
+    if isinstance(field, fields.UUID):
+        return _none_or(str)
+    if isinstance(field, fields.Date):
+        return _none_or(lambda value: value.isoformat())
+    if isinstance(field, fields.Integer):
+        return _none_or(int)
+    if isinstance(field, fields.String | fields.Dict):
+        return lambda value: value
+    raise TypeError(f"no fast dump for {type(field).__name__}")
+
+
+def compile_dumper(schema: ma.Schema) -> Dumper:
+    """A function that dumps one object exactly as ``schema`` would, without its per-field
+    machinery; objects are dicts or rows whose attributes the schema names."""
+    plan = [
+        (field.data_key or name, field.attribute or name, _field_dumper(field))
+        for name, field in schema.dump_fields.items()
+    ]
+
+    def dump(obj: Any) -> dict[str, Any]:
+        if isinstance(obj, dict):
+            return {key: convert(obj[attribute]) for key, attribute, convert in plan}
+        return {key: convert(getattr(obj, attribute)) for key, attribute, convert in plan}
+
+    return dump
+
+
+class FastDumpSchema(ma.Schema):
+    """Dumps through ``compile_dumper``: response bodies cost a fraction of a plain dump."""
+
+    _dumpers: ClassVar[dict[type, Dumper]] = {}
+
+    def dump(self, obj: Any, *, many: bool | None = None) -> Any:
+        dumper = self._dumpers.get(type(self))
+        if dumper is None:
+            dumper = self._dumpers[type(self)] = compile_dumper(self)
+        if self.many if many is None else many:
+            return [dumper(item) for item in obj]
+        return dumper(obj)
 
 
 class CanonicalUUID(fields.UUID):

@@ -28,16 +28,21 @@ REBUILD_VIEW_LOGS = text(
 
 REBUILD_DAILY_VIEWS = text(
     """
-    INSERT INTO dashboard_daily_views (org, dashboard_id, day, views, unique_viewers)
-    SELECT :org, target_id, day, sum(views), count(*)
+    INSERT INTO dashboard_daily_views (org, dashboard_id, day, views, unique_viewers,
+                                       total_views)
+    SELECT :org, target_id, day, views, viewers,
+           sum(views) OVER (PARTITION BY target_id ORDER BY day)
     FROM (
-        SELECT target_id, (created_at AT TIME ZONE 'UTC')::date AS day, user_id,
-               count(*) AS views
-        FROM audit_entries
-        WHERE org = :org AND type = 'dashboard' AND action = 'view'
-        GROUP BY 1, 2, 3
-    ) AS per_viewer
-    GROUP BY target_id, day
+        SELECT target_id, day, sum(views) AS views, count(*) AS viewers
+        FROM (
+            SELECT target_id, (created_at AT TIME ZONE 'UTC')::date AS day, user_id,
+                   count(*) AS views
+            FROM audit_entries
+            WHERE org = :org AND type = 'dashboard' AND action = 'view'
+            GROUP BY 1, 2, 3
+        ) AS per_viewer
+        GROUP BY target_id, day
+    ) AS per_day
     """
 )
 

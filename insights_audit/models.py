@@ -134,24 +134,17 @@ class ViewLog(Base):
 
 
 class DashboardDailyViews(Base):
-    """Views and distinct viewers of one dashboard on one UTC day."""
+    """Views and distinct viewers of one dashboard on one UTC day, and its running total."""
 
     __tablename__ = "dashboard_daily_views"
-    __table_args__ = (
-        # Windowed "most viewed": the org's full days in the window, without the heap.
-        Index(
-            "ix_dashboard_daily_views_org_day",
-            "org",
-            "day",
-            postgresql_include=["dashboard_id", "views"],
-        ),
-    )
 
     org: Mapped[str] = mapped_column(Key, primary_key=True)
     dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     views: Mapped[int] = mapped_column(BigInteger)
     unique_viewers: Mapped[int] = mapped_column(BigInteger)
+    # All views of the dashboard up to the end of this day: windows subtract it from the total.
+    total_views: Mapped[int] = mapped_column(BigInteger)
 
 
 class DashboardTotal(Base):

@@ -57,7 +57,13 @@ def expected_from_trail(app: Flask, org: str) -> dict[str, Any]:
             min(times, default=None),
             max(times, default=None),
         )
-    days = {key: (len(users), len(set(users))) for key, users in daily.items()}
+    days = {}
+    running: dict[Any, int] = defaultdict(int)
+    for (target, day), users in sorted(
+        daily.items(), key=lambda item: (str(item[0][0]), item[0][1])
+    ):
+        running[target] += len(users)
+        days[(target, day)] = (len(users), len(set(users)), running[target])
     return {"view_logs": view_logs, "totals": totals, "daily": days}
 
 
@@ -76,7 +82,7 @@ def actual_aggregates(app: Flask, org: str) -> dict[str, Any]:
     )
     daily = run_sql(
         app,
-        "SELECT dashboard_id, day, views, unique_viewers FROM dashboard_daily_views"
+        "SELECT dashboard_id, day, views, unique_viewers, total_views FROM dashboard_daily_views"
         " WHERE org = :org",
         org=org,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -332,3 +333,47 @@ def test_top_viewers_are_at_most_ten(client: FlaskClient, make_token: TokenFacto
 def test_stats_rejects_bad_query(client: FlaskClient, token: str, query: str) -> None:
     response = client.get(f"{BASE}/dashboard/{new_id()}/stats?{query}", headers=bearer(token))
     assert response.status_code == 400 and response.json["errors"]["query"]
+
+
+def test_most_viewed_windows_match_a_brute_force_count(
+    client: FlaskClient, app: Flask, make_token: TokenFactory, org: str
+) -> None:
+    rng = random.Random(11)
+    token = make_token()
+    now = datetime.now(UTC)
+    dashboards = [new_id() for _ in range(6)]
+    views = [
+        (
+            rng.choice(dashboards),
+            f"user-{rng.randrange(5)}",
+            now - timedelta(hours=rng.uniform(0.1, 24 * 9)),
+        )
+        for _ in range(120)
+    ]
+    for d, user, when in views:
+        run_sql(
+            app,
+            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, created_at)"
+            " VALUES (audit_object_id(:when), :org, 'dashboard', 'view', :d, :user, :when)",
+            org=org,
+            d=d,
+            user=user,
+            when=when,
+        )
+    rebuild_aggregates(app, org)
+    for days in range(1, 10):
+        since = datetime.now(UTC) - timedelta(days=days)
+        counted = {
+            d: (
+                sum(1 for v in views if v[0] == d and v[2] >= since),
+                len({v[1] for v in views if v[0] == d and v[2] >= since}),
+            )
+            for d in dashboards
+        }
+        expected = sorted(
+            ((d, c) for d, c in counted.items() if c[0]), key=lambda item: -item[1][0]
+        )
+        items = get_data(client, token, f"/dashboard/most-viewed?days={days}&limit=100")
+        got = {i["dashboardId"]: (i["viewCount"], i["uniqueViewers"]) for i in items}  # type: ignore[index, union-attr]
+        assert got == dict(expected), days
+        assert [i["viewCount"] for i in items] == sorted((c[0] for _, c in expected), reverse=True)  # type: ignore[index, union-attr]

@@ -136,6 +136,7 @@ def _record_view_statement() -> Select[Any]:
         .returning(DashboardTotal.view_count)
         .cte("totals")
     )
+    total_views = totals.c.view_count
 
     # This view is the user's first of the day unless an earlier one today is already counted.
     first_view_today = case(
@@ -147,11 +148,12 @@ def _record_view_statement() -> Select[Any]:
         else_=0,
     )
     daily_insert = insert(DashboardDailyViews).from_select(
-        ["org", "dashboard_id", "day", "views", "unique_viewers"],
-        # Reading ``totals`` here orders this upsert after the totals row is locked.
-        select(org, dashboard_id, cast(now, Date), literal(1), first_view_today).select_from(
-            viewer.join(totals, true())
-        ),
+        ["org", "dashboard_id", "day", "views", "unique_viewers", "total_views"],
+        # Reading ``totals`` orders this upsert after the totals row is locked, so the running
+        # total it records is the latest.
+        select(
+            org, dashboard_id, cast(now, Date), literal(1), first_view_today, total_views
+        ).select_from(viewer.join(totals, true())),
     )
     daily = (
         daily_insert.on_conflict_do_update(
@@ -164,6 +166,9 @@ def _record_view_statement() -> Select[Any]:
                 "views": DashboardDailyViews.views + 1,
                 "unique_viewers": DashboardDailyViews.unique_viewers
                 + daily_insert.excluded.unique_viewers,
+                "total_views": func.greatest(
+                    DashboardDailyViews.total_views, daily_insert.excluded.total_views
+                ),
             },
         )
         .returning(DashboardDailyViews.views)
@@ -246,27 +251,34 @@ MOST_VIEWED_SINCE = text(
     """
     WITH bounds AS (
         SELECT now() - make_interval(days => :days) AS since
-    ), full_days AS (
-        -- Whole UTC days after the window's first day, today included (rollups).
-        SELECT d.dashboard_id, d.views
-        FROM dashboard_daily_views AS d, bounds
-        WHERE d.org = :org AND d.day > (bounds.since AT TIME ZONE 'UTC')::date
     ), first_day AS (
-        -- The rest of the first day, from the window's start to midnight (raw entries).
-        SELECT e.target_id AS dashboard_id, 1 AS views
-        FROM audit_entries AS e, bounds
+        SELECT since, date_trunc('day', since) AS day_start,
+               (since AT TIME ZONE 'UTC')::date AS day
+        FROM bounds
+    ), before_window AS (
+        -- Views of the window's first day that came before the window (raw entries, < 1 day).
+        SELECT e.target_id AS dashboard_id, count(*) AS views
+        FROM audit_entries AS e, first_day AS f
         WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
-          AND e.created_at >= bounds.since
-          AND e.created_at < date_trunc('day', bounds.since) + interval '1 day'
+          AND e.created_at >= f.day_start AND e.created_at < f.since
+        GROUP BY e.target_id
     ), in_window AS (
-        SELECT dashboard_id, sum(views) AS view_count
-        FROM (SELECT * FROM full_days UNION ALL SELECT * FROM first_day) AS views
-        GROUP BY dashboard_id
+        -- Views in the window = all views - views up to the day before - the first day's early
+        -- views: one running-total lookup per dashboard seen in the window, whatever its size.
+        SELECT t.dashboard_id, t.name, t.last_viewed_at,
+               t.view_count - coalesce(earlier.total_views, 0) - coalesce(b.views, 0)
+                   AS view_count
+        FROM first_day AS f
+        JOIN dashboard_totals AS t ON t.org = :org AND t.last_viewed_at >= f.since
+        LEFT JOIN LATERAL (
+            SELECT d.total_views FROM dashboard_daily_views AS d
+            WHERE d.org = :org AND d.dashboard_id = t.dashboard_id AND d.day < f.day
+            ORDER BY d.day DESC LIMIT 1
+        ) AS earlier ON true
+        LEFT JOIN before_window AS b ON b.dashboard_id = t.dashboard_id
     ), top AS (
-        SELECT w.dashboard_id, t.name, w.view_count, t.last_viewed_at
-        FROM in_window AS w
-        JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = w.dashboard_id
-        ORDER BY w.view_count DESC, t.last_viewed_at DESC, w.dashboard_id
+        SELECT * FROM in_window
+        ORDER BY view_count DESC, last_viewed_at DESC, dashboard_id
         LIMIT :limit
     )
     SELECT top.dashboard_id, top.name, top.view_count,
@@ -282,7 +294,7 @@ MOST_VIEWED_SINCE = text(
 
 
 def most_viewed_recently(connection: Connection, org: str, limit: int, days: int) -> list[Row[Any]]:
-    """Dashboards by views in the last ``days`` x 24 h: daily rollups plus one partial day."""
+    """Dashboards by views in the last ``days`` x 24 h, from totals and running totals."""
     return list(connection.execute(MOST_VIEWED_SINCE, {"org": org, "limit": limit, "days": days}))
 
 

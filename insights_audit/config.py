@@ -30,6 +30,7 @@ class Settings:
     statement_timeout_ms: int = 5000
     trusted_proxies: int = 0
     max_body_bytes: int = 64 * 1024
+    token_cache_seconds: int = 2
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -41,6 +42,7 @@ class Settings:
             statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms),
             trusted_proxies=_int("TRUSTED_PROXIES", cls.trusted_proxies),
             max_body_bytes=_int("MAX_BODY_BYTES", cls.max_body_bytes),
+            token_cache_seconds=_int("TOKEN_CACHE_SECONDS", cls.token_cache_seconds),
         )
 
 

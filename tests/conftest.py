@@ -59,7 +59,11 @@ def database_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def app(database_url: str) -> Flask:
-    return create_app(Settings(database_url=database_url, pool_size=10, max_overflow=60))
+    # No token cache here: tests revoke and expire tokens and expect it at once.
+    settings = Settings(
+        database_url=database_url, pool_size=10, max_overflow=60, token_cache_seconds=0
+    )
+    return create_app(settings)
 
 
 @pytest.fixture

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import pytest
 from flask.testing import FlaskClient
 
+from insights_audit import create_app
 from insights_audit.extensions import transaction
 from insights_audit.tokens import list_tokens, revoke_token
 from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
@@ -169,3 +173,40 @@ def test_token_secret_has_a_recognisable_prefix_and_only_its_hash_is_stored(
     assert len(rows) == 1
     stored = bytes(rows[0][0])  # type: ignore[arg-type]
     assert token.encode() not in stored and len(stored) == 32
+
+
+def test_cached_tokens_are_refused_soon_after_revocation(
+    app,
+    make_token: TokenFactory,
+    org: str,  # type: ignore[no-untyped-def]
+) -> None:
+    cached = create_app(replace(app.config["SETTINGS"], token_cache_seconds=1))
+    client = cached.test_client()
+    secret = make_token()
+    path = f"{BASE}/dashboard/recently-viewed"
+    assert client.get(path, headers=bearer(secret)).status_code == 200
+    run_sql(app, "UPDATE api_tokens SET revoked_at = now() WHERE org = :org", org=org)
+    deadline = time.monotonic() + 5
+    while client.get(path, headers=bearer(secret)).status_code == 200:
+        assert time.monotonic() < deadline, "revocation must take effect within 5 seconds"
+        time.sleep(0.1)
+    assert_unauthorized(client.get(path, headers=bearer(secret)))
+
+
+def test_cached_tokens_are_refused_the_moment_they_expire(
+    app,
+    make_token: TokenFactory,
+    org: str,  # type: ignore[no-untyped-def]
+) -> None:
+    cached = create_app(replace(app.config["SETTINGS"], token_cache_seconds=60))
+    client = cached.test_client()
+    secret = make_token(expires_in_days=1)
+    path = f"{BASE}/dashboard/recently-viewed"
+    run_sql(
+        app,
+        "UPDATE api_tokens SET expires_at = now() + interval '1 second' WHERE org = :org",
+        org=org,
+    )
+    assert client.get(path, headers=bearer(secret)).status_code == 200, "now cached, still valid"
+    time.sleep(1.2)
+    assert_unauthorized(client.get(path, headers=bearer(secret)))

@@ -32,6 +32,9 @@ from insights_audit.request_context import request_meta
 from insights_audit.schemas import parse_target_id
 from insights_audit.trail.queries import Actor
 
+# Schemas are instantiated once: per-request instances cost a deep copy of their fields.
+VIEW_ENVELOPE = ViewEnvelope()
+
 blp = Blueprint(
     "dashboards",
     __name__,
@@ -43,7 +46,7 @@ blp = Blueprint(
 @blp.route("/recently-viewed")
 class RecentlyViewed(MethodView):
     @requires(scopes=READ, roles=SITE_ROLES)
-    @blp.arguments(RecentQuery, location="query", as_kwargs=True)
+    @blp.arguments(RecentQuery(), location="query", as_kwargs=True)
     @blp.response(200, RecentEnvelope)
     def get(self, limit: int) -> dict[str, Any]:
         """Dashboards I viewed recently
@@ -58,7 +61,7 @@ class RecentlyViewed(MethodView):
 @blp.route("/most-viewed")
 class MostViewed(MethodView):
     @requires(scopes=READ, roles=SITE_ROLES)
-    @blp.arguments(MostViewedQuery, location="query", as_kwargs=True)
+    @blp.arguments(MostViewedQuery(), location="query", as_kwargs=True)
     @blp.response(200, MostViewedEnvelope)
     def get(self, limit: int, days: int | None = None) -> dict[str, Any]:
         """Most viewed dashboards of my organisation
@@ -73,7 +76,7 @@ class MostViewed(MethodView):
 @blp.route("/<dashboardId>/stats", parameters=[DASHBOARD_ID_PARAMETER])
 class DashboardStats(MethodView):
     @requires(scopes=READ, roles=SITE_ROLES)
-    @blp.arguments(StatsQuery, location="query", as_kwargs=True)
+    @blp.arguments(StatsQuery(), location="query", as_kwargs=True)
     @blp.response(200, StatsEnvelope)
     def get(self, dashboardId: str, days: int) -> dict[str, Any]:
         """Usage statistics of one dashboard
@@ -89,8 +92,8 @@ class DashboardStats(MethodView):
 @blp.route("/<dashboardId>/view", parameters=[DASHBOARD_ID_PARAMETER])
 class DashboardView(MethodView):
     @requires(scopes=WRITE, roles=SITE_ROLES)
-    @blp.arguments(IdempotencyHeaders, location="headers", as_kwargs=True)
-    @blp.arguments(ViewBody, location="json", required=False)
+    @blp.arguments(IdempotencyHeaders(), location="headers", as_kwargs=True)
+    @blp.arguments(ViewBody(), location="json", required=False)
     @blp.response(200, ViewEnvelope)
     @blp.alt_response(409, response="CONFLICT")
     @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
@@ -125,7 +128,7 @@ class DashboardView(MethodView):
                 "totalViews": row.total_count,
                 "auditLogId": row.id,
             }
-            return ViewEnvelope().dump({"data": data, "message": VIEW_MESSAGE})
+            return VIEW_ENVELOPE.dump({"data": data, "message": VIEW_MESSAGE})
 
         request_print = fingerprint("POST", f"dashboard/{dashboard_id}/view", body)
         return respond_once(principal.token_id, key, request_print, 200, record)

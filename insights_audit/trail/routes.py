@@ -43,6 +43,9 @@ from insights_audit.trail.schemas import (
     encode_cursor,
 )
 
+# Schemas are instantiated once: per-request instances cost a deep copy of their fields.
+RECORDED_ENVELOPE = RecordedEnvelope()
+
 blp = Blueprint(
     "audit-logs",
     __name__,
@@ -58,7 +61,7 @@ def _trail_view(type_: str, id_name: str) -> type[MethodView]:
 
     class TargetTrail(MethodView):
         @requires(scopes=READ, roles=SITE_ROLES)
-        @blp.arguments(TrailQuery, location="query")
+        @blp.arguments(TrailQuery(), location="query")
         @blp.response(
             200,
             envelope,
@@ -126,8 +129,8 @@ class AuditLogEntry(MethodView):
 @blp.route("")
 class AuditLogs(MethodView):
     @requires(scopes=WRITE, roles=SITE_ROLES)
-    @blp.arguments(IdempotencyHeaders, location="headers", as_kwargs=True)
-    @blp.arguments(NewEntry, location="json")
+    @blp.arguments(IdempotencyHeaders(), location="headers", as_kwargs=True)
+    @blp.arguments(NewEntry(), location="json")
     @blp.response(201, RecordedEnvelope)
     @blp.alt_response(409, response="CONFLICT")
     @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
@@ -155,7 +158,7 @@ class AuditLogs(MethodView):
                 body["details"],
                 meta,
             )
-            return RecordedEnvelope().dump({"data": entry, "message": RECORDED_MESSAGE})
+            return RECORDED_ENVELOPE.dump({"data": entry, "message": RECORDED_MESSAGE})
 
         request_print = fingerprint("POST", "", body)
         return respond_once(principal.token_id, key, request_print, 201, record)

@@ -215,7 +215,7 @@ RECENT_DASHBOARDS = (
     .limit(bindparam("limit"))
 )
 
-# All-time "most viewed" of an org (ix_dashboard_totals_popular).
+# All-time "most viewed" of an org: a top-N sort of its dashboards' totals.
 MOST_VIEWED = (
     select(
         DashboardTotal.dashboard_id,

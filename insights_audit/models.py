@@ -171,8 +171,18 @@ class DashboardTotal(Base):
     """Org-wide totals and last known name of one dashboard."""
 
     __tablename__ = "dashboard_totals"
-    # No index but the key: updates stay HOT on this hot row, and an org has few dashboards
-    # ("most viewed" sorts them in memory).
+    __table_args__ = (
+        # All-time "most viewed" of an org.
+        Index(
+            "ix_dashboard_totals_popular",
+            "org",
+            text("view_count DESC"),
+            text("last_viewed_at DESC"),
+            "dashboard_id",
+            postgresql_where=text("view_count > 0"),
+        ),
+    )
+
     org: Mapped[str] = mapped_column(Key, primary_key=True)
     dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)

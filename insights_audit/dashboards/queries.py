@@ -215,7 +215,7 @@ RECENT_DASHBOARDS = (
     .limit(bindparam("limit"))
 )
 
-# All-time "most viewed" of an org: a top-N sort of its dashboards' totals.
+# All-time "most viewed" of an org (ix_dashboard_totals_popular).
 MOST_VIEWED = (
     select(
         DashboardTotal.dashboard_id,

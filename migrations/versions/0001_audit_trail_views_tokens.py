@@ -132,6 +132,13 @@ def upgrade() -> None:
         sa.Column("last_viewed_at", TS),
         sa.PrimaryKeyConstraint("org", "dashboard_id", name="pk_dashboard_totals"),
     )
+    op.create_index(
+        "ix_dashboard_totals_popular",
+        "dashboard_totals",
+        ["org", sa.text("view_count DESC"), sa.text("last_viewed_at DESC"), "dashboard_id"],
+        postgresql_where=sa.text("view_count > 0"),
+    )
+
     op.create_table(
         "idempotency_keys",
         sa.Column("token_id", sa.BigInteger, nullable=False),

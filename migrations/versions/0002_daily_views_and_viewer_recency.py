@@ -37,7 +37,6 @@ def upgrade() -> None:
     )
     # Updates touch no indexed column: room on each page keeps them HOT.
     op.execute("ALTER TABLE dashboard_daily_views SET (fillfactor = 70)")
-    op.execute("ALTER TABLE dashboard_totals SET (fillfactor = 70)")
     # Every view rewrites a row here; vacuum often so index-only scans stay index-only.
     op.execute(
         "ALTER TABLE view_logs SET (autovacuum_vacuum_scale_factor = 0.01,"
@@ -102,7 +101,6 @@ def downgrade() -> None:
         "ALTER TABLE view_logs RESET (autovacuum_vacuum_scale_factor,"
         " autovacuum_analyze_scale_factor)"
     )
-    op.execute("ALTER TABLE dashboard_totals RESET (fillfactor)")
     op.create_index(
         "ix_audit_entries_views_by_dashboard",
         "audit_entries",

@@ -101,8 +101,8 @@ def rebuild(app: Flask, org: str) -> None:
 def test_aggregates_after_seeding_equal_the_trail(app: Flask, org: str) -> None:
     plan = demo.SeedPlan(org, events=3_000, users=40, dashboards=25, days=20, seed=3)
     with app.app_context(), transaction() as connection:
-        loaded = demo.seed(connection, plan, lambda _: None)
-    assert loaded == 3_000 + 25
+        report = demo.seed(connection, plan, lambda _: None)
+    assert report.entries == 3_000 + 25
     (views,) = run_sql(
         app, "SELECT count(*) FROM audit_entries WHERE org = :org AND action = 'view'", org=org
     )

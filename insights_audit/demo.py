@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -86,10 +86,16 @@ def _events_per_day(rng: np.random.Generator, plan: SeedPlan, first_day: datetim
     return rng.multinomial(plan.events, weights / weights.sum())
 
 
-def entry_batches(plan: SeedPlan, now: datetime) -> Iterator[tuple[int, bytes]]:
+def _users(plan: SeedPlan, first: Sequence[str] = ()) -> list[str]:
+    """The plan's users, most active first; ``first`` names the most active ones."""
+    return [*first, *(f"user-{n:05d}" for n in range(plan.users - len(first)))]
+
+
+def entry_batches(
+    plan: SeedPlan, now: datetime, users: Sequence[str]
+) -> Iterator[tuple[int, bytes]]:
     """``COPY`` text of the plan's entries, oldest first, in batches of about a day."""
     rng = np.random.default_rng(plan.seed)
-    users = [f"user-{n:05d}" for n in range(plan.users)]
     emails = [f"{user}@{plan.org}.example.com" for user in users]
     dashboards = dashboard_ids(plan)
     others = [
@@ -163,8 +169,16 @@ class SeedReport:
     aggregate_seconds: float
 
 
-def seed(connection: Connection, plan: SeedPlan, progress: Callable[[int], None]) -> SeedReport:
-    """Load the plan's entries with COPY, then rebuild the org's aggregates."""
+def seed(
+    connection: Connection,
+    plan: SeedPlan,
+    progress: Callable[[int], None],
+    user_ids: Sequence[str] = (),
+) -> SeedReport:
+    """Load the plan's entries with COPY, then rebuild the org's aggregates.
+
+    ``user_ids`` are made the plan's most active users (the development user, say).
+    """
     now: datetime = connection.execute(text("SELECT now()")).scalar_one().astimezone(UTC)
     first_day = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
         days=plan.days - 1
@@ -175,7 +189,7 @@ def seed(connection: Connection, plan: SeedPlan, progress: Callable[[int], None]
     assert driver is not None
     with driver.cursor() as cursor, cursor.copy(COPY_ENTRIES) as copy:
         copy.write(_name_entries(plan, first_day))
-        for count, batch in entry_batches(plan, now):
+        for count, batch in entry_batches(plan, now, _users(plan, user_ids)):
             copy.write(batch)
             loaded += count
             progress(count)

@@ -9,10 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from insights_audit import create_app, embedded, migrations
+from flask import Flask
+from sqlalchemy import select
+
+from insights_audit import create_app, demo, embedded, migrations
 from insights_audit.auth import principal_for
 from insights_audit.config import Settings
 from insights_audit.extensions import transaction
+from insights_audit.models import AuditEntry
 from insights_audit.tokens import create_token
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -23,11 +27,21 @@ DEV_USER = "dev-user"
 BIND = "127.0.0.1:8000"
 
 
-def development_token(database_url: str) -> str:
+def seed_demo_once(app: Flask) -> None:
+    """A few thousand demo events in the development org, so Swagger UI answers at once."""
+    with app.app_context(), transaction() as db:
+        if db.execute(select(AuditEntry.id).where(AuditEntry.org == DEV_ORG).limit(1)).first():
+            return
+        # The development user is one of the demo's viewers.
+        plan = demo.SeedPlan(DEV_ORG, events=5_000, users=40, dashboards=25, days=60, seed=1)
+        report = demo.seed(db, plan, lambda _: None, user_ids=[DEV_USER])
+    print(f"Seeded {report.entries:,} demo audit entries into {DEV_ORG}.")
+
+
+def development_token(app: Flask, database_url: str) -> str:
     """The development token of this database, created on first start and kept after."""
     digest = hashlib.sha256(database_url.encode()).hexdigest()[:12]
     token_file = DATA_DIR / f"dev-token-{digest}"
-    app = create_app(Settings(database_url=database_url, pool_size=1, max_overflow=0))
     with app.app_context():
         if token_file.exists():
             secret = token_file.read_text().strip()
@@ -65,7 +79,9 @@ def main() -> int:
 def serve(database_url: str) -> int:
     """Migrate, print a token, and run gunicorn in the foreground until it stops."""
     migrations.upgrade(database_url)
-    token = development_token(database_url)
+    app = create_app(Settings(database_url=database_url, pool_size=1, max_overflow=0))
+    seed_demo_once(app)
+    token = development_token(app, database_url)
     print(
         "\n"
         f"  insights-audit is starting on http://{BIND}\n"

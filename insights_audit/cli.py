@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup
-from sqlalchemy import Connection, text
 
 from insights_audit import aggregates, demo, migrations
 from insights_audit.auth import KNOWN_ROLES, SCOPES
 from insights_audit.config import Settings
-from insights_audit.extensions import engine, transaction
+from insights_audit.extensions import batch_transaction, engine, transaction
 from insights_audit.tokens import create_token, list_tokens, revoke_token
-
-
-@contextmanager
-def batch_transaction() -> Iterator[Connection]:
-    """A transaction for long batch work: no statement timeout."""
-    with transaction() as connection:
-        connection.execute(text("SET LOCAL statement_timeout = 0"))
-        connection.execute(text("SET LOCAL work_mem = '256MB'"))
-        yield connection
 
 
 def _settings() -> Settings:
@@ -146,13 +134,10 @@ def demo_seed(
     org: str, events: int, users: int, dashboards: int, days: int, seed_value: int
 ) -> None:
     plan = demo.SeedPlan(org, events, users, dashboards, days, seed_value)
-    with (
-        click.progressbar(
-            length=events, label=f"Loading {events:,} events", file=sys.stderr
-        ) as bar,
-        batch_transaction() as connection,
-    ):
-        report = demo.seed(connection, plan, bar.update)
+    with click.progressbar(
+        length=events, label=f"Loading {events:,} events", file=sys.stderr
+    ) as bar:
+        report = demo.seed(engine(), plan, bar.update)
     with engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         aggregates.vacuum_analyze(connection)
     click.echo(

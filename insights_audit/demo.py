@@ -7,16 +7,19 @@ does), so reads answer at once.
 
 from __future__ import annotations
 
+import queue
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import Connection, text
+from sqlalchemy import Engine, text
 
 from insights_audit import aggregates
+from insights_audit.extensions import batch_transaction
 
 COPY_ENTRIES = (
     "COPY audit_entries (id, org, type, action, target_id, user_id, user_email, details,"
@@ -169,32 +172,63 @@ class SeedReport:
     aggregate_seconds: float
 
 
+def _copy_stream(engine: Engine, batches: queue.Queue[bytes | None]) -> None:
+    """One COPY into audit_entries, fed from ``batches`` until a None, in its own transaction."""
+    with batch_transaction(engine) as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(COPY_ENTRIES) as copy:
+            while (batch := batches.get()) is not None:
+                copy.write(batch)
+
+
 def seed(
-    connection: Connection,
+    engine: Engine,
     plan: SeedPlan,
     progress: Callable[[int], None],
     user_ids: Sequence[str] = (),
+    streams: int = 2,
 ) -> SeedReport:
-    """Load the plan's entries with COPY, then rebuild the org's aggregates.
+    """Load the plan's entries with ``streams`` parallel COPYs, then rebuild the org's aggregates.
 
-    ``user_ids`` are made the plan's most active users (the development user, say).
+    Each stream commits on its own: if one fails the seed raises, and entries of the others
+    may remain (seed a fresh org again). ``user_ids`` are made the plan's most active users.
     """
-    now: datetime = connection.execute(text("SELECT now()")).scalar_one().astimezone(UTC)
+    with engine.connect() as connection:
+        now: datetime = connection.execute(text("SELECT now()")).scalar_one().astimezone(UTC)
     first_day = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
         days=plan.days - 1
     )
     loaded = 0
     started = time.perf_counter()
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    with driver.cursor() as cursor, cursor.copy(COPY_ENTRIES) as copy:
-        copy.write(_name_entries(plan, first_day))
-        for count, batch in entry_batches(plan, now, _users(plan, user_ids)):
-            copy.write(batch)
-            loaded += count
-            progress(count)
+    batches: queue.Queue[bytes | None] = queue.Queue(maxsize=2 * streams)
+    with ThreadPoolExecutor(streams) as pool:
+        workers = [pool.submit(_copy_stream, engine, batches) for _ in range(streams)]
+
+        def hand_over(batch: bytes | None) -> None:
+            while True:
+                try:
+                    batches.put(batch, timeout=0.5)
+                    return
+                except queue.Full:
+                    for worker in workers:
+                        if worker.done():
+                            worker.result()  # raises the stream's error
+
+        try:
+            hand_over(_name_entries(plan, first_day))
+            for count, batch in entry_batches(plan, now, _users(plan, user_ids)):
+                hand_over(batch)
+                loaded += count
+                progress(count)
+        finally:
+            for _ in workers:
+                batches.put(None)
+        for worker in workers:
+            worker.result()
     copied = time.perf_counter()
-    aggregates.rebuild(connection, plan.org)
+    with batch_transaction(engine) as connection:
+        aggregates.rebuild(connection, plan.org)
     return SeedReport(
         entries=loaded + plan.dashboards,
         copy_seconds=copied - started,

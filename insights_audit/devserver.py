@@ -15,7 +15,7 @@ from sqlalchemy import select
 from insights_audit import create_app, demo, embedded, migrations
 from insights_audit.auth import principal_for
 from insights_audit.config import Settings
-from insights_audit.extensions import transaction
+from insights_audit.extensions import engine, transaction
 from insights_audit.models import AuditEntry
 from insights_audit.tokens import create_token
 
@@ -29,12 +29,14 @@ BIND = "127.0.0.1:8000"
 
 def seed_demo_once(app: Flask) -> None:
     """A few thousand demo events in the development org, so Swagger UI answers at once."""
-    with app.app_context(), transaction() as db:
-        if db.execute(select(AuditEntry.id).where(AuditEntry.org == DEV_ORG).limit(1)).first():
-            return
+    with app.app_context():
+        with transaction() as db:
+            query = select(AuditEntry.id).where(AuditEntry.org == DEV_ORG).limit(1)
+            if db.execute(query).first():
+                return
         # The development user is one of the demo's viewers.
         plan = demo.SeedPlan(DEV_ORG, events=5_000, users=40, dashboards=25, days=60, seed=1)
-        report = demo.seed(db, plan, lambda _: None, user_ids=[DEV_USER])
+        report = demo.seed(engine(), plan, lambda _: None, user_ids=[DEV_USER])
     print(f"Seeded {report.entries:,} demo audit entries into {DEV_ORG}.")
 
 

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import flask_smorest
 from flask import Flask, current_app, g
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, text
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort
 
@@ -93,4 +93,13 @@ def _close_connection(_: BaseException | None) -> None:
 def transaction() -> Iterator[Connection]:
     """One unit of work: commits when the block ends, rolls back if it raises."""
     with engine().begin() as connection:
+        yield connection
+
+
+@contextmanager
+def batch_transaction(bind: Engine | None = None) -> Iterator[Connection]:
+    """A transaction for long batch work (loads, rebuilds): no statement timeout, more memory."""
+    with (bind or engine()).begin() as connection:
+        connection.execute(text("SET LOCAL statement_timeout = 0"))
+        connection.execute(text("SET LOCAL work_mem = '256MB'"))
         yield connection

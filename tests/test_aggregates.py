@@ -11,7 +11,7 @@ from click.testing import Result
 from flask import Flask
 
 from insights_audit import aggregates, demo
-from insights_audit.extensions import transaction
+from insights_audit.extensions import engine, transaction
 from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
 
 
@@ -100,8 +100,8 @@ def rebuild(app: Flask, org: str) -> None:
 
 def test_aggregates_after_seeding_equal_the_trail(app: Flask, org: str) -> None:
     plan = demo.SeedPlan(org, events=3_000, users=40, dashboards=25, days=20, seed=3)
-    with app.app_context(), transaction() as connection:
-        report = demo.seed(connection, plan, lambda _: None)
+    with app.app_context():
+        report = demo.seed(engine(), plan, lambda _: None)
     assert report.entries == 3_000 + 25
     (views,) = run_sql(
         app, "SELECT count(*) FROM audit_entries WHERE org = :org AND action = 'view'", org=org
@@ -114,8 +114,8 @@ def test_aggregates_after_seeding_equal_the_trail(app: Flask, org: str) -> None:
 
 def test_seeded_data_looks_like_real_traffic(app: Flask, org: str) -> None:
     plan = demo.SeedPlan(org, events=20_000, users=100, dashboards=50, days=28, seed=5)
-    with app.app_context(), transaction() as connection:
-        demo.seed(connection, plan, lambda _: None)
+    with app.app_context():
+        demo.seed(engine(), plan, lambda _: None)
     per_dashboard = [
         r[0]
         for r in run_sql(

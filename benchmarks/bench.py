@@ -311,6 +311,9 @@ def wrk(script: Path, connections: int) -> dict[str, float]:
         check=True,
     ).stdout
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    if "99" not in percentiles:
+        log(f"  {script.stem}: no successful request\n{out}")
+        percentiles = {"50": "0us", "99": "0us"}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     if errors or socket_errors:
@@ -338,7 +341,7 @@ def start_gunicorn(database_url: str) -> subprocess.Popen[bytes]:
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": database_url},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(DATA / "gunicorn.log").open("ab"),
     )
     for _ in range(100):
         try:

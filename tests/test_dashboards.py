@@ -36,16 +36,21 @@ def backdate_views(
 ) -> None:
     """Append view entries at a past time, then rebuild the aggregates from the trail."""
     for _ in range(n):
-        run_sql(
-            app,
-            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, created_at)"
-            " VALUES (audit_object_id(:when), :org, 'dashboard', 'view', :d, :user, :when)",
-            org=org,
-            d=dashboard_id,
-            user=user,
-            when=when,
-        )
+        append_view_entry(app, org, dashboard_id, user, when)
     rebuild_aggregates(app, org)
+
+
+def append_view_entry(app: Flask, org: str, dashboard_id: str, user: str, when: datetime) -> None:
+    """A view entry written straight into the trail, as if recorded at ``when``."""
+    run_sql(
+        app,
+        "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, created_at)"
+        " VALUES (audit_object_id(:when), :org, 'dashboard', 'view', :d, :user, :when)",
+        org=org,
+        d=dashboard_id,
+        user=user,
+        when=when,
+    )
 
 
 # §3.4 -----------------------------------------------------------------------------------
@@ -351,15 +356,7 @@ def test_most_viewed_windows_match_a_brute_force_count(
         for _ in range(120)
     ]
     for d, user, when in views:
-        run_sql(
-            app,
-            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, created_at)"
-            " VALUES (audit_object_id(:when), :org, 'dashboard', 'view', :d, :user, :when)",
-            org=org,
-            d=d,
-            user=user,
-            when=when,
-        )
+        append_view_entry(app, org, d, user, when)
     rebuild_aggregates(app, org)
     for round_ in range(2):
         if round_:

@@ -143,6 +143,9 @@ class DashboardDailyViews(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     views: Mapped[int] = mapped_column(BigInteger)
     unique_viewers: Mapped[int] = mapped_column(BigInteger)
+    # Viewers whose latest view of the dashboard is on this day: the viewers since any time
+    # are the sum over the days after it (plus that day's own part).
+    last_viewers: Mapped[int] = mapped_column(BigInteger)
     # All views of the dashboard up to the end of this day: windows subtract it from the total.
     total_views: Mapped[int] = mapped_column(BigInteger)
 

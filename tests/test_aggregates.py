@@ -57,13 +57,21 @@ def expected_from_trail(app: Flask, org: str) -> dict[str, Any]:
             min(times, default=None),
             max(times, default=None),
         )
+    last_days: dict[tuple[Any, Any], int] = defaultdict(int)
+    for (_, target), log in viewers.items():
+        last_days[(target, max(log["times"]).date())] += 1
     days = {}
     running: dict[Any, int] = defaultdict(int)
     for (target, day), users in sorted(
         daily.items(), key=lambda item: (str(item[0][0]), item[0][1])
     ):
         running[target] += len(users)
-        days[(target, day)] = (len(users), len(set(users)), running[target])
+        days[(target, day)] = (
+            len(users),
+            len(set(users)),
+            last_days[(target, day)],
+            running[target],
+        )
     return {"view_logs": view_logs, "totals": totals, "daily": days}
 
 
@@ -82,7 +90,8 @@ def actual_aggregates(app: Flask, org: str) -> dict[str, Any]:
     )
     daily = run_sql(
         app,
-        "SELECT dashboard_id, day, views, unique_viewers, total_views FROM dashboard_daily_views"
+        "SELECT dashboard_id, day, views, unique_viewers, last_viewers, total_views"
+        " FROM dashboard_daily_views"
         " WHERE org = :org",
         org=org,
     )

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Date,
     Row,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     func,
     literal,
     select,
@@ -138,21 +140,26 @@ def _record_view_statement() -> Select[Any]:
     )
     total_views = totals.c.view_count
 
-    # This view is the user's first of the day unless an earlier one today is already counted.
-    first_view_today = case(
-        (
-            (viewer.c.last_viewed_at == now)
-            & func.coalesce(viewer.c.previous_viewed_at < today, True),
-            1,
-        ),
-        else_=0,
-    )
+    # This view is the user's first of the day unless an earlier one today is already counted;
+    # then the user's last view also moves from ``previous_viewed_at``'s day to today.
+    def first_view_today() -> ColumnElement[int]:
+        is_first = (viewer.c.last_viewed_at == now) & func.coalesce(
+            viewer.c.previous_viewed_at < today, True
+        )
+        return case((is_first, 1), else_=0)
+
     daily_insert = insert(DashboardDailyViews).from_select(
-        ["org", "dashboard_id", "day", "views", "unique_viewers", "total_views"],
+        ["org", "dashboard_id", "day", "views", "unique_viewers", "last_viewers", "total_views"],
         # Reading ``totals`` orders this upsert after the totals row is locked, so the running
         # total it records is the latest.
         select(
-            org, dashboard_id, cast(now, Date), literal(1), first_view_today, total_views
+            org,
+            dashboard_id,
+            cast(now, Date),
+            literal(1),
+            first_view_today(),
+            first_view_today(),  # its own copy: one expression used twice shares its literals
+            total_views,
         ).select_from(viewer.join(totals, true())),
     )
     daily = (
@@ -166,6 +173,8 @@ def _record_view_statement() -> Select[Any]:
                 "views": DashboardDailyViews.views + 1,
                 "unique_viewers": DashboardDailyViews.unique_viewers
                 + daily_insert.excluded.unique_viewers,
+                "last_viewers": DashboardDailyViews.last_viewers
+                + daily_insert.excluded.last_viewers,
                 "total_views": func.greatest(
                     DashboardDailyViews.total_views, daily_insert.excluded.total_views
                 ),
@@ -174,13 +183,32 @@ def _record_view_statement() -> Select[Any]:
         .returning(DashboardDailyViews.views)
         .cte("daily")
     )
+    # The day the user's last view moved away from loses one last viewer. Reading ``daily``
+    # orders this after today's row is locked.
+    moved = (
+        text(
+            """
+            UPDATE dashboard_daily_views AS d SET last_viewers = d.last_viewers - 1
+            FROM viewer, daily
+            WHERE d.org = :org AND d.dashboard_id = :target_id
+              AND d.day = CAST(viewer.previous_viewed_at AS date)
+              AND viewer.last_viewed_at = now()
+              AND viewer.previous_viewed_at < date_trunc('day', now())
+            RETURNING d.day
+            """
+        )
+        .columns(column("day", Date))
+        .cte("moved")
+    )
 
-    # Each CTE yields exactly one row: the cross join just puts them side by side.
+    # Each CTE yields exactly one row (``moved`` at most one): the joins put them side by side.
     return select(
         entry,
         viewer.c.view_count.label("viewer_count"),
         totals.c.view_count.label("total_count"),
-    ).select_from(entry.join(viewer, true()).join(totals, true()).join(daily, true()))
+    ).select_from(
+        entry.join(viewer, true()).join(totals, true()).join(daily, true()).outerjoin(moved, true())
+    )
 
 
 RECORD_VIEW = _record_view_statement()
@@ -301,10 +329,17 @@ MOST_VIEWED_SINCE = text(
         LIMIT :limit
     )
     SELECT top.dashboard_id, top.name, top.view_count,
-           -- A user viewed it in the window iff their last view is in it.
-           (SELECT count(*) FROM view_logs AS v
-            WHERE v.org = :org AND v.dashboard_id = top.dashboard_id
-              AND v.last_viewed_at >= :since) AS unique_viewers,
+           -- A user viewed it in the window iff their last view is in it: those whose last
+           -- view is on a later day, plus those whose last view is on the first day, after
+           -- the window start.
+           (SELECT coalesce(sum(d.last_viewers), 0) FROM dashboard_daily_views AS d
+            WHERE d.org = :org AND d.dashboard_id = top.dashboard_id
+              AND d.day > CAST(:snapshot_day AS date) + 1)
+           + (SELECT count(*) FROM view_logs AS v
+              WHERE v.org = :org AND v.dashboard_id = top.dashboard_id
+                AND v.last_viewed_at >= :since
+                AND v.last_viewed_at < date_trunc('day', CAST(:since AS timestamptz))
+                                       + interval '1 day') AS unique_viewers,
            top.last_viewed_at
     FROM top
     ORDER BY top.view_count DESC, top.last_viewed_at DESC, top.dashboard_id
@@ -348,10 +383,10 @@ DAILY_VIEWS = text(
         SELECT date_trunc('day', now()) - make_interval(days => :days - 1) AS first_day
     ), period AS (
         -- A user viewed it in the period iff their last view is in it.
-        SELECT count(*) AS viewers
-        FROM view_logs AS v, bounds
-        WHERE v.org = :org AND v.dashboard_id = :dashboard_id
-          AND v.last_viewed_at >= bounds.first_day
+        SELECT coalesce(sum(d.last_viewers), 0) AS viewers
+        FROM dashboard_daily_views AS d, bounds
+        WHERE d.org = :org AND d.dashboard_id = :dashboard_id
+          AND d.day >= bounds.first_day::date
     )
     SELECT series.day_start, series.day_start::date AS day,
            coalesce(d.views, 0) AS views, coalesce(d.unique_viewers, 0) AS viewers,

@@ -1,8 +1,8 @@
 """Daily view rollups and viewer recency, so windowed reads cost the same at any size.
 
-Adds ``dashboard_daily_views`` (views, distinct viewers and the running total of views per
-dashboard and UTC day), the running totals of past days materialized on first use
-(``total_snapshots``, ``dashboard_day_totals``),
+Adds ``dashboard_daily_views`` (per dashboard and UTC day: views, distinct viewers, viewers
+whose latest view is that day, and the running total of views), the running totals of past
+days stored on first use (``total_snapshots``, ``dashboard_day_totals``),
 ``view_logs.previous_viewed_at``, ``dashboard_totals.name_reported_at`` and an index of
 viewers by recency; drops the per-dashboard
 index of raw views that the stats endpoint no longer reads. Existing views are rolled up.
@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("day", sa.Date, nullable=False),
         sa.Column("views", sa.BigInteger, nullable=False),
         sa.Column("unique_viewers", sa.BigInteger, nullable=False),
+        sa.Column("last_viewers", sa.BigInteger, nullable=False, server_default=sa.text("0")),
         sa.Column("total_views", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("org", "dashboard_id", "day", name="pk_dashboard_daily_views"),
     )
@@ -92,6 +93,17 @@ def upgrade() -> None:
             GROUP BY 1, 2, 3
         ) AS p
         WHERE (v.org, v.user_id, v.dashboard_id) = (p.org, p.user_id, p.target_id)
+        """
+    )
+    op.execute(
+        """
+        UPDATE dashboard_daily_views AS d SET last_viewers = l.viewers
+        FROM (
+            SELECT org, dashboard_id, (last_viewed_at AT TIME ZONE 'UTC')::date AS day,
+                   count(*) AS viewers
+            FROM view_logs GROUP BY 1, 2, 3
+        ) AS l
+        WHERE (d.org, d.dashboard_id, d.day) = (l.org, l.dashboard_id, l.day)
         """
     )
 

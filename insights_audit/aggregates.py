@@ -98,6 +98,7 @@ def rebuild(connection: Connection, org: str) -> None:
 
 def vacuum_analyze(connection: Connection) -> None:
     """Fresh statistics and visibility maps after a bulk change (needs an autocommit connection)."""
+    connection.execute(text("SET statement_timeout = 0"))
     for table in ("audit_entries", "view_logs", "dashboard_totals", "dashboard_daily_views"):
         connection.execute(text(f"VACUUM (ANALYZE) {table}"))
 

@@ -101,6 +101,7 @@ def vacuum_analyze(connection: Connection) -> None:
     connection.execute(text("SET statement_timeout = 0"))
     for table in ("audit_entries", "view_logs", "dashboard_totals", "dashboard_daily_views"):
         connection.execute(text(f"VACUUM (ANALYZE) {table}"))
+    connection.execute(text("RESET statement_timeout"))
 
 
 def orgs_with_entries(connection: Connection) -> list[str]:

@@ -38,8 +38,9 @@ REBUILD_DAILY_VIEWS = text(
     """
     INSERT INTO dashboard_daily_views (org, dashboard_id, day, views, unique_viewers,
                                        last_viewers, total_views)
-    SELECT :org, target_id, day, views, viewers, 0,
-           sum(views) OVER (PARTITION BY target_id ORDER BY day)
+    SELECT :org, per_day.target_id, per_day.day, per_day.views, per_day.viewers,
+           coalesce(last_days.viewers, 0),
+           sum(per_day.views) OVER (PARTITION BY per_day.target_id ORDER BY per_day.day)
     FROM (
         SELECT target_id, day, sum(views) AS views, count(*) AS viewers
         FROM (
@@ -51,17 +52,12 @@ REBUILD_DAILY_VIEWS = text(
         ) AS per_viewer
         GROUP BY target_id, day
     ) AS per_day
-    """
-)
-
-REBUILD_LAST_VIEWERS = text(
-    """
-    UPDATE dashboard_daily_views AS d SET last_viewers = l.viewers
-    FROM (
-        SELECT dashboard_id, (last_viewed_at AT TIME ZONE 'UTC')::date AS day, count(*) AS viewers
+    LEFT JOIN (
+        -- Viewers whose latest view is on that day (view_logs is rebuilt first).
+        SELECT dashboard_id, (last_viewed_at AT TIME ZONE 'UTC')::date AS day,
+               count(*) AS viewers
         FROM view_logs WHERE org = :org GROUP BY 1, 2
-    ) AS l
-    WHERE d.org = :org AND d.dashboard_id = l.dashboard_id AND d.day = l.day
+    ) AS last_days ON last_days.dashboard_id = per_day.target_id AND last_days.day = per_day.day
     """
 )
 
@@ -92,7 +88,7 @@ def rebuild(connection: Connection, org: str) -> None:
     """Replace the org's aggregates by what its audit trail implies (one transaction)."""
     for table in (TotalSnapshot, DashboardDayTotal, DashboardDailyViews, DashboardTotal, ViewLog):
         connection.execute(delete(table).where(table.org == org))
-    for statement in (REBUILD_VIEW_LOGS, REBUILD_DAILY_VIEWS, REBUILD_LAST_VIEWERS, REBUILD_TOTALS):
+    for statement in (REBUILD_VIEW_LOGS, REBUILD_DAILY_VIEWS, REBUILD_TOTALS):
         connection.execute(statement, {"org": org})
 
 

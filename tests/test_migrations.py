@@ -43,12 +43,13 @@ def test_upgrade_from_0001_rolls_up_existing_views(scratch_url: str) -> None:
     migrations.upgrade(scratch_url)
     with psycopg.connect(scratch_url) as connection:
         daily = connection.execute(
-            "SELECT day::text, views, unique_viewers FROM dashboard_daily_views ORDER BY day"
+            "SELECT day::text, views, unique_viewers, last_viewers, total_views"
+            " FROM dashboard_daily_views ORDER BY day"
         ).fetchall()
         previous = connection.execute(
             "SELECT user_id, previous_viewed_at IS NOT NULL FROM view_logs ORDER BY user_id"
         ).fetchall()
-    assert daily == [("2026-01-01", 2, 1), ("2026-01-02", 1, 1)]
+    assert daily == [("2026-01-01", 2, 1, 1, 2), ("2026-01-02", 1, 1, 1, 3)]
     assert previous == [("a", True), ("b", False)]
 
 

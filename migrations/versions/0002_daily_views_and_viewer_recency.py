@@ -70,9 +70,11 @@ def upgrade() -> None:
     op.execute(
         """
         INSERT INTO dashboard_daily_views (org, dashboard_id, day, views, unique_viewers,
-                                           total_views)
-        SELECT org, target_id, day, views, viewers,
-               sum(views) OVER (PARTITION BY org, target_id ORDER BY day)
+                                           last_viewers, total_views)
+        SELECT per_day.org, per_day.target_id, per_day.day, per_day.views, per_day.viewers,
+               coalesce(last_days.viewers, 0),
+               sum(per_day.views) OVER (PARTITION BY per_day.org, per_day.target_id
+                                        ORDER BY per_day.day)
         FROM (
             SELECT org, target_id, (created_at AT TIME ZONE 'UTC')::date AS day,
                    count(*) AS views, count(DISTINCT user_id) AS viewers
@@ -80,6 +82,13 @@ def upgrade() -> None:
             WHERE type = 'dashboard' AND action = 'view'
             GROUP BY 1, 2, 3
         ) AS per_day
+        LEFT JOIN (
+            SELECT org, dashboard_id, (last_viewed_at AT TIME ZONE 'UTC')::date AS day,
+                   count(*) AS viewers
+            FROM view_logs GROUP BY 1, 2, 3
+        ) AS last_days
+          ON (last_days.org, last_days.dashboard_id, last_days.day)
+           = (per_day.org, per_day.target_id, per_day.day)
         """
     )
     op.execute(
@@ -93,17 +102,6 @@ def upgrade() -> None:
             GROUP BY 1, 2, 3
         ) AS p
         WHERE (v.org, v.user_id, v.dashboard_id) = (p.org, p.user_id, p.target_id)
-        """
-    )
-    op.execute(
-        """
-        UPDATE dashboard_daily_views AS d SET last_viewers = l.viewers
-        FROM (
-            SELECT org, dashboard_id, (last_viewed_at AT TIME ZONE 'UTC')::date AS day,
-                   count(*) AS viewers
-            FROM view_logs GROUP BY 1, 2, 3
-        ) AS l
-        WHERE (d.org, d.dashboard_id, d.day) = (l.org, l.dashboard_id, l.day)
         """
     )
 

@@ -63,8 +63,9 @@ def _record_view_statement() -> Select[Any]:
 
     Row locks are taken in one order (the viewer's row, the dashboard's totals, its day), so
     concurrent views neither deadlock nor lose counts. After the viewer's upsert,
-    ``view_count = 1`` marks a new viewer of the dashboard and a previous view before today
-    marks a new viewer of the day. Built once; parameters: ``entry_params`` and ``name``.
+    ``view_count = 1`` marks a new viewer of the dashboard, and a previous view before today a
+    new viewer of the day, whose latest view moves from that earlier day to today. Built once;
+    parameters: ``entry_params`` and ``name``.
     """
     now = func.now()
     today = func.date_trunc("day", now)
@@ -158,7 +159,7 @@ def _record_view_statement() -> Select[Any]:
             cast(now, Date),
             literal(1),
             first_view_today(),
-            first_view_today(),  # its own copy: one expression used twice shares its literals
+            first_view_today(),  # a second copy: each expression object appears once
             total_views,
         ).select_from(viewer.join(totals, true())),
     )

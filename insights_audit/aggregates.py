@@ -88,7 +88,10 @@ def rebuild(connection: Connection, org: str) -> None:
     """Replace the org's aggregates by what its audit trail implies (one transaction)."""
     for table in (TotalSnapshot, DashboardDayTotal, DashboardDailyViews, DashboardTotal, ViewLog):
         connection.execute(delete(table).where(table.org == org))
-    for statement in (REBUILD_VIEW_LOGS, REBUILD_DAILY_VIEWS, REBUILD_TOTALS):
+    connection.execute(REBUILD_VIEW_LOGS, {"org": org})
+    # Fresh statistics, or the planner joins the new rows as if there were none.
+    connection.execute(text("ANALYZE view_logs"))
+    for statement in (REBUILD_DAILY_VIEWS, REBUILD_TOTALS):
         connection.execute(statement, {"org": org})
 
 

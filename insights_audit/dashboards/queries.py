@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -359,68 +358,55 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     return list(connection.execute(MOST_VIEWED_SINCE, params))
 
 
-DASHBOARD_TOTALS = select(
-    DashboardTotal.name,
-    DashboardTotal.view_count,
-    DashboardTotal.unique_viewers,
-    DashboardTotal.first_viewed_at,
-    DashboardTotal.last_viewed_at,
-).where(
-    DashboardTotal.org == bindparam("org"), DashboardTotal.dashboard_id == bindparam("dashboard_id")
-)
-
-
-def dashboard_totals(
-    connection: Connection, org: str, dashboard_id: uuid.UUID
-) -> Row[str | None, int, int, datetime | None, datetime | None] | None:
-    """All-time totals and last known name of one dashboard, if it was ever seen."""
-    params = {"org": org, "dashboard_id": dashboard_id}
-    return connection.execute(DASHBOARD_TOTALS, params).one_or_none()
-
-
-DAILY_VIEWS = text(
+DASHBOARD_STATS = text(
     """
     WITH bounds AS (
         SELECT date_trunc('day', now()) - make_interval(days => :days - 1) AS first_day
-    ), period AS (
-        -- A user viewed it in the period iff their last view is in it.
-        SELECT coalesce(sum(d.last_viewers), 0) AS viewers
-        FROM dashboard_daily_views AS d, bounds
-        WHERE d.org = :org AND d.dashboard_id = :dashboard_id
-          AND d.day >= bounds.first_day::date
+    ), days AS (
+        -- Every UTC day of the period, zero days too (pk_dashboard_daily_views).
+        SELECT series.day_start, coalesce(d.views, 0) AS views,
+               coalesce(d.unique_viewers, 0) AS viewers,
+               coalesce(d.last_viewers, 0) AS last_viewers
+        FROM bounds,
+             generate_series(bounds.first_day, date_trunc('day', now()), interval '1 day')
+                 AS series(day_start)
+        LEFT JOIN dashboard_daily_views AS d
+               ON d.org = :org AND d.dashboard_id = :dashboard_id
+              AND d.day = series.day_start::date
+    ), top AS (
+        -- All-time heaviest viewers (ix_view_logs_top_viewers).
+        SELECT user_id, user_email, view_count, last_viewed_at
+        FROM view_logs
+        WHERE org = :org AND dashboard_id = :dashboard_id
+        ORDER BY view_count DESC, last_viewed_at DESC, user_id
+        LIMIT :top
     )
-    SELECT series.day_start, series.day_start::date AS day,
-           coalesce(d.views, 0) AS views, coalesce(d.unique_viewers, 0) AS viewers,
-           period.viewers AS period_viewers, now() AS request_time
-    FROM bounds, period,
-         generate_series(bounds.first_day, date_trunc('day', now()), interval '1 day')
-             AS series(day_start)
-    LEFT JOIN dashboard_daily_views AS d
-           ON d.org = :org AND d.dashboard_id = :dashboard_id
-          AND d.day = series.day_start::date
-    ORDER BY series.day_start
+    SELECT now() AS request_time, bounds.first_day,
+           t.name, coalesce(t.view_count, 0) AS view_count,
+           coalesce(t.unique_viewers, 0) AS unique_viewers,
+           t.first_viewed_at, t.last_viewed_at,
+           (SELECT array_agg(day_start::date ORDER BY day_start) FROM days) AS days,
+           (SELECT array_agg(views ORDER BY day_start) FROM days) AS day_views,
+           (SELECT array_agg(viewers ORDER BY day_start) FROM days) AS day_viewers,
+           -- A user viewed it in the period iff their latest view is on one of its days.
+           (SELECT sum(last_viewers) FROM days) AS period_viewers,
+           (SELECT array_agg(ARRAY[user_id, user_email]
+                             ORDER BY view_count DESC, last_viewed_at DESC, user_id)
+            FROM top) AS top_users,
+           (SELECT array_agg(view_count ORDER BY view_count DESC, last_viewed_at DESC, user_id)
+            FROM top) AS top_counts,
+           (SELECT array_agg(last_viewed_at
+                             ORDER BY view_count DESC, last_viewed_at DESC, user_id)
+            FROM top) AS top_last_viewed
+    FROM bounds
+    LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = :dashboard_id
     """
 )
 
 
-def daily_views(
+def dashboard_stats(
     connection: Connection, org: str, dashboard_id: uuid.UUID, days: int
-) -> list[Row[Any]]:
-    """One row per UTC day of the window, zero days too (pk_dashboard_daily_views)."""
-    return list(
-        connection.execute(DAILY_VIEWS, {"org": org, "dashboard_id": dashboard_id, "days": days})
-    )
-
-
-# All-time heaviest viewers of one dashboard (ix_view_logs_top_viewers).
-TOP_VIEWERS_OF = (
-    select(ViewLog.user_id, ViewLog.user_email, ViewLog.view_count, ViewLog.last_viewed_at)
-    .where(ViewLog.org == bindparam("org"), ViewLog.dashboard_id == bindparam("dashboard_id"))
-    .order_by(ViewLog.view_count.desc(), ViewLog.last_viewed_at.desc(), ViewLog.user_id)
-    .limit(TOP_VIEWERS)
-)
-
-
-def top_viewers(connection: Connection, org: str, dashboard_id: uuid.UUID) -> list[Row[Any]]:
-    params = {"org": org, "dashboard_id": dashboard_id}
-    return list(connection.execute(TOP_VIEWERS_OF, params))
+) -> Row[Any]:
+    """Totals, the period's days and the top viewers of one dashboard, in one round trip."""
+    params = {"org": org, "dashboard_id": dashboard_id, "days": days, "top": TOP_VIEWERS}
+    return connection.execute(DASHBOARD_STATS, params).one()

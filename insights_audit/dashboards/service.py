@@ -22,27 +22,32 @@ def most_viewed(principal: Principal, limit: int, days: int | None) -> list[Any]
 
 def dashboard_stats(principal: Principal, dashboard_id: uuid.UUID, days: int) -> dict[str, Any]:
     """Totals, a zero-filled daily series of ``days`` UTC days and the top viewers."""
-    # Read committed: each read sees the latest commits, as one transaction would.
-    totals = queries.dashboard_totals(connection(), principal.org, dashboard_id)
-    daily = queries.daily_views(connection(), principal.org, dashboard_id, days)
-    viewers = queries.top_viewers(connection(), principal.org, dashboard_id)
-    first_day = daily[0]
+    stats = queries.dashboard_stats(connection(), principal.org, dashboard_id, days)
+    top = zip(
+        stats.top_users or [], stats.top_counts or [], stats.top_last_viewed or [], strict=True
+    )
     return {
         "dashboardId": dashboard_id,
-        "name": totals.name if totals else None,
-        "totalViews": totals.view_count if totals else 0,
-        "uniqueViewers": totals.unique_viewers if totals else 0,
-        "firstViewedAt": totals.first_viewed_at if totals else None,
-        "lastViewedAt": totals.last_viewed_at if totals else None,
+        "name": stats.name,
+        "totalViews": stats.view_count,
+        "uniqueViewers": stats.unique_viewers,
+        "firstViewedAt": stats.first_viewed_at,
+        "lastViewedAt": stats.last_viewed_at,
         "period": {
             "days": days,
-            "from": first_day.day_start,
-            "to": first_day.request_time,
-            "views": sum(row.views for row in daily),
-            "uniqueViewers": first_day.period_viewers,
+            "from": stats.first_day,
+            "to": stats.request_time,
+            "views": sum(stats.day_views),
+            "uniqueViewers": stats.period_viewers,
         },
         "dailyViews": [
-            {"date": row.day, "views": row.views, "uniqueViewers": row.viewers} for row in daily
+            {"date": day, "views": views, "uniqueViewers": viewers}
+            for day, views, viewers in zip(
+                stats.days, stats.day_views, stats.day_viewers, strict=True
+            )
         ],
-        "topViewers": viewers,
+        "topViewers": [
+            {"user_id": user, "user_email": email, "view_count": count, "last_viewed_at": last}
+            for (user, email), count, last in top
+        ],
     }

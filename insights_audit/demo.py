@@ -120,12 +120,12 @@ def entry_batches(
         start = first_second + day * DAY_SECONDS
         micros = (rng.choice(24, size=count, p=hour_p) * 3600 + rng.random(count) * 3600) * 1e6
         stamps = np.sort(start * 1_000_000 + micros.astype(np.int64))
-        # Today's entries are squeezed into the hours already gone.
+        # Today's entries are squeezed into the hours already gone (in floating point: the
+        # product of two microsecond spans overflows 64 bits).
         if start + DAY_SECONDS > now_second:
-            span = (now_second - start) * 1_000_000
-            stamps = start * 1_000_000 + (stamps - start * 1_000_000) * span // (
-                DAY_SECONDS * 1_000_000
-            )
+            share = (now_second - start) / DAY_SECONDS
+            first_micro = start * 1_000_000
+            stamps = first_micro + ((stamps - first_micro) * share).astype(np.int64)
         seconds = (stamps // 1_000_000).tolist()
         texts = np.datetime_as_string(stamps.astype("datetime64[us]")).tolist()
         who = draw_user(count).tolist()

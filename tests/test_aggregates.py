@@ -144,6 +144,12 @@ def test_seeded_data_looks_like_real_traffic(app: Flask, org: str) -> None:
         app, "SELECT count(*) FROM audit_entries WHERE org = :org AND created_at > now()", org=org
     )
     assert future == (0,)
+    (newest_age,) = run_sql(
+        app,
+        "SELECT extract(epoch FROM now() - max(created_at)) FROM audit_entries WHERE org = :org",
+        org=org,
+    )
+    assert 0 <= newest_age[0] < 3 * 3600, "today's traffic reaches up to now"  # type: ignore[operator]
     kinds = dict(
         run_sql(
             app, "SELECT type, count(*) FROM audit_entries WHERE org = :org GROUP BY 1", org=org

@@ -124,11 +124,16 @@ def record_view(
     return data
 
 
-def run_sql(app: Flask, statement: str, **params: object) -> list[tuple[object, ...]]:
-    """Run SQL as the table owner (to backdate entries, inspect rows)."""
+def run_sql(
+    app: Flask, statement: str, *, maintenance: bool = False, **params: object
+) -> list[tuple[object, ...]]:
+    """Run SQL as the table owner (to backdate entries, inspect rows); ``maintenance`` takes
+    the documented path around the append-only triggers."""
     from sqlalchemy import text
 
     with app.app_context(), transaction() as connection:
+        if maintenance:
+            connection.execute(text("SET LOCAL insights_audit.maintenance = 'on'"))
         result = connection.execute(text(statement), params)
         return [tuple(row) for row in result] if result.returns_rows else []
 

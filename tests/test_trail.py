@@ -150,6 +150,7 @@ def test_trail_filters_by_action_user_and_time(
         app,
         "UPDATE audit_entries SET created_at = '2026-01-01T10:00:00Z'"
         " WHERE org = :org AND action = 'create'",
+        maintenance=True,
         org=org,
     )
     updates = trail(client, admin, f"/kpi/{target}?action=update").json["data"]
@@ -208,6 +209,7 @@ def test_entries_at_the_same_instant_are_ordered_by_id_and_paged_exactly(
     run_sql(
         app,
         "UPDATE audit_entries SET created_at = '2026-03-01T00:00:00Z' WHERE org = :org",
+        maintenance=True,
         org=org,
     )
     seen: list[str] = []

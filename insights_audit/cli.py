@@ -32,6 +32,14 @@ def db_upgrade() -> None:
     click.echo(f"Database is at revision {migrations.head_revision()}.")
 
 
+@db_cli.command("grant-app-role", help="Give a login role exactly what the service needs.")
+@click.argument("role")
+def db_grant_app_role(role: str) -> None:
+    with transaction() as connection:
+        migrations.grant_app_role(connection, role)
+    click.echo(f"Granted {role} what insights-audit needs; run the service as {role}.")
+
+
 @click.group("tokens", cls=AppGroup, help="API tokens.")
 def tokens_cli() -> None:
     pass

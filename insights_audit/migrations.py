@@ -8,6 +8,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -28,3 +29,27 @@ def head_revision() -> str | None:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
+
+
+# What the running service does, table by table; nothing more (no DELETE, no TRUNCATE, no DDL).
+APP_ROLE_GRANTS = {
+    "audit_entries": "SELECT, INSERT",
+    "api_tokens": "SELECT",
+    "view_logs": "SELECT, INSERT, UPDATE",
+    "dashboard_totals": "SELECT, INSERT, UPDATE",
+    "dashboard_daily_views": "SELECT, INSERT, UPDATE",
+    "dashboard_day_totals": "SELECT, INSERT",
+    "total_snapshots": "SELECT, INSERT",
+    "idempotency_keys": "SELECT, INSERT, UPDATE",
+    "alembic_version": "SELECT",
+}
+
+
+def grant_app_role(connection: Connection, role: str) -> None:
+    """Grant ``role`` the service's privileges: run by the tables' owner after migrating."""
+    quoted = connection.dialect.identifier_preparer.quote(role)
+    connection.execute(text(f"GRANT USAGE ON SCHEMA public TO {quoted}"))
+    for table, privileges in APP_ROLE_GRANTS.items():
+        connection.execute(text(f"GRANT {privileges} ON {table} TO {quoted}"))
+    connection.execute(text(f"GRANT USAGE ON SEQUENCE audit_object_id_counter TO {quoted}"))
+    connection.execute(text(f"GRANT EXECUTE ON FUNCTION audit_object_id(timestamptz) TO {quoted}"))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import psycopg
 import pytest
 from flask import Flask
 from sqlalchemy.engine import make_url
 
-from tests.conftest import TokenFactory, new_id, record_view, run_sql
+from insights_audit import create_app
+from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view, run_sql
 
 
 @pytest.fixture
@@ -70,3 +72,59 @@ def test_a_role_that_does_not_own_the_table_cannot_take_the_maintenance_path(
     with psycopg.connect(other_role) as connection, refused:
         connection.execute("SET LOCAL insights_audit.maintenance = 'on'")
         connection.execute("DELETE FROM audit_entries WHERE id = %s", (entry_id,))
+
+
+@pytest.fixture
+def app_role_url(app: Flask, database_url: str) -> Iterator[str]:
+    """A login role given exactly the service's privileges by ``db grant-app-role``."""
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+    result = app.test_cli_runner().invoke(args=["db", "grant-app-role", role])
+    assert result.exit_code == 0, result.output
+    url = make_url(database_url).set(username=role, password=None)
+    yield url.render_as_string(hide_password=False)
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(f"DROP OWNED BY {role}")
+        connection.execute(f"DROP ROLE {role}")
+
+
+def test_the_service_runs_as_the_app_role(
+    app: Flask, app_role_url: str, make_token: TokenFactory
+) -> None:
+    service = create_app(replace(app.config["SETTINGS"], database_url=app_role_url))
+    client = service.test_client()
+    secret = make_token()
+    d = new_id()
+    first = record_view(client, secret, d, json={"name": "Board"})
+    assert record_view(client, secret, d)["viewCount"] == 2
+    headers = {**bearer(secret), "Idempotency-Key": "k"}
+    assert client.post(f"{BASE}/dashboard/{d}/view", headers=headers).status_code == 200
+    for path in (
+        "/dashboard/recently-viewed",
+        "/dashboard/most-viewed?days=7",
+        f"/dashboard/{d}/stats",
+        f"/dashboard/{d}",
+        f"/{first['auditLogId']}",
+    ):
+        assert client.get(BASE + path, headers=bearer(secret)).status_code == 200, path
+    assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_entries SET action = 'edit'",
+        "DELETE FROM audit_entries",
+        "TRUNCATE audit_entries",
+        "ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_no_update_or_delete",
+        "DROP TRIGGER audit_entries_no_truncate ON audit_entries",
+    ],
+)
+def test_the_app_role_cannot_change_or_unprotect_the_trail(
+    app_role_url: str, entry_id: str, statement: str
+) -> None:
+    refused = pytest.raises(psycopg.errors.InsufficientPrivilege)
+    with psycopg.connect(app_role_url) as connection, refused:
+        connection.execute("SET LOCAL insights_audit.maintenance = 'on'")
+        connection.execute(statement)

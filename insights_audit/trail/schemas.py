@@ -42,9 +42,12 @@ def decode_cursor(cursor: str) -> TrailPosition:
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise ValueError(cursor) from exc
     micros, _, entry_id = raw.partition(".")
-    if not re.fullmatch(r"\d{1,17}", micros) or not AUDIT_ID_PATTERN.match(entry_id):
+    if not re.fullmatch(r"\d{1,18}", micros) or not AUDIT_ID_PATTERN.match(entry_id):
         raise ValueError(cursor)
-    return TrailPosition(EPOCH + int(micros) * ONE_MICROSECOND, entry_id)
+    try:
+        return TrailPosition(EPOCH + int(micros) * ONE_MICROSECOND, entry_id.lower())
+    except OverflowError as exc:
+        raise ValueError(cursor) from exc
 
 
 class Cursor(fields.Field):
@@ -55,7 +58,7 @@ class Cursor(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> TrailPosition:
         try:
             return decode_cursor(value) if isinstance(value, str) else decode_cursor("")
-        except (ValueError, OverflowError) as exc:
+        except ValueError as exc:
             raise self.make_error("invalid") from exc
 
 

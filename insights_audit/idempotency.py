@@ -21,10 +21,10 @@ REPLAY_HEADER = "Idempotent-Replayed"
 KEY_REUSED = "Idempotency-Key was already used for a different request"
 
 
-def fingerprint(method: str, path: str, body: dict[str, Any]) -> bytes:
-    """What makes two requests "the same": method, normalised path and the parsed body."""
+def _fingerprint(path: str, body: dict[str, Any]) -> bytes:
+    """What makes two POSTs "the same": the normalised path and the parsed body."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).digest()
+    return hashlib.sha256(f"POST {path}\n{canonical}".encode()).digest()
 
 
 def _claim(
@@ -73,21 +73,23 @@ def _remember(
 def respond_once(
     token_id: int,
     key: str | None,
-    request_print: bytes,
+    path: str,
+    request_body: dict[str, Any],
     status: int,
     produce: Callable[[Connection], dict[str, Any]],
 ) -> Response:
     """Run ``produce`` (one statement), unless ``key`` already has a response to replay.
 
-    Without a key the statement commits on its own; with one, claiming the key, the work
-    and remembering its response commit together.
+    Without a key the statement commits on its own; with one, claiming the key (for this
+    normalised ``path`` and parsed ``request_body``), the work and remembering its response
+    commit together.
     """
     replayed = False
     if key is None:
         body = produce(connection())
     else:
         with transaction() as db:
-            stored = _claim(db, token_id, key, request_print)
+            stored = _claim(db, token_id, key, _fingerprint(path, request_body))
             if stored is not None:
                 status, body = stored
                 replayed = True

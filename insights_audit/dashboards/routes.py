@@ -26,7 +26,7 @@ from insights_audit.dashboards.schemas import (
     ViewEnvelope,
 )
 from insights_audit.extensions import Blueprint
-from insights_audit.idempotency import fingerprint, respond_once
+from insights_audit.idempotency import respond_once
 from insights_audit.paths import BASE_PATH, DASHBOARD_ID_PARAMETER
 from insights_audit.request_context import request_meta
 from insights_audit.schemas import parse_target_id
@@ -130,5 +130,5 @@ class DashboardView(MethodView):
             }
             return VIEW_ENVELOPE.dump({"data": data, "message": VIEW_MESSAGE})
 
-        request_print = fingerprint("POST", f"dashboard/{dashboard_id}/view", body)
-        return respond_once(principal.token_id, key, request_print, 200, record)
+        path = f"dashboard/{dashboard_id}/view"
+        return respond_once(principal.token_id, key, path, body, 200, record)

@@ -12,6 +12,7 @@ from insights_audit.dashboards.routes import blp as dashboards
 from insights_audit.extensions import Api, init_engine
 from insights_audit.health.routes import blp as health
 from insights_audit.health.routes import register_swagger_assets
+from insights_audit.integrity.routes import blp as integrity
 from insights_audit.request_context import init_request_ids
 from insights_audit.trail.routes import blp as trail
 
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(health)
     api.register_blueprint(dashboards)
     api.register_blueprint(trail)
+    api.register_blueprint(integrity)
     register_swagger_assets(app)
     register_commands(app)
     return app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
+from pathlib import Path
 
 import click
 from flask import Flask, current_app
@@ -13,6 +15,7 @@ from insights_audit import aggregates, demo, migrations
 from insights_audit.auth import KNOWN_ROLES, SCOPES
 from insights_audit.config import Settings
 from insights_audit.extensions import batch_transaction, engine, transaction
+from insights_audit.integrity import chain as integrity
 from insights_audit.tokens import create_token, list_tokens, revoke_token
 
 
@@ -155,11 +158,77 @@ def demo_seed(
     )
 
 
+@click.group("audit", cls=AppGroup, help="Tamper evidence of the audit trail.")
+def audit_cli() -> None:
+    pass
+
+
+def _orgs(org: str | None, *extra: Iterable[str]) -> list[str]:
+    if org:
+        return [org]
+    with transaction() as connection:
+        known = set(integrity.chained_orgs(connection))
+    for names in extra:
+        known.update(names)
+    return sorted(known)
+
+
+@audit_cli.command("checkpoint", help="Seal new entries into signed checkpoints.")
+@click.option("--org", default=None, help="Only this organisation (default: every one).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also export every checkpoint as a file under DIR/<org>/ (kept off this database).",
+)
+def audit_checkpoint(org: str | None, out: Path | None) -> None:
+    key = integrity.signing_key(_settings())
+    for name in _orgs(org):
+        sealed = integrity.seal(transaction, name, key)
+        entries = sum(checkpoint.seq_to - checkpoint.seq_from + 1 for checkpoint in sealed)
+        line = f"{name}: sealed {entries} entries in {len(sealed)} checkpoints"
+        if out is not None:
+            with transaction() as connection:
+                written = integrity.export(connection, name, out)
+            line += f", exported {written} to {integrity.org_directory(out, name)}"
+        click.echo(line + ".")
+
+
+@audit_cli.command("verify", help="Check every sealed entry; exit 0 verified, 1 failed, 2 no data.")
+@click.option("--org", default=None, help="Only this organisation (default: every one).")
+@click.option(
+    "--against",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Also compare with the checkpoints exported to DIR by `audit checkpoint --out`.",
+)
+def audit_verify(org: str | None, against: Path | None) -> None:
+    public_key = integrity.signing_key(_settings()).public_key()
+    exported_orgs = integrity.exported_orgs(against) if against is not None else ()
+    checked = 0
+    for name in _orgs(org, exported_orgs):
+        exported = integrity.read_exported(against, name) if against is not None else []
+        with transaction() as connection:
+            verdict = integrity.verify(connection, name, public_key, exported)
+        if verdict.status == "failed":
+            click.echo(
+                f"FAILED {name}: entry {verdict.first_bad_id}: {verdict.reason}"
+                f" (after {verdict.checked} verified entries)"
+            )
+            sys.exit(1)
+        checked += verdict.checked
+    if checked == 0:
+        click.echo("no entries to verify")
+        sys.exit(2)
+    click.echo(f"verified {checked} entries")
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(tokens_cli)
     app.cli.add_command(aggregates_cli)
     app.cli.add_command(demo_cli)
+    app.cli.add_command(audit_cli)
 
 
 def main() -> None:

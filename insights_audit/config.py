@@ -31,7 +31,11 @@ class Settings:
     trusted_proxies: int = 0
     max_body_bytes: int = 64 * 1024
     token_cache_seconds: int = 2
+    audit_signing_key: str | None = None
+    audit_signing_key_file: str = ".data/audit-signing.key"
+    audit_seal_interval_seconds: int = 30
 
+    @classmethod
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
@@ -43,6 +47,12 @@ class Settings:
             trusted_proxies=_int("TRUSTED_PROXIES", cls.trusted_proxies),
             max_body_bytes=_int("MAX_BODY_BYTES", cls.max_body_bytes),
             token_cache_seconds=_int("TOKEN_CACHE_SECONDS", cls.token_cache_seconds),
+            audit_signing_key=os.environ.get("AUDIT_SIGNING_KEY") or None,
+            audit_signing_key_file=os.environ.get("AUDIT_SIGNING_KEY_FILE")
+            or cls.audit_signing_key_file,
+            audit_seal_interval_seconds=_int(
+                "AUDIT_SEAL_INTERVAL_SECONDS", cls.audit_seal_interval_seconds
+            ),
         )
 
 

@@ -41,6 +41,7 @@ APP_ROLE_GRANTS = {
     "dashboard_day_totals": "SELECT, INSERT",
     "total_snapshots": "SELECT, INSERT",
     "idempotency_keys": "SELECT, INSERT, UPDATE",
+    "audit_checkpoints": "SELECT, INSERT",
     "alembic_version": "SELECT",
 }
 

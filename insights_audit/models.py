@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -30,6 +31,17 @@ NAMING_CONVENTION = {
 }
 
 Timestamp = TIMESTAMP(timezone=True)
+
+
+class XID8(UserDefinedType[str]):
+    """PostgreSQL's 64-bit transaction id; read as its decimal text."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
 # Keys compare bytewise (see migration 0001).
 Key = Text(collation="C")
 
@@ -94,6 +106,8 @@ class AuditEntry(Base):
     request_id: Mapped[str | None] = mapped_column(Text)
     ip: Mapped[str | None] = mapped_column(Text)
     user_agent: Mapped[str | None] = mapped_column(Text)
+    # The writing transaction (xid8): orders the org's hash chain (see integrity.py).
+    txid: Mapped[str] = mapped_column(XID8, server_default=text("pg_current_xact_id()"))
 
 
 class ViewLog(Base):
@@ -209,3 +223,26 @@ class IdempotencyKey(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint: one sealed batch of an org's hash chain (see integrity.py)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    org: Mapped[str] = mapped_column(Key, primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seq_from: Mapped[int] = mapped_column(BigInteger)
+    seq_to: Mapped[int] = mapped_column(BigInteger)
+    first_id: Mapped[str] = mapped_column(Key)
+    last_id: Mapped[str] = mapped_column(Key)
+    last_txid: Mapped[str] = mapped_column(Text)
+    # 12 bytes per entry id and 32 per entry hash, in chain order.
+    entry_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    entry_hashes: Mapped[bytes] = mapped_column(LargeBinary)
+    head_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    previous_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    checkpoint_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed_at: Mapped[datetime] = mapped_column(Timestamp)
+    key_id: Mapped[str] = mapped_column(Text)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)

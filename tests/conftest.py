@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
 import uuid
@@ -57,11 +58,19 @@ def database_url(server_url: str) -> Iterator[str]:
     embedded.drop_database(server_url, name)
 
 
+# A fixed Ed25519 seed: bytes 0..31.
+TEST_SIGNING_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
 @pytest.fixture(scope="session")
 def app(database_url: str) -> Flask:
     # No token cache here: tests revoke and expire tokens and expect it at once.
     settings = Settings(
-        database_url=database_url, pool_size=10, max_overflow=60, token_cache_seconds=0
+        database_url=database_url,
+        pool_size=10,
+        max_overflow=60,
+        token_cache_seconds=0,
+        audit_signing_key=TEST_SIGNING_KEY,
     )
     return create_app(settings)
 

@@ -22,6 +22,8 @@ CONTRACT_PATHS = {
     f"{BASE}/kpi/{{kpiId}}": {"get"},
     f"{BASE}/{{id}}": {"get"},
     BASE: {"post"},
+    # Issue 4: tamper evidence.
+    f"{BASE}/integrity": {"get"},
     "/healthz": {"get"},
     "/readyz": {"get"},
 }

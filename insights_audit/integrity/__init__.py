@@ -1,0 +1,1 @@
+"""Tamper evidence of the audit trail: the hash chain, checkpoints and the integrity endpoint."""

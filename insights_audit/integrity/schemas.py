@@ -1,0 +1,49 @@
+"""Response schema of the integrity endpoint."""
+
+from __future__ import annotations
+
+from marshmallow import fields, validate
+
+from insights_audit.schemas import FastDumpSchema, StrictSchema, envelope
+
+INTEGRITY_MESSAGE = "Integrity of the audit trail checked"
+STATUSES = ("verified", "failed", "no_data")
+
+
+class NoQuery(StrictSchema):
+    """The endpoint takes no query parameters: any is refused."""
+
+
+class Checkpoint(FastDumpSchema):
+    """The latest signed checkpoint, as exported by ``audit checkpoint --out``."""
+
+    version = fields.Integer(required=True)
+    org = fields.String(required=True)
+    block = fields.Integer(required=True, metadata={"description": "Checkpoint number"})
+    seqFrom = fields.Integer(required=True, metadata={"description": "First chain position"})
+    seqTo = fields.Integer(required=True, metadata={"description": "Last chain position"})
+    firstId = fields.String(required=True)
+    lastId = fields.String(required=True)
+    lastTxid = fields.String(required=True)
+    headHash = fields.String(required=True, metadata={"description": "SHA-256 chain head, hex"})
+    previous = fields.String(
+        required=True, allow_none=True, metadata={"description": "Previous checkpoint's hash"}
+    )
+    sealedAt = fields.String(required=True)
+    keyId = fields.String(required=True, metadata={"description": "Signing key (Ed25519) id"})
+    checkpointHash = fields.String(required=True)
+    signature = fields.String(required=True, metadata={"description": "Ed25519, base64"})
+
+
+class Integrity(FastDumpSchema):
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    checked = fields.Integer(required=True, metadata={"description": "Entries verified"})
+    firstBadId = fields.String(required=True, allow_none=True)
+    reason = fields.String(required=True, allow_none=True)
+    checkpoint = fields.Nested(Checkpoint, required=True, allow_none=True)
+    unsealed = fields.Integer(
+        required=True, metadata={"description": "Entries newer than the latest checkpoint"}
+    )
+
+
+IntegrityEnvelope = envelope("IntegrityEnvelope", Integrity, message=INTEGRITY_MESSAGE)

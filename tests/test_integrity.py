@@ -1,0 +1,467 @@
+"""Issue 4 §2: the hash chain, signed checkpoints, ``audit verify`` and ``GET {base}/integrity``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from insights_audit.extensions import engine, transaction
+from insights_audit.integrity import chain
+from tests.conftest import BASE, TEST_SIGNING_KEY, TokenFactory, bearer, new_id, run_sql
+from tests.test_cli import cli
+
+SEED_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+# --- known answers --------------------------------------------------------------------------
+
+VECTOR_ROW = (
+    "65f1a2b3c4d5e6f708192a3b",
+    "acme",
+    "dashboard",
+    "view",
+    uuid.UUID("123E4567-E89B-12D3-A456-426614174000"),
+    "u-1",
+    "ana@example.com",
+    {"name": "Sales \u00e9t\u00e9", "b": [1, 2.5, None, True]},
+    datetime(2026, 11, 27, 6, 30, 0, 123456, tzinfo=UTC),
+    "req-1",
+    "203.0.113.7",
+    "curl/8.0",
+    12345,
+)
+VECTOR_CANONICAL = (
+    '{"action":"view","createdAt":"2026-11-27T06:30:00.123456Z",'
+    '"details":{"b":[1,2.5,null,true],"name":"Sales \\u00e9t\\u00e9"},'
+    '"id":"65f1a2b3c4d5e6f708192a3b","ip":"203.0.113.7","org":"acme","requestId":"req-1",'
+    '"targetId":"123e4567-e89b-12d3-a456-426614174000","txid":"12345","type":"dashboard",'
+    '"userAgent":"curl/8.0","userEmail":"ana@example.com","userId":"u-1"}'
+)
+# Checked with coreutils: printf '%s' "$VECTOR_CANONICAL" | sha256sum, and the chain step as
+# (32 zero bytes || leaf) | sha256sum.
+VECTOR_LEAF = "9ec0fb5ff20bdf665a33907326779a6c84e9388703d157543c120b9fa523f988"
+VECTOR_HEAD = "9ef44c71b04e11d1142cff9e67fca6cb2ab6f73643f4ce9512998581985c1288"
+# Checked with `openssl pkeyutl -sign -rawin` and the same seed (bytes 0..31).
+VECTOR_SIGNATURE = (
+    "01c70e890018d3915da4847bc6931de6543d40adb92b52aae3ab60b13d29a09c"
+    "15d5039634437d588be27b6b50d6ad60833eeb6ccf468b62d38d33ad4bf3f405"
+)
+
+
+def test_canonical_form_of_an_entry_is_fixed() -> None:
+    assert chain.canonical_entry(VECTOR_ROW).decode() == VECTOR_CANONICAL
+
+
+def test_leaf_and_chain_hashes_are_fixed() -> None:
+    leaf = chain.leaf_hash(VECTOR_ROW)
+    assert leaf.hex() == VECTOR_LEAF
+    assert chain.chain_hash(chain.ZERO_HASH, leaf).hex() == VECTOR_HEAD
+
+
+def test_checkpoints_are_signed_with_ed25519_over_canonical_json() -> None:
+    payload = chain.canonical_json({"org": "acme", "block": 1})
+    assert payload == b'{"block":1,"org":"acme"}'
+    assert SEED_KEY.sign(payload).hex() == VECTOR_SIGNATURE
+    assert chain.key_id(SEED_KEY.public_key()) == "56475aa75463474c"
+
+
+def test_every_column_of_the_table_is_in_the_canonical_form(app: Flask) -> None:
+    columns = run_sql(
+        app,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'audit_entries'",
+    )
+    assert {name for (name,) in columns} == {column.key for column in chain.CHAIN_COLUMNS}
+    assert len(json.loads(VECTOR_CANONICAL)) == len(chain.CHAIN_COLUMNS)
+
+
+def test_a_missing_key_file_is_created_with_a_new_key_readable_by_its_owner(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "keys" / "signing.key"
+    first = chain.load_signing_key(None, str(path))
+    again = chain.load_signing_key(None, str(path))
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert chain.key_id(first.public_key()) == chain.key_id(again.public_key())
+    with pytest.raises(RuntimeError, match="32 bytes"):
+        chain.load_signing_key(base64.b64encode(b"short").decode(), str(path))
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def seal(app: Flask, org: str) -> list[Any]:
+    with app.app_context():
+        return chain.seal(transaction, org, chain.app_signing_key(app))
+
+
+def verify(app: Flask, org: str, exported: list[dict[str, Any]] | None = None) -> chain.Verdict:
+    with app.app_context(), transaction() as connection:
+        public_key = chain.app_signing_key(app).public_key()
+        return chain.verify(connection, org, public_key, exported or [])
+
+
+def chain_order(app: Flask, org: str) -> list[str]:
+    rows = run_sql(app, "SELECT id FROM audit_entries WHERE org = :org ORDER BY txid, id", org=org)
+    return [entry_id for (entry_id,) in rows]
+
+
+def write_entries(client: FlaskClient, token: str, count: int) -> None:
+    """Views and named dashboard events, with a request id, IP and user agent on each."""
+    for index in range(count):
+        headers = {**bearer(token), "X-Request-ID": f"req-{index}", "User-Agent": "agent/1.0"}
+        if index % 2:
+            response = client.post(f"{BASE}/dashboard/{new_id()}/view", headers=headers)
+            assert response.status_code == 200, response.json
+        else:
+            body = {
+                "type": "dashboard",
+                "action": "update",
+                "targetId": new_id(),
+                "details": {"name": f"Board {index}", "n": index},
+            }
+            response = client.post(BASE, json=body, headers=headers)
+            assert response.status_code == 201, response.json
+
+
+@pytest.fixture
+def sealed_org(app: Flask, client: FlaskClient, token: str, org: str) -> list[str]:
+    """Six entries sealed in two checkpoints; returns their ids in chain order."""
+    write_entries(client, token, 3)
+    assert len(seal(app, org)) == 1
+    write_entries(client, token, 3)
+    assert len(seal(app, org)) == 1
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.checked, verdict.first_bad_id) == ("verified", 6, None)
+    return chain_order(app, org)
+
+
+# --- sealing and verifying ------------------------------------------------------------------
+
+
+def test_an_org_without_entries_has_no_data(app: Flask, org: str) -> None:
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.checked, verdict.checkpoint) == ("no_data", 0, None)
+
+
+def test_unsealed_entries_are_counted_but_not_called_verified(
+    app: Flask, client: FlaskClient, token: str, org: str
+) -> None:
+    write_entries(client, token, 2)
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.checked, verdict.unsealed) == ("no_data", 0, 2)
+    seal(app, org)
+    write_entries(client, token, 1)
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.checked, verdict.unsealed) == ("verified", 2, 1)
+
+
+def test_checkpoints_link_up_and_cover_the_chain(app: Flask, org: str, sealed_org: list) -> None:
+    rows = run_sql(
+        app,
+        "SELECT block, seq_from, seq_to, first_id, last_id, previous_hash IS NULL,"
+        " length(entry_ids), length(entry_hashes) FROM audit_checkpoints"
+        " WHERE org = :org ORDER BY block",
+        org=org,
+    )
+    assert rows == [
+        (1, 1, 3, sealed_org[0], sealed_org[2], True, 36, 96),
+        (2, 4, 6, sealed_org[3], sealed_org[5], False, 36, 96),
+    ]
+    assert seal(app, org) == []  # nothing new: no empty checkpoint
+
+
+def test_an_open_transaction_holds_sealing_back_until_it_commits(
+    app: Flask, client: FlaskClient, token: str, org: str
+) -> None:
+    """An entry that commits after a later one is sealed after it, never skipped."""
+    with app.app_context():
+        slow = engine().connect()
+        transaction_ = slow.begin()
+        slow.execute(
+            text(
+                "INSERT INTO audit_entries (id, org, type, action, target_id, user_id)"
+                " VALUES (audit_object_id(now()), :org, 'kpi', 'update', :target, 'slow')"
+            ),
+            {"org": org, "target": new_id()},
+        )
+        write_entries(client, token, 2)  # commit while the slow one is still open
+        assert seal(app, org) == []
+        transaction_.commit()
+        slow.close()
+    assert [checkpoint.seq_to for checkpoint in seal(app, org)] == [3]
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.checked, verdict.unsealed) == ("verified", 3, 0)
+
+
+def test_sealing_while_views_arrive_seals_every_entry_exactly_once(
+    app: Flask, token: str, org: str
+) -> None:
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def viewer() -> None:
+        client = app.test_client()
+        while not stop.is_set():
+            response = client.post(f"{BASE}/dashboard/{new_id()}/view", headers=bearer(token))
+            statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=viewer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for _ in range(10):
+        seal(app, org)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    seal(app, org)
+    verdict = verify(app, org)
+    assert set(statuses) == {200}
+    assert (verdict.status, verdict.checked, verdict.unsealed) == ("verified", len(statuses), 0)
+
+
+# --- tampering, as the table owner ----------------------------------------------------------
+
+
+def bump_last_hex(column: str) -> str:
+    """The column's text with its last hex digit changed (still a valid value)."""
+    return (
+        f"overlay({column} placing translate(right({column}, 1), '0123456789abcdef',"
+        f" '123456789abcdef0') from length({column}))"
+    )
+
+
+def flip_last_char(column: str) -> str:
+    return f"overlay({column} placing chr(ascii(right({column}, 1)) # 1) from length({column}))"
+
+
+TAMPERING = {
+    "id": f"id = {bump_last_hex('id')}",
+    "org": f"org = {flip_last_char('org')}",
+    "type": "type = CASE type WHEN 'kpi' THEN 'mapping' ELSE 'kpi' END",
+    "action": f"action = {flip_last_char('action')}",
+    "target_id": f"target_id = ({bump_last_hex('target_id::text')})::uuid",
+    "user_id": f"user_id = {flip_last_char('user_id')}",
+    "user_email": f"user_email = coalesce({flip_last_char('user_email')}, 'x')",
+    "details": "details = details || '{\"tampered\": 1}'",
+    "created_at": "created_at = created_at + interval '1 microsecond'",
+    "request_id": f"request_id = {flip_last_char('request_id')}",
+    "ip": f"ip = coalesce({flip_last_char('ip')}, '10.0.0.1')",
+    "user_agent": f"user_agent = {flip_last_char('user_agent')}",
+    "txid": "txid = (txid::text::bigint + 1)::text::xid8",
+}
+
+
+def test_the_tampering_cases_cover_every_column() -> None:
+    assert set(TAMPERING) == {column.key for column in chain.CHAIN_COLUMNS}
+
+
+@pytest.mark.parametrize("column", sorted(TAMPERING))
+@pytest.mark.parametrize("position", [1, 4])
+def test_changing_any_column_of_an_entry_names_that_entry(
+    app: Flask, org: str, sealed_org: list[str], column: str, position: int
+) -> None:
+    target = sealed_org[position]
+    changed = run_sql(
+        app,
+        f"UPDATE audit_entries SET {TAMPERING[column]} WHERE id = :id RETURNING id",
+        maintenance=True,
+        id=target,
+    )
+    assert len(changed) == 1
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", target), verdict
+    assert verdict.checked == position
+    assert verdict.reason
+
+
+def test_deleting_a_middle_entry_names_it(app: Flask, org: str, sealed_org: list[str]) -> None:
+    run_sql(app, "DELETE FROM audit_entries WHERE id = :id", maintenance=True, id=sealed_org[2])
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id, verdict.checked) == ("failed", sealed_org[2], 2)
+    assert "missing" in (verdict.reason or "")
+
+
+SWAPPED = ("type", "action", "target_id", "user_id", "user_email", "details", "created_at")
+SWAPPED += ("request_id", "ip", "user_agent")
+
+
+def test_swapping_two_entries_names_the_first(app: Flask, org: str, sealed_org: list[str]) -> None:
+    first, second = sealed_org[1], sealed_org[4]
+    swapped = ", ".join(f"{column} = other.{column}" for column in SWAPPED)
+    run_sql(
+        app,
+        f"UPDATE audit_entries SET {swapped} FROM audit_entries other"
+        " WHERE (audit_entries.id, other.id) IN ((:first, :second), (:second, :first))",
+        maintenance=True,
+        first=first,
+        second=second,
+    )
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", first)
+
+
+def test_a_forged_entry_in_sealed_history_is_named(
+    app: Flask, org: str, sealed_org: list[str]
+) -> None:
+    forged = run_sql(
+        app,
+        "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, created_at, txid)"
+        " SELECT audit_object_id(created_at), org, 'kpi', 'delete', target_id, 'mallory',"
+        " created_at, txid FROM audit_entries WHERE id = :id RETURNING id",
+        id=sealed_org[3],
+    )[0][0]
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", forged)
+    assert "not in the sealed chain" in (verdict.reason or "")
+
+
+def test_rewriting_a_checkpoint_breaks_its_signature(
+    app: Flask, org: str, sealed_org: list[str]
+) -> None:
+    run_sql(
+        app,
+        "UPDATE audit_checkpoints SET seq_to = seq_to + 1 WHERE org = :org AND block = 2",
+        org=org,
+    )
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[3])
+    assert "not signed by this key" in (verdict.reason or "")
+
+
+def test_a_checkpoint_of_another_key_is_refused(
+    app: Flask, org: str, sealed_org: list[str]
+) -> None:
+    other = Ed25519PrivateKey.generate().public_key()
+    with app.app_context(), transaction() as connection:
+        verdict = chain.verify(connection, org, other)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[0])
+
+
+def test_deleting_the_tail_with_its_checkpoint_is_caught_by_an_exported_copy(
+    app: Flask, org: str, sealed_org: list[str], tmp_path: Path
+) -> None:
+    with app.app_context(), transaction() as connection:
+        assert chain.export(connection, org, tmp_path) == 2
+    run_sql(
+        app, "DELETE FROM audit_entries WHERE id = ANY(:ids)", maintenance=True, ids=sealed_org[3:]
+    )
+    run_sql(app, "DELETE FROM audit_checkpoints WHERE org = :org AND block = 2", org=org)
+    # The database alone is consistent again: only the exported checkpoint shows the loss.
+    assert verify(app, org).status == "verified"
+    verdict = verify(app, org, chain.read_exported(tmp_path, org))
+    assert (verdict.status, verdict.first_bad_id, verdict.checked) == ("failed", sealed_org[3], 3)
+    assert "missing from the database" in (verdict.reason or "")
+
+
+def test_deleting_the_tail_alone_names_its_first_entry(
+    app: Flask, org: str, sealed_org: list[str]
+) -> None:
+    run_sql(
+        app, "DELETE FROM audit_entries WHERE id = ANY(:ids)", maintenance=True, ids=sealed_org[4:]
+    )
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id, verdict.checked) == ("failed", sealed_org[4], 4)
+
+
+# --- the CLI --------------------------------------------------------------------------------
+
+
+def audit_cli(database_url: str, *args: str) -> Any:
+
+    os.environ.setdefault("AUDIT_SIGNING_KEY", TEST_SIGNING_KEY)
+    return cli(database_url, "audit", *args)
+
+
+def test_cli_checkpoint_export_and_verify_exit_codes(
+    app: Flask, client: FlaskClient, token: str, org: str, database_url: str, tmp_path: Path
+) -> None:
+    assert audit_cli(database_url, "verify", "--org", org).returncode == 2
+    empty = audit_cli(database_url, "verify", "--org", org)
+    assert empty.stdout.strip() == "no entries to verify"
+    write_entries(client, token, 4)
+    made = audit_cli(database_url, "checkpoint", "--org", org, "--out", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    assert f"{org}: sealed 4 entries in 1 checkpoints, exported 1" in made.stdout
+    exported = json.loads(next((tmp_path / org).glob("*.json")).read_text())
+    assert (exported["org"], exported["seqFrom"], exported["seqTo"]) == (org, 1, 4)
+    ok = audit_cli(database_url, "verify", "--org", org, "--against", str(tmp_path))
+    assert (ok.returncode, ok.stdout.strip()) == (0, "verified 4 entries")
+    target = chain_order(app, org)[1]
+    run_sql(
+        app,
+        "UPDATE audit_entries SET action = 'viewed' WHERE id = :id",
+        maintenance=True,
+        id=target,
+    )
+    bad = audit_cli(database_url, "verify", "--org", org)
+    assert bad.returncode == 1
+    assert target in bad.stdout and "a field changed" in bad.stdout
+
+
+# --- the endpoint ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "role", ["Opsera Administrator", "Administrator", "Auditor", "Security Manager"]
+)
+@pytest.mark.parametrize("scope", ["api", "api-readonly"])
+def test_integrity_is_open_to_auditing_roles_and_both_scopes(
+    client: FlaskClient, make_token: TokenFactory, role: str, scope: str
+) -> None:
+    secret = make_token(roles=(role,), scopes=(scope,))
+    response = client.get(f"{BASE}/integrity", headers=bearer(secret))
+    assert response.status_code == 200, response.json
+    assert response.json["data"] == {
+        "status": "no_data",
+        "checked": 0,
+        "firstBadId": None,
+        "reason": "no entries",
+        "checkpoint": None,
+        "unsealed": 0,
+    }
+
+
+@pytest.mark.parametrize("role", ["Power User", "Users"])
+def test_integrity_is_forbidden_to_other_roles(
+    client: FlaskClient, make_token: TokenFactory, role: str
+) -> None:
+    response = client.get(f"{BASE}/integrity", headers=bearer(make_token(roles=(role,))))
+    assert response.status_code == 403
+    assert client.get(f"{BASE}/integrity").status_code == 401
+
+
+def test_integrity_refuses_query_parameters(client: FlaskClient, make_token: TokenFactory) -> None:
+    secret = make_token(roles=("Auditor",))
+    response = client.get(f"{BASE}/integrity?org=someone-else", headers=bearer(secret))
+    assert response.status_code == 400
+    assert "org" in response.json["errors"]["query"]
+
+
+def test_integrity_reports_the_callers_org_only(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str, sealed_org: list[str]
+) -> None:
+    auditor = make_token(roles=("Auditor",), scopes=("api-readonly",))
+    body = client.get(f"{BASE}/integrity", headers=bearer(auditor)).json
+    assert body["message"] == "Integrity of the audit trail checked"
+    data = body["data"]
+    assert (data["status"], data["checked"], data["firstBadId"]) == ("verified", 6, None)
+    checkpoint = data["checkpoint"]
+    assert (checkpoint["org"], checkpoint["block"], checkpoint["seqTo"]) == (org, 2, 6)
+    assert checkpoint["lastId"] == sealed_org[-1]
+    assert checkpoint["keyId"] == chain.key_id(SEED_KEY.public_key())
+    stranger = make_token(token_org=f"other-{uuid.uuid4()}", roles=("Auditor",))
+    assert client.get(f"{BASE}/integrity", headers=bearer(stranger)).json["data"]["checked"] == 0
+    run_sql(app, "DELETE FROM audit_entries WHERE id = :id", maintenance=True, id=sealed_org[0])
+    data = client.get(f"{BASE}/integrity", headers=bearer(auditor)).json["data"]
+    assert (data["status"], data["firstBadId"], data["checked"]) == ("failed", sealed_org[0], 0)

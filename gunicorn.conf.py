@@ -15,3 +15,10 @@ max_requests = 50_000
 max_requests_jitter = 5_000
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    """Each worker runs the background sealer; an advisory lock lets one seal at a time."""
+    from insights_audit.integrity import sealer
+
+    sealer.start(worker.wsgi)

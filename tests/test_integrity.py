@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +17,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
+from insights_audit import create_app
 from insights_audit.extensions import engine, transaction
-from insights_audit.integrity import chain
+from insights_audit.integrity import chain, sealer
 from tests.conftest import BASE, TEST_SIGNING_KEY, TokenFactory, bearer, new_id, run_sql
 from tests.test_cli import cli
 
@@ -228,6 +231,38 @@ def test_sealing_while_views_arrive_seals_every_entry_exactly_once(
     verdict = verify(app, org)
     assert set(statuses) == {200}
     assert (verdict.status, verdict.checked, verdict.unsealed) == ("verified", len(statuses), 0)
+
+
+def test_the_background_sealer_seals_every_org_one_process_at_a_time(
+    app: Flask, client: FlaskClient, token: str, org: str
+) -> None:
+    write_entries(client, token, 2)
+    with app.app_context(), engine().connect() as other_process:
+        other_process.scalar(select(func.pg_advisory_lock(sealer.SEALER_LOCK)))
+        assert sealer.seal_everything(app) == 0  # someone else is sealing: skip this round
+        other_process.scalar(select(func.pg_advisory_unlock(sealer.SEALER_LOCK)))
+        other_process.commit()
+    assert sealer.seal_everything(app) >= 2
+    assert (verify(app, org).status, verify(app, org).checked) == ("verified", 2)
+
+
+def test_the_sealer_thread_seals_on_its_interval(
+    app: Flask, client: FlaskClient, token: str, org: str
+) -> None:
+    settings = dataclasses.replace(app.config["SETTINGS"], audit_seal_interval_seconds=1)
+    background = create_app(settings)
+    stop = sealer.start(background)
+    assert stop is not None
+    try:
+        write_entries(client, token, 3)
+        deadline = time.monotonic() + 20
+        while verify(app, org).checked < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+    assert (verify(app, org).status, verify(app, org).checked) == ("verified", 3)
+    no_thread = dataclasses.replace(settings, audit_seal_interval_seconds=0)
+    assert sealer.start(create_app(no_thread)) is None
 
 
 # --- tampering, as the table owner ----------------------------------------------------------

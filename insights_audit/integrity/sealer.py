@@ -1,0 +1,64 @@
+"""The background sealer: every ``AUDIT_SEAL_INTERVAL_SECONDS`` one gunicorn worker seals the
+entries written since the last checkpoint, for every org.
+
+Writers never wait for it: they only insert (see ``chain``). Workers take turns through a
+PostgreSQL advisory lock, so one seals while the others skip that round.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+from sqlalchemy import func, select
+
+from insights_audit.extensions import engine, transaction
+from insights_audit.integrity import chain
+
+log = logging.getLogger(__name__)
+
+# pg_try_advisory_lock key of the sealer (any constant; "seal" in ASCII).
+SEALER_LOCK = 0x7365616C
+
+
+def seal_everything(app: Flask) -> int:
+    """Seal every org's ready entries unless another process is at it; returns entries sealed."""
+    key = chain.app_signing_key(app)
+    with app.app_context(), engine().connect() as guard:
+        if not guard.scalar(select(func.pg_try_advisory_lock(SEALER_LOCK))):
+            guard.rollback()
+            return 0
+        try:
+            with transaction() as connection:
+                orgs = chain.chained_orgs(connection)
+            sealed = 0
+            for org in orgs:
+                for checkpoint in chain.seal(transaction, org, key):
+                    sealed += checkpoint.seq_to - checkpoint.seq_from + 1
+            return sealed
+        finally:
+            guard.scalar(select(func.pg_advisory_unlock(SEALER_LOCK)))
+            guard.commit()
+
+
+def start(app: Flask) -> threading.Event | None:
+    """Run ``seal_everything`` every interval in a daemon thread until the returned event is
+    set (no thread if the interval is 0)."""
+    interval = app.config["SETTINGS"].audit_seal_interval_seconds
+    if interval <= 0:
+        return None
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval):
+            try:
+                sealed = seal_everything(app)
+            except Exception:  # the next round tries again; the trail itself is unaffected
+                log.exception("sealing the audit trail failed")
+            else:
+                if sealed:
+                    log.info("sealed %d audit entries", sealed)
+
+    threading.Thread(target=run, name="audit-sealer", daemon=True).start()
+    return stop

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, delete, select, text
 
+from insights_audit.extensions import EVERY_ORG, set_tenant
 from insights_audit.models import (
     AuditEntry,
     DashboardDailyViews,
@@ -86,6 +87,7 @@ REBUILD_TOTALS = text(
 
 def rebuild(connection: Connection, org: str) -> None:
     """Replace the org's aggregates by what its audit trail implies (one transaction)."""
+    set_tenant(connection, org)
     for table in (TotalSnapshot, DashboardDayTotal, DashboardDailyViews, DashboardTotal, ViewLog):
         connection.execute(delete(table).where(table.org == org))
     connection.execute(REBUILD_VIEW_LOGS, {"org": org})
@@ -104,4 +106,5 @@ def vacuum_analyze(connection: Connection) -> None:
 
 
 def orgs_with_entries(connection: Connection) -> list[str]:
+    set_tenant(connection, EVERY_ORG)
     return list(connection.scalars(select(AuditEntry.org).distinct().order_by(AuditEntry.org)))

@@ -16,7 +16,7 @@ from flask import Flask, current_app, g, request
 from sqlalchemy import bindparam, func, or_, select
 
 from insights_audit.errors import Forbidden, Unauthorized
-from insights_audit.extensions import Blueprint, connection
+from insights_audit.extensions import Blueprint, connection, tenant_scope
 from insights_audit.models import ApiToken
 
 SITE_ROLES = frozenset({"Opsera Administrator", "Administrator", "Power User", "Users"})
@@ -153,7 +153,8 @@ def requires(*, scopes: Iterable[str], roles: Iterable[str]) -> Callable[[F], F]
             if not (principal.scopes & accepted_scopes and principal.roles & accepted_roles):
                 raise Forbidden()
             g.principal = principal
-            return view(*args, **kwargs)
+            with tenant_scope(principal.org):
+                return view(*args, **kwargs)
 
         documented = Blueprint.doc(
             security=[{"bearerAuth": []}],

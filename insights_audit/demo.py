@@ -172,9 +172,9 @@ class SeedReport:
     aggregate_seconds: float
 
 
-def _copy_stream(engine: Engine, batches: queue.Queue[bytes | None]) -> None:
+def _copy_stream(engine: Engine, org: str, batches: queue.Queue[bytes | None]) -> None:
     """One COPY into audit_entries, fed from ``batches`` until a None, in its own transaction."""
-    with batch_transaction(engine) as connection:
+    with batch_transaction(engine, org) as connection:
         driver = connection.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor, cursor.copy(COPY_ENTRIES) as copy:
@@ -203,7 +203,7 @@ def seed(
     started = time.perf_counter()
     batches: queue.Queue[bytes | None] = queue.Queue(maxsize=2 * streams)
     with ThreadPoolExecutor(streams) as pool:
-        workers = [pool.submit(_copy_stream, engine, batches) for _ in range(streams)]
+        workers = [pool.submit(_copy_stream, engine, plan.org, batches) for _ in range(streams)]
 
         def hand_over(batch: bytes | None) -> None:
             while True:
@@ -227,7 +227,7 @@ def seed(
         for worker in workers:
             worker.result()
     copied = time.perf_counter()
-    with batch_transaction(engine) as connection:
+    with batch_transaction(engine, plan.org) as connection:
         aggregates.rebuild(connection, plan.org)
     return SeedReport(
         entries=loaded + plan.dashboards,

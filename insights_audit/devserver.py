@@ -30,7 +30,7 @@ BIND = "127.0.0.1:8000"
 def seed_demo_once(app: Flask) -> None:
     """A few thousand demo events in the development org, so Swagger UI answers at once."""
     with app.app_context():
-        with transaction() as db:
+        with transaction(DEV_ORG) as db:
             query = select(AuditEntry.id).where(AuditEntry.org == DEV_ORG).limit(1)
             if db.execute(query).first():
                 return

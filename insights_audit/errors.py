@@ -6,6 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from flask import Flask, Response, jsonify
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -127,6 +128,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(sa_exc.TimeoutError)
     @app.errorhandler(sa_exc.OperationalError)
+    # BEGIN and COMMIT go to psycopg directly (see extensions.tenant_scope).
+    @app.errorhandler(psycopg.OperationalError)
     def _database_unavailable(error: Exception) -> Response:
         log.warning("database unavailable: %s", error.__class__.__name__)
         return error_response(

@@ -9,7 +9,8 @@ from typing import Any, NoReturn
 
 import flask_smorest
 from flask import Flask, current_app, g
-from sqlalchemy import Connection, Engine, create_engine, text
+from psycopg import sql
+from sqlalchemy import Connection, Engine, create_engine, func, select, text
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort
 
@@ -86,20 +87,56 @@ def connection() -> Connection:
 def _close_connection(_: BaseException | None) -> None:
     current: Connection | None = g.pop(CONNECTION_KEY, None)
     if current is not None:
-        current.close()
+        current.close()  # the pool's reset rolls back a transaction left open
 
 
 @contextmanager
-def transaction() -> Iterator[Connection]:
-    """One unit of work: commits when the block ends, rolls back if it raises."""
+def tenant_scope(org: str) -> Iterator[Connection]:
+    """The request's work for ``org``: one transaction in which row-level security admits
+    only that org's rows.
+
+    ``BEGIN`` and ``SET LOCAL insights_audit.org`` go in one round trip (simple protocol, the
+    org quoted by psycopg), ``COMMIT`` when the block ends, ``ROLLBACK`` if it raises. The
+    setting ends with the transaction, so a pooled connection carries no org to the next
+    request.
+    """
+    current = connection()
+    driver = current.connection.driver_connection
+    assert driver is not None
+    driver.execute(sql.SQL("BEGIN; SET LOCAL insights_audit.org = {}").format(sql.Literal(org)))
+    try:
+        yield current
+    except BaseException:
+        driver.rollback()
+        raise
+    driver.execute("COMMIT")
+
+
+@contextmanager
+def transaction(org: str | None = None) -> Iterator[Connection]:
+    """One unit of work (on ``org``'s rows if given): commits when the block ends, rolls back
+    if it raises."""
     with engine().begin() as connection:
+        if org is not None:
+            set_tenant(connection, org)
         yield connection
 
 
+# ``insights_audit.org`` of maintenance across orgs: only the tables' owner may use it.
+EVERY_ORG = "*"
+
+
+def set_tenant(connection: Connection, org: str) -> None:
+    """Scope the connection's transaction to ``org`` for row-level security (``SET LOCAL``)."""
+    connection.execute(select(func.set_config("insights_audit.org", org, True)))
+
+
 @contextmanager
-def batch_transaction(bind: Engine | None = None) -> Iterator[Connection]:
-    """A transaction for long batch work (loads, rebuilds): no statement timeout, more memory."""
+def batch_transaction(bind: Engine | None = None, org: str = EVERY_ORG) -> Iterator[Connection]:
+    """A transaction for long batch work (loads, rebuilds) on ``org``'s rows: no statement
+    timeout, more memory."""
     with (bind or engine()).begin() as connection:
+        set_tenant(connection, org)
         connection.execute(text("SET LOCAL statement_timeout = 0"))
         connection.execute(text("SET LOCAL work_mem = '256MB'"))
         yield connection

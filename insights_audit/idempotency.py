@@ -13,7 +13,7 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from insights_audit.errors import Conflict
-from insights_audit.extensions import connection, transaction
+from insights_audit.extensions import connection
 from insights_audit.models import IdempotencyKey
 
 KEY_LIFETIME = timedelta(hours=24)
@@ -80,22 +80,22 @@ def respond_once(
 ) -> Response:
     """Run ``produce`` (one statement), unless ``key`` already has a response to replay.
 
-    Without a key the statement commits on its own; with one, claiming the key (for this
-    normalised ``path`` and parsed ``request_body``), the work and remembering its response
-    commit together.
+    Runs in the request's transaction (``extensions.tenant_scope``): claiming the key (for
+    this normalised ``path`` and parsed ``request_body``), the work and remembering its
+    response commit together.
     """
     replayed = False
+    db = connection()
     if key is None:
-        body = produce(connection())
+        body = produce(db)
     else:
-        with transaction() as db:
-            stored = _claim(db, token_id, key, _fingerprint(path, request_body))
-            if stored is not None:
-                status, body = stored
-                replayed = True
-            else:
-                body = produce(db)
-                _remember(db, token_id, key, status, body)
+        stored = _claim(db, token_id, key, _fingerprint(path, request_body))
+        if stored is not None:
+            status, body = stored
+            replayed = True
+        else:
+            body = produce(db)
+            _remember(db, token_id, key, status, body)
     response = jsonify(body)
     response.status_code = status
     if replayed:

@@ -76,11 +76,14 @@ def test_audit_ids_are_24_hex_characters() -> None:
         parse_audit_id("507f1f77bcf86cd79943901z")
 
 
+KEY = bytes(32)
+
+
 def test_cursor_round_trips_to_the_microsecond() -> None:
     position = TrailPosition(
         datetime(2026, 11, 27, 2, 18, 13, 123456, tzinfo=UTC), "507f1f77bcf86cd799439011"
     )
-    assert decode_cursor(encode_cursor(position)) == position
+    assert decode_cursor(encode_cursor(position, "acme", KEY), "acme", KEY) == position
 
 
 @pytest.mark.parametrize(
@@ -91,8 +94,10 @@ def test_cursor_round_trips_to_the_microsecond() -> None:
         "MTIz",
         "YWJjLjUwN2YxZjc3YmNmODZjZDc5OTQzOTAxMQ",
         "MTIzNDU2Nzg5MDEyMzQ1Njc4OS41MDdmMWY3N2JjZjg2Y2Q3OTk0MzkwMTE",
+        # An unsigned position of the first version: refused now.
+        "MTc2NDIxMzA5MzEyMzQ1Ni41MDdmMWY3N2JjZjg2Y2Q3OTk0MzkwMTE",
     ],
 )
 def test_foreign_cursors_are_rejected(cursor: str) -> None:
     with pytest.raises(ValueError):
-        decode_cursor(cursor)
+        decode_cursor(cursor, "acme", KEY)

@@ -22,19 +22,30 @@ from insights_audit.trail.schemas import decode_cursor, encode_cursor
 instants = st.datetimes(
     min_value=datetime(1971, 1, 1), max_value=datetime(9998, 12, 31), timezones=st.just(UTC)
 )
+KEY = bytes(32)
 object_ids = st.text(alphabet="0123456789abcdef", min_size=24, max_size=24)
 
 
 @given(instants, object_ids)
 def test_every_position_survives_its_cursor(at: datetime, entry_id: str) -> None:
     position = TrailPosition(at, entry_id)
-    assert decode_cursor(encode_cursor(position)) == position
+    assert decode_cursor(encode_cursor(position, "org", KEY), "org", KEY) == position
+
+
+@given(instants, object_ids, st.text(max_size=40), st.text(max_size=40))
+def test_a_cursor_is_refused_for_any_other_org(
+    at: datetime, entry_id: str, minted_for: str, used_by: str
+) -> None:
+    cursor = encode_cursor(TrailPosition(at, entry_id), minted_for, KEY)
+    if used_by != minted_for:
+        with pytest.raises(ValueError):
+            decode_cursor(cursor, used_by, KEY)
 
 
 @given(st.text())
 def test_any_text_is_a_valid_cursor_or_a_value_error(raw: str) -> None:
     try:
-        position = decode_cursor(raw)
+        position = decode_cursor(raw, "org", KEY)
     except ValueError:
         return
     assert len(position.id) == 24 and position.created_at.tzinfo is not None

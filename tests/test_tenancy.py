@@ -43,7 +43,7 @@ def test_a_second_org_sees_nothing_of_the_first(
     )
 
 
-def test_a_cursor_only_positions_within_the_callers_org(
+def test_a_cursor_minted_for_one_org_is_refused_for_another(
     client: FlaskClient, make_token: TokenFactory
 ) -> None:
     first = make_token(token_org="org-c-" + new_id()[:8])
@@ -55,4 +55,7 @@ def test_a_cursor_only_positions_within_the_callers_org(
         "nextCursor"
     ]
     response = client.get(f"{BASE}/dashboard/{d}?limit=1&cursor={cursor}", headers=bearer(second))
-    assert response.status_code == 200 and response.json["data"] == []
+    assert response.status_code == 400
+    assert response.json["errors"] == {"query": {"cursor": ["Not a valid cursor."]}}
+    mine = client.get(f"{BASE}/dashboard/{d}?limit=1&cursor={cursor}", headers=bearer(first))
+    assert mine.status_code == 200 and len(mine.json["data"]) == 1

@@ -37,14 +37,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from flask import Flask
 from sqlalchemy import Connection, Row, Text, cast, func, insert, literal, select, text, tuple_
 
 from insights_audit.config import Settings
+from insights_audit.extensions import EVERY_ORG, set_tenant
 from insights_audit.models import XID8, AuditCheckpoint, AuditEntry
 
 SIGNING_KEY = "insights_audit.signing_key"
+CURSOR_KEY = "insights_audit.cursor_key"
 SEAL_BATCH = 10_000
 ZERO_HASH = bytes(32)
 ID_BYTES = 12
@@ -153,6 +160,17 @@ def app_signing_key(app: Flask) -> Ed25519PrivateKey:
     return key
 
 
+def cursor_key(app: Flask) -> bytes:
+    """The HMAC key of trail cursors, derived from the signing key."""
+    key: bytes | None = app.extensions.get(CURSOR_KEY)
+    if key is None:
+        seed = app_signing_key(app).private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        key = app.extensions[CURSOR_KEY] = hashlib.sha256(
+            b"insights-audit cursor\0" + seed
+        ).digest()
+    return key
+
+
 def key_id(public_key: Ed25519PublicKey) -> str:
     raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
@@ -196,11 +214,6 @@ def _signature_valid(public_key: Ed25519PublicKey, payload: dict[str, Any], sig:
     return True
 
 
-def set_org(connection: Connection, org: str) -> None:
-    """Scope the transaction to one org (row-level security reads this setting)."""
-    connection.execute(select(func.set_config("insights_audit.org", org, True)))
-
-
 def _last_checkpoint(connection: Connection, org: str) -> Row[Any] | None:
     return connection.execute(
         select(AuditCheckpoint)
@@ -241,7 +254,7 @@ def seal_batch(
     Only entries of transactions older than ``horizon`` (default: every running transaction)
     are taken: they have all committed or aborted, so none can appear behind the seal later.
     """
-    set_org(connection, org)
+    set_tenant(connection, org)
     connection.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"seal:{org}", 0))))
     horizon = horizon or current_horizon(connection)
     last = _last_checkpoint(connection, org)
@@ -417,7 +430,7 @@ def verify(
     exported: Sequence[dict[str, Any]] = (),
 ) -> Verdict:
     """Check every sealed entry of ``org`` against its checkpoints (and exported copies)."""
-    set_org(connection, org)
+    set_tenant(connection, org)
     blocks = connection.execute(
         select(AuditCheckpoint).where(AuditCheckpoint.org == org).order_by(AuditCheckpoint.block)
     ).all()
@@ -476,7 +489,7 @@ def org_directory(root: Path, org: str) -> Path:
 
 def export(connection: Connection, org: str, root: Path) -> int:
     """Write every checkpoint of ``org`` missing from ``root`` as ``<org>/<block>.json``."""
-    set_org(connection, org)
+    set_tenant(connection, org)
     directory = org_directory(root, org)
     directory.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -519,6 +532,7 @@ ENTRY_ORGS = text("""
 
 
 def chained_orgs(connection: Connection) -> list[str]:
-    """Every org with entries or checkpoints."""
+    """Every org with entries or checkpoints (maintenance: the tables' owner only)."""
+    set_tenant(connection, EVERY_ORG)
     checkpoints = select(AuditCheckpoint.org).distinct()
     return sorted(set(connection.scalars(ENTRY_ORGS)) | set(connection.scalars(checkpoints)))

@@ -8,7 +8,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from insights_audit.auth import READ, current_principal, requires
-from insights_audit.extensions import Blueprint, transaction
+from insights_audit.extensions import Blueprint, connection
 from insights_audit.integrity import chain
 from insights_audit.integrity.schemas import INTEGRITY_MESSAGE, IntegrityEnvelope, NoQuery
 from insights_audit.paths import BASE_PATH
@@ -38,8 +38,7 @@ class TrailIntegrity(MethodView):
         ``insights-audit audit checkpoint``; newer ones are counted in ``unsealed``.
         """
         public_key = chain.app_signing_key(current_app).public_key()
-        with transaction() as connection:
-            verdict = chain.verify(connection, current_principal().org, public_key)
+        verdict = chain.verify(connection(), current_principal().org, public_key)
         return {
             "data": {
                 "status": verdict.status,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request, url_for
+from flask import Response, current_app, request, url_for
 from flask.views import MethodView
 from sqlalchemy import Connection
 
@@ -20,6 +20,7 @@ from insights_audit.dashboards.schemas import IdempotencyHeaders
 from insights_audit.errors import Forbidden
 from insights_audit.extensions import Blueprint
 from insights_audit.idempotency import respond_once
+from insights_audit.integrity.chain import cursor_key
 from insights_audit.paths import (
     AUDIT_LOG_ID_PARAMETER,
     BASE_PATH,
@@ -80,7 +81,8 @@ def _trail_view(type_: str, id_name: str) -> type[MethodView]:
             rows, after = service.trail_page(
                 current_principal(), type_, target_id, limit, cursor, **filters
             )
-            next_cursor = encode_cursor(after) if after else None
+            org = current_principal().org
+            next_cursor = encode_cursor(after, org, cursor_key(current_app)) if after else None
             headers = {}
             if next_cursor:
                 args = {**request.args.to_dict(), "cursor": next_cursor}

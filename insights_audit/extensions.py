@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import flask_smorest
+import psycopg
 from flask import Flask, current_app, g
 from psycopg import sql
 from sqlalchemy import Connection, Engine, create_engine, func, select, text
@@ -103,13 +104,18 @@ def tenant_scope(org: str) -> Iterator[Connection]:
     current = connection()
     driver = current.connection.driver_connection
     assert driver is not None
-    driver.execute(sql.SQL("BEGIN; SET LOCAL insights_audit.org = {}").format(sql.Literal(org)))
     try:
-        yield current
-    except BaseException:
-        driver.rollback()
+        driver.execute(sql.SQL("BEGIN; SET LOCAL insights_audit.org = {}").format(sql.Literal(org)))
+        try:
+            yield current
+        except BaseException:
+            driver.rollback()
+            raise
+        driver.execute("COMMIT")
+    except psycopg.OperationalError:
+        # SQLAlchemy does not see these calls: drop the broken connection from the pool here.
+        current.invalidate()
         raise
-    driver.execute("COMMIT")
 
 
 @contextmanager

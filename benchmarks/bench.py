@@ -27,11 +27,13 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+from sqlalchemy.engine import make_url
 
 from insights_audit import create_app, embedded, migrations
 from insights_audit.config import Settings
 from insights_audit.dashboards.queries import RECORD_VIEW
 from insights_audit.extensions import transaction
+from insights_audit.integrity import chain
 from insights_audit.tokens import create_token
 from insights_audit.trail.queries import Actor, RequestMeta, TrailPosition, entry_params
 from insights_audit.trail.schemas import encode_cursor
@@ -45,6 +47,12 @@ PORT = int(os.environ.get("BENCH_PORT", "8100"))
 BASE = "/api/v2/insights/kpis/audit-logs"
 URL = f"http://127.0.0.1:{PORT}"
 BIG_ORG = "bench-org-0"
+APP_ROLE = "insights_audit_app"
+# gunicorn (run from ROOT) and this script sign with one key: cursors and checkpoints agree.
+KEY_FILE = os.environ.setdefault(
+    "AUDIT_SIGNING_KEY_FILE", str(ROOT / ".data" / "audit-signing.key")
+)
+CURSOR_KEY = chain.derive_cursor_key(chain.load_signing_key(None, KEY_FILE))
 OTHER_ORGS = [f"bench-org-{n}" for n in range(1, 10)]
 # The measured org: 20,000 users, 5,000 dashboards, a year; the nine others are smaller.
 BIG_SHAPE = {"users": 20_000, "dashboards": 5_000, "days": 365}
@@ -214,7 +222,8 @@ def sample(url: str, events: int) -> Dataset:
                 {"org": BIG_ORG, "d": dashboard, "skip": 100 * (DEEP_PAGE - 1) - 1},
             ).first()
             if row:
-                deep.append((dashboard, encode_cursor(TrailPosition(row[0], row[1]))))
+                cursor = encode_cursor(TrailPosition(row[0], row[1]), BIG_ORG, CURSOR_KEY)
+                deep.append((dashboard, cursor))
     return Dataset(
         url=url,
         events=events,
@@ -332,12 +341,45 @@ def settle(database_url: str) -> None:
             connection.execute(f"VACUUM (ANALYZE) {table}")
 
 
+def seal_all(database_url: str) -> float:
+    """Seal every entry into signed checkpoints, as after a bulk load; entries per second."""
+    app = create_app(Settings(database_url=database_url))
+    key = chain.signing_key(app.config["SETTINGS"])
+    started = time.perf_counter()
+    sealed = 0
+    with app.app_context():
+        with transaction() as connection:
+            orgs = chain.chained_orgs(connection)
+        for org in orgs:
+            for checkpoint in chain.seal(transaction, org, key):
+                sealed += checkpoint.seq_to - checkpoint.seq_from + 1
+    seconds = time.perf_counter() - started
+    app.extensions["insights_audit.engine"].dispose()
+    if sealed:
+        log(f"sealed {sealed:,} entries in {seconds:.1f} s ({sealed / seconds:,.0f} entries/s)")
+    return sealed / seconds if sealed else 0.0
+
+
+def as_app_role(database_url: str) -> str:
+    """The URL of a login role given only the service's privileges (``db grant-app-role``)."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,))
+        if not exists.fetchone():
+            connection.execute(f"CREATE ROLE {APP_ROLE} LOGIN")
+    app = create_app(Settings(database_url=database_url))
+    with app.app_context(), transaction() as connection:
+        migrations.grant_app_role(connection, APP_ROLE)
+    app.extensions["insights_audit.engine"].dispose()
+    return make_url(database_url).set(username=APP_ROLE).render_as_string(hide_password=False)
+
+
 def start_gunicorn(database_url: str) -> subprocess.Popen[bytes]:
     settle(database_url)
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{PORT}"],
         cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url},
+        # The service runs as the least-privileged app role, under row-level security.
+        env={**os.environ, "DATABASE_URL": as_app_role(database_url)},
         stdout=subprocess.DEVNULL,
         stderr=(DATA / "gunicorn.log").open("ab"),
     )
@@ -436,6 +478,9 @@ def main() -> int:
     plans = request_plans(data, rng)
     scripts = {name: lua_script(name, method, reqs) for name, (method, reqs) in plans.items()}
 
+    sealing_rate = seal_all(data.url)
+    seal_all(small.url)
+
     log(f"measuring at {EVENTS:,} events, {SECONDS} s per run ...")
     server = start_gunicorn(data.url)
     measured: dict[str, dict[str, float]] = {}
@@ -493,6 +538,7 @@ def main() -> int:
         },
         "scaling_events": [small.events, EVENTS],
         "worker_rss_mb": round(rss, 1),
+        "sealing_entries_per_s": round(sealing_rate),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

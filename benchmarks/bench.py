@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -343,7 +343,7 @@ def settle(database_url: str) -> None:
 
 def seal_all(database_url: str) -> float:
     """Seal every entry into signed checkpoints, as after a bulk load; entries per second."""
-    app = create_app(Settings(database_url=database_url))
+    app = create_app(replace(Settings.from_env(), database_url=database_url))
     key = chain.signing_key(app.config["SETTINGS"])
     started = time.perf_counter()
     sealed = 0

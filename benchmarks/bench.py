@@ -52,7 +52,9 @@ APP_ROLE = "insights_audit_app"
 KEY_FILE = os.environ.setdefault(
     "AUDIT_SIGNING_KEY_FILE", str(ROOT / ".data" / "audit-signing.key")
 )
-CURSOR_KEY = chain.derive_cursor_key(chain.load_signing_key(None, KEY_FILE))
+CURSOR_KEY = chain.derive_cursor_key(
+    chain.load_signing_key(os.environ.get("AUDIT_SIGNING_KEY"), KEY_FILE)
+)
 OTHER_ORGS = [f"bench-org-{n}" for n in range(1, 10)]
 # The measured org: 20,000 users, 5,000 dashboards, a year; the nine others are smaller.
 BIG_SHAPE = {"users": 20_000, "dashboards": 5_000, "days": 365}

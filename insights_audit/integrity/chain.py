@@ -160,14 +160,16 @@ def app_signing_key(app: Flask) -> Ed25519PrivateKey:
     return key
 
 
-def cursor_key(app: Flask) -> bytes:
+def derive_cursor_key(signing: Ed25519PrivateKey) -> bytes:
     """The HMAC key of trail cursors, derived from the signing key."""
+    seed = signing.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return hashlib.sha256(b"insights-audit cursor" + bytes(1) + seed).digest()
+
+
+def cursor_key(app: Flask) -> bytes:
     key: bytes | None = app.extensions.get(CURSOR_KEY)
     if key is None:
-        seed = app_signing_key(app).private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        key = app.extensions[CURSOR_KEY] = hashlib.sha256(
-            b"insights-audit cursor\0" + seed
-        ).digest()
+        key = app.extensions[CURSOR_KEY] = derive_cursor_key(app_signing_key(app))
     return key
 
 

@@ -22,6 +22,26 @@ ENGINE_KEY = "insights_audit.engine"
 CONNECTION_KEY = "_insights_audit_connection"
 
 
+UNSTORABLE_TEXT = "Text must not contain NUL characters (\\u0000) or unpaired surrogates."
+
+
+def storable(value: Any) -> bool:
+    """Whether every string in ``value`` (keys included) is text PostgreSQL can store."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(storable(key) and storable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(storable(item) for item in value)
+    return True
+
+
 class ArgumentsParser(FlaskParser):
     """Webargs parser that answers 400 and reads any non-empty body as JSON."""
 
@@ -31,7 +51,15 @@ class ArgumentsParser(FlaskParser):
 
     def _raw_load_json(self, req: Any) -> Any:
         # The content type is not trusted: a non-empty body must be a JSON object.
-        return core.parse_json(req.get_data(cache=True))
+        data = core.parse_json(req.get_data(cache=True))
+        if not storable(data):
+            abort(400, messages={"json": {"_schema": [UNSTORABLE_TEXT]}})
+        return data
+
+    def load_querystring(self, req: Any, schema: Any) -> Any:
+        if not all(storable(value) for value in req.args.values()):
+            abort(400, messages={"query": {"_schema": [UNSTORABLE_TEXT]}})
+        return super().load_querystring(req, schema)
 
     def _handle_invalid_json_error(
         self, error: Any, req: Any, *args: Any, **kwargs: Any

@@ -17,6 +17,9 @@ USER_AGENT_LIMIT = 512
 
 def request_meta() -> RequestMeta:
     user_agent = request.headers.get("User-Agent")
+    if user_agent:
+        # Kept as text PostgreSQL can store: no NULs, no unpaired surrogates.
+        user_agent = user_agent.replace("\x00", "").encode(errors="replace").decode()
     return RequestMeta(
         request_id=g.request_id,
         ip=request.remote_addr,

@@ -14,7 +14,7 @@ import pytest
 import schemathesis
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
@@ -51,6 +51,8 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(app: Flask, a
             suppress_health_check=list(HealthCheck),
         )
         def fuzz(case: schemathesis.Case) -> None:
+            # An invalid id that spells a sibling path reaches that operation instead.
+            assume((case.path_parameters or {}).get("id") != "integrity")
             case.call_and_validate(headers=bearer(admin), checks=CHECKS)
 
         try:

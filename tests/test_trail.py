@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
@@ -447,3 +448,34 @@ def test_timestamps_are_rfc3339_utc_with_milliseconds(client: FlaskClient, token
     assert abs(
         datetime.fromisoformat(created.replace("Z", "+00:00")) - datetime.now(UTC)
     ) < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    "details",
+    [{"note": "a\u0000b"}, {"a\u0000": 1}, {"list": ["\ud800"]}],
+)
+def test_text_postgresql_cannot_store_is_a_400(
+    client: FlaskClient, token: str, details: dict[str, object]
+) -> None:
+    """Found by fuzzing: NUL characters and unpaired surrogates used to end in a 500."""
+    body = {"type": "kpi", "action": "update", "targetId": new_id(), "details": details}
+    raw = json.dumps(body).encode()  # escaped: valid JSON, unstorable text
+    response = client.post(
+        BASE, data=raw, headers={**bearer(token), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json["errors"] == {
+        "json": {
+            "_schema": ["Text must not contain NUL characters (\\u0000) or unpaired surrogates."]
+        }
+    }
+    query = client.get(f"{BASE}/kpi/{new_id()}?userId=a%00b", headers=bearer(token))
+    assert query.status_code == 400 and "query" in query.json["errors"]
+
+
+def test_a_nul_in_the_user_agent_is_dropped(client: FlaskClient, token: str) -> None:
+    headers = {**bearer(token), "User-Agent": "agent\u0000/1"}
+    body = {"type": "kpi", "action": "update", "targetId": new_id()}
+    response = client.post(BASE, json=body, headers=headers)
+    assert response.status_code == 201
+    assert response.json["data"]["userAgent"] == "agent/1"

@@ -101,10 +101,11 @@ def engine() -> Engine:
 
 
 def connection() -> Connection:
-    """The app context's autocommit connection: every statement is its own transaction.
+    """The app context's connection, in autocommit mode for SQLAlchemy and psycopg.
 
-    Reads and single-statement writes use it, which spares a BEGIN and a COMMIT round trip
-    each; work of several statements that must commit together uses ``transaction()``.
+    Outside ``tenant_scope`` (the token lookup) each statement is its own transaction; inside
+    it, the statements of an authenticated request share the one transaction that
+    ``tenant_scope`` opens and commits itself.
     """
     current: Connection | None = g.get(CONNECTION_KEY)
     if current is None:

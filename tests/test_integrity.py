@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, text
+from sqlalchemy import Text, cast, func, literal, select, text
 
 from insights_audit import create_app
 from insights_audit.extensions import engine, transaction
@@ -34,15 +34,15 @@ VECTOR_ROW = (
     "acme",
     "dashboard",
     "view",
-    uuid.UUID("123E4567-E89B-12D3-A456-426614174000"),
+    "123e4567-e89b-12d3-a456-426614174000",
     "u-1",
     "ana@example.com",
-    {"name": "Sales \u00e9t\u00e9", "b": [1, 2.5, None, True]},
-    datetime(2026, 11, 27, 6, 30, 0, 123456, tzinfo=UTC),
+    '{"name": "Sales \u00e9t\u00e9", "b": [1, 2.5, null, true]}',
+    "2026-11-27T06:30:00.123456Z",
     "req-1",
     "203.0.113.7",
     "curl/8.0",
-    12345,
+    "12345",
 )
 VECTOR_CANONICAL = (
     '{"action":"view","createdAt":"2026-11-27T06:30:00.123456Z",'
@@ -64,6 +64,27 @@ VECTOR_SIGNATURE = (
 
 def test_canonical_form_of_an_entry_is_fixed() -> None:
     assert chain.canonical_entry(VECTOR_ROW).decode() == VECTOR_CANONICAL
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 27, 6, 30, 0, 123456, tzinfo=UTC),
+        datetime(2000, 1, 1, tzinfo=UTC),
+        datetime(2026, 3, 29, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=5))),
+    ],
+)
+def test_postgresql_renders_the_columns_as_the_canonical_form_does(
+    app: Flask, moment: datetime
+) -> None:
+    with app.app_context(), engine().connect() as connection:
+        rendered = connection.execute(
+            select(
+                func.to_char(func.timezone("UTC", moment), chain.CHAIN_TIME_FORMAT),
+                cast(literal(uuid.UUID(VECTOR_ROW[4].upper())), Text),
+            )
+        ).one()
+    assert tuple(rendered) == (chain.chain_timestamp(moment), VECTOR_ROW[4])
 
 
 def test_leaf_and_chain_hashes_are_fixed() -> None:
@@ -500,3 +521,28 @@ def test_integrity_reports_the_callers_org_only(
     run_sql(app, "DELETE FROM audit_entries WHERE id = :id", maintenance=True, id=sealed_org[0])
     data = client.get(f"{BASE}/integrity", headers=bearer(auditor)).json["data"]
     assert (data["status"], data["firstBadId"], data["checked"]) == ("failed", sealed_org[0], 0)
+
+
+def test_an_altered_exported_checkpoint_is_refused(
+    app: Flask, org: str, sealed_org: list[str], tmp_path: Path
+) -> None:
+    with app.app_context(), transaction() as connection:
+        chain.export(connection, org, tmp_path)
+    exported = chain.read_exported(tmp_path, org)
+    exported[1]["seqTo"] = 5
+    verdict = verify(app, org, exported)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[3])
+    assert "exported checkpoint 2 is not signed" in (verdict.reason or "")
+
+
+def test_the_sealer_as_the_app_role_seals_the_orgs_with_tokens(
+    app: Flask, app_role_url: str, client: FlaskClient, token: str, org: str
+) -> None:
+    write_entries(client, token, 3)
+    as_app_role = create_app(dataclasses.replace(app.config["SETTINGS"], database_url=app_role_url))
+    with as_app_role.app_context(), transaction() as connection:
+        assert org in chain.chained_orgs(connection)
+    sealer.seal_everything(as_app_role)
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.checked, verdict.unsealed) == ("verified", 3, 0)
+    as_app_role.extensions["insights_audit.engine"].dispose()

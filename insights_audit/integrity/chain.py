@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -48,7 +48,7 @@ from sqlalchemy import Connection, Row, Text, cast, func, insert, literal, selec
 
 from insights_audit.config import Settings
 from insights_audit.extensions import EVERY_ORG, set_tenant
-from insights_audit.models import XID8, AuditCheckpoint, AuditEntry
+from insights_audit.models import XID8, ApiToken, AuditCheckpoint, AuditEntry
 
 SIGNING_KEY = "insights_audit.signing_key"
 CURSOR_KEY = "insights_audit.cursor_key"
@@ -73,13 +73,34 @@ CHAIN_COLUMNS = (
     AuditEntry.user_agent,
     AuditEntry.txid,
 )
+# Timestamp of the canonical form: UTC with all six fractional digits, every stored
+# microsecond covered (``2026-11-27T06:30:00.123456Z``).
+CHAIN_TIME_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
+
+def _as_chain_text(column: Any) -> Any:
+    """The column as the canonical form writes it, formatted by PostgreSQL (faster)."""
+    if column is AuditEntry.created_at:
+        utc = func.timezone("UTC", column)
+        return func.to_char(utc, CHAIN_TIME_FORMAT).label(column.key)
+    if column in (AuditEntry.target_id, AuditEntry.details, AuditEntry.txid):
+        return cast(column, Text).label(column.key)
+    return column
+
+
+CHAIN_SELECT = tuple(_as_chain_text(column) for column in CHAIN_COLUMNS)
+
+
+# Keys sorted by code point, no whitespace, non-ASCII escaped as ``\\uXXXX``; one encoder,
+# built once.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
 
 
 def canonical_json(value: Any) -> bytes:
-    """Keys sorted by code point, no whitespace, non-ASCII escaped as ``\\uXXXX``, UTF-8."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode()
+    """The canonical JSON of ``value`` (see ``_CANONICAL``), as UTF-8 bytes."""
+    return _CANONICAL.encode(value).encode()
 
 
 def chain_timestamp(moment: datetime) -> str:
@@ -88,7 +109,8 @@ def chain_timestamp(moment: datetime) -> str:
 
 
 def canonical_entry(row: Row[Any] | Sequence[Any]) -> bytes:
-    """The canonical JSON of one entry, every column included (``CHAIN_COLUMNS`` order in)."""
+    """The canonical JSON of one entry, every column included, from a row of ``CHAIN_SELECT``
+    (``targetId``, ``createdAt`` and ``txid`` as text, ``details`` as JSON text or parsed)."""
     (id_, org, type_, action, target_id, user_id, user_email, details, created_at) = row[:9]
     request_id, ip, user_agent, txid = row[9:]
     return canonical_json(
@@ -97,15 +119,15 @@ def canonical_entry(row: Row[Any] | Sequence[Any]) -> bytes:
             "org": org,
             "type": type_,
             "action": action,
-            "targetId": str(target_id),
+            "targetId": target_id,
             "userId": user_id,
             "userEmail": user_email,
-            "details": details,
-            "createdAt": chain_timestamp(created_at),
+            "details": json.loads(details) if isinstance(details, str) else details,
+            "createdAt": created_at,
             "requestId": request_id,
             "ip": ip,
             "userAgent": user_agent,
-            "txid": str(txid),
+            "txid": txid,
         }
     )
 
@@ -233,7 +255,7 @@ def _after(last: Row[Any] | None) -> tuple[str, str]:
 def _entries_between(org: str, after: tuple[str, str], upto: tuple[str, str] | None = None) -> Any:
     position = tuple_(AuditEntry.txid, AuditEntry.id)
     query = (
-        select(*CHAIN_COLUMNS)
+        select(*CHAIN_SELECT)
         .where(AuditEntry.org == org)
         .where(position > tuple_(text_xid(after[0]), after[1]))
         .order_by(AuditEntry.txid, AuditEntry.id)
@@ -352,8 +374,13 @@ def _split(blob: bytes, size: int) -> list[bytes]:
 
 def _check_block(connection: Connection, block: Row[Any], previous: Row[Any] | None) -> int:
     """Compare one checkpoint's entries with the table; returns how many were checked."""
-    ids = [raw.hex() for raw in _split(block.entry_ids, ID_BYTES)]
-    leaves = _split(block.entry_hashes, HASH_BYTES)
+    listed = connection.execute(
+        select(AuditCheckpoint.entry_ids, AuditCheckpoint.entry_hashes).where(
+            AuditCheckpoint.org == block.org, AuditCheckpoint.block == block.block
+        )
+    ).one()
+    ids = [raw.hex() for raw in _split(listed.entry_ids, ID_BYTES)]
+    leaves = _split(listed.entry_hashes, HASH_BYTES)
     if len(ids) != block.seq_to - block.seq_from + 1 or len(leaves) != len(ids):
         raise _Failure(
             block.first_id, f"checkpoint {block.block} lists the wrong number of entries"
@@ -411,9 +438,31 @@ def _check_signature(
         )
 
 
-def _check_exported(
-    block: Row[Any] | None, exported: dict[str, Any], public_key: Ed25519PublicKey
-) -> None:
+def _exported_by_number(
+    exported: Sequence[dict[str, Any]], public_key: Ed25519PublicKey
+) -> dict[int, dict[str, Any]]:
+    """The exported checkpoints by number, each checked to be signed with this key."""
+    by_number = {}
+    for copy in exported:
+        try:
+            payload = {
+                name: value
+                for name, value in copy.items()
+                if name not in ("checkpointHash", "signature")
+            }
+            signed = _signature_valid(public_key, payload, base64.b64decode(copy["signature"]))
+            by_number[int(copy["block"])] = copy
+        except (KeyError, TypeError, ValueError):
+            signed = False
+        if not signed:
+            raise _Failure(
+                copy.get("firstId"),
+                f"exported checkpoint {copy.get('block')} is not signed by this key",
+            )
+    return by_number
+
+
+def _check_exported(block: Row[Any] | None, exported: dict[str, Any]) -> None:
     number = exported["block"]
     if block is None:
         raise _Failure(
@@ -433,8 +482,14 @@ def verify(
 ) -> Verdict:
     """Check every sealed entry of ``org`` against its checkpoints (and exported copies)."""
     set_tenant(connection, org)
+    # Without the entry lists (44 bytes per entry): those are read one checkpoint at a time.
+    summary = [
+        column
+        for column in AuditCheckpoint.__table__.c
+        if column.key not in ("entry_ids", "entry_hashes")
+    ]
     blocks = connection.execute(
-        select(AuditCheckpoint).where(AuditCheckpoint.org == org).order_by(AuditCheckpoint.block)
+        select(*summary).where(AuditCheckpoint.org == org).order_by(AuditCheckpoint.block)
     ).all()
     last = blocks[-1] if blocks else None
     unsealed = (
@@ -444,29 +499,19 @@ def verify(
         or 0
     )
     latest = public_checkpoint(last) if last is not None else None
-    for copy in exported:
-        if not _signature_valid(public_key, _payload_of(copy), base64.b64decode(copy["signature"])):
-            return Verdict(
-                "failed",
-                0,
-                copy.get("firstId"),
-                f"exported checkpoint {copy.get('block')} is not signed by this key",
-                latest,
-                unsealed,
-            )
-    by_number = {copy["block"]: copy for copy in exported}
     checked = 0
     previous = None
     try:
+        by_number = _exported_by_number(exported, public_key)
         for block in blocks:
             _check_signature(block, previous, public_key)
             if block.block in by_number:
-                _check_exported(block, by_number[block.block], public_key)
+                _check_exported(block, by_number[block.block])
             checked += _check_block(connection, block, previous)
             previous = block
         for number in sorted(by_number):
             if number > (last.block if last is not None else 0):
-                _check_exported(None, by_number[number], public_key)
+                _check_exported(None, by_number[number])
     except _Failure as failure:
         checked += failure.verified
         return Verdict("failed", checked, failure.entry_id, failure.reason, latest, unsealed)
@@ -474,12 +519,6 @@ def verify(
         reason = f"{unsealed} entries are not sealed yet" if unsealed else "no entries"
         return Verdict("no_data", 0, None, reason, latest, unsealed)
     return Verdict("verified", checked, None, None, latest, unsealed)
-
-
-def _payload_of(copy: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: value for name, value in copy.items() if name not in ("checkpointHash", "signature")
-    }
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -514,8 +553,6 @@ def read_exported(root: Path, org: str) -> list[dict[str, Any]]:
 
 
 def exported_orgs(root: Path) -> Iterator[str]:
-    from urllib.parse import unquote
-
     for directory in sorted(root.iterdir()) if root.is_dir() else ():
         if directory.is_dir():
             yield unquote(directory.name)
@@ -534,7 +571,16 @@ ENTRY_ORGS = text("""
 
 
 def chained_orgs(connection: Connection) -> list[str]:
-    """Every org with entries or checkpoints (maintenance: the tables' owner only)."""
+    """The orgs to seal or verify.
+
+    The tables' owner sees every org with entries or checkpoints. The app role (the
+    background sealer in the service) may not look across orgs: it gets the orgs that have
+    API tokens, which is every org the API writes for; entries loaded otherwise are sealed
+    by ``insights-audit audit checkpoint`` as the owner.
+    """
+    orgs = set(connection.scalars(select(ApiToken.org).distinct()))
     set_tenant(connection, EVERY_ORG)
-    checkpoints = select(AuditCheckpoint.org).distinct()
-    return sorted(set(connection.scalars(ENTRY_ORGS)) | set(connection.scalars(checkpoints)))
+    if connection.scalar(select(func.insights_audit_every_org())):
+        orgs.update(connection.scalars(ENTRY_ORGS))
+        orgs.update(connection.scalars(select(AuditCheckpoint.org).distinct()))
+    return sorted(orgs)

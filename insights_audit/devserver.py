@@ -7,15 +7,20 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 from flask import Flask
+from psycopg import sql
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from insights_audit import create_app, demo, embedded, migrations
 from insights_audit.auth import principal_for
 from insights_audit.config import Settings
 from insights_audit.extensions import engine, transaction
+from insights_audit.integrity import chain
 from insights_audit.models import AuditEntry
 from insights_audit.tokens import create_token
 
@@ -25,6 +30,8 @@ PG_DIR = DATA_DIR / "pg"
 DEV_ORG = "dev-org"
 DEV_USER = "dev-user"
 BIND = "127.0.0.1:8000"
+# The embedded server's service role: least privilege, under row-level security.
+APP_ROLE = "insights_audit_app"
 
 
 def seed_demo_once(app: Flask) -> None:
@@ -73,17 +80,33 @@ def main() -> int:
     print("DATABASE_URL is not set: starting an embedded PostgreSQL in .data/pg ...")
     server_url = embedded.start_embedded_server(PG_DIR, delete_on_exit=False)
     try:
-        return serve(embedded.ensure_database(server_url, "insights_audit"))
+        return serve(embedded.ensure_database(server_url, "insights_audit"), serve_as=APP_ROLE)
     finally:
         embedded.stop_embedded_server(PG_DIR)
 
 
-def serve(database_url: str) -> int:
-    """Migrate, print a token, and run gunicorn in the foreground until it stops."""
+def app_role_url(app: Flask, database_url: str, role: str) -> str:
+    """Create the login role ``role`` if missing, grant it the service's privileges, its URL."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        if not exists.fetchone():
+            connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    with app.app_context(), transaction() as connection:
+        migrations.grant_app_role(connection, role)
+    return make_url(database_url).set(username=role).render_as_string(hide_password=False)
+
+
+def serve(database_url: str, serve_as: str | None = None) -> int:
+    """Migrate, seed and seal the demo, print a token, and run gunicorn in the foreground
+    until it stops (as the login role ``serve_as``, if given, under row-level security)."""
     migrations.upgrade(database_url)
-    app = create_app(Settings(database_url=database_url, pool_size=1, max_overflow=0))
+    settings = replace(Settings.from_env(), database_url=database_url, pool_size=1, max_overflow=0)
+    app = create_app(settings)
     seed_demo_once(app)
+    with app.app_context():
+        chain.seal(transaction, DEV_ORG, chain.app_signing_key(app))
     token = development_token(app, database_url)
+    service_url = app_role_url(app, database_url, serve_as) if serve_as else database_url
     print(
         "\n"
         f"  insights-audit is starting on http://{BIND}\n"
@@ -98,7 +121,7 @@ def serve(database_url: str) -> int:
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", BIND],
         cwd=PROJECT_DIR,
-        env={**os.environ, "DATABASE_URL": database_url},
+        env={**os.environ, "DATABASE_URL": service_url},
     )
     # Ctrl-C reaches gunicorn too; SIGTERM (e.g. from a supervisor) is passed on to it.
     signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGTERM))

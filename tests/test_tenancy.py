@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from flask import Flask
 from flask.testing import FlaskClient
 
+from insights_audit import create_app
 from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view
 
 
@@ -59,3 +63,18 @@ def test_a_cursor_minted_for_one_org_is_refused_for_another(
     assert response.json["errors"] == {"query": {"cursor": ["Not a valid cursor."]}}
     mine = client.get(f"{BASE}/dashboard/{d}?limit=1&cursor={cursor}", headers=bearer(first))
     assert mine.status_code == 200 and len(mine.json["data"]) == 1
+
+
+def test_an_org_name_with_quotes_and_backslashes_is_scoped_safely(
+    app: Flask, app_role_url: str, make_token: TokenFactory
+) -> None:
+    """The org reaches ``SET LOCAL`` quoted by psycopg: no way out of the string literal, and
+    row-level security (the app role) lets exactly that org's rows through."""
+    service = create_app(replace(app.config["SETTINGS"], database_url=app_role_url))
+    client = service.test_client()
+    tricky = "o'brien \\ co'; RESET insights_audit.org; --" + new_id()[:8]
+    secret = make_token(token_org=tricky)
+    d = new_id()
+    record_view(client, secret, d)
+    response = client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(secret))
+    assert [row["dashboardId"] for row in response.json["data"]] == [d]

@@ -25,6 +25,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,21 +59,14 @@ ID_BYTES = 12
 HASH_BYTES = 32
 FORMAT_VERSION = 1
 
-CHAIN_COLUMNS = (
-    AuditEntry.id,
-    AuditEntry.org,
-    AuditEntry.type,
-    AuditEntry.action,
-    AuditEntry.target_id,
-    AuditEntry.user_id,
-    AuditEntry.user_email,
-    AuditEntry.details,
-    AuditEntry.created_at,
-    AuditEntry.request_id,
-    AuditEntry.ip,
-    AuditEntry.user_agent,
-    AuditEntry.txid,
+# Every column of the table, in table order: a column added later is chained as well.
+CHAIN_COLUMNS = tuple(AuditEntry.__table__.columns)
+# Their names in the canonical form: the API's camelCase (``target_id`` -> ``targetId``).
+CANONICAL_KEYS = tuple(
+    re.sub(r"_([a-z])", lambda match: match.group(1).upper(), column.key)
+    for column in CHAIN_COLUMNS
 )
+DETAILS = CHAIN_COLUMNS.index(AuditEntry.__table__.c.details)
 # Timestamp of the canonical form: UTC with all six fractional digits, every stored
 # microsecond covered (``2026-11-27T06:30:00.123456Z``).
 CHAIN_TIME_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
@@ -80,10 +74,10 @@ CHAIN_TIME_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
 def _as_chain_text(column: Any) -> Any:
     """The column as the canonical form writes it, formatted by PostgreSQL (faster)."""
-    if column is AuditEntry.created_at:
+    if column.key == "created_at":
         utc = func.timezone("UTC", column)
         return func.to_char(utc, CHAIN_TIME_FORMAT).label(column.key)
-    if column in (AuditEntry.target_id, AuditEntry.details, AuditEntry.txid):
+    if column.key in ("target_id", "details", "txid"):
         return cast(column, Text).label(column.key)
     return column
 
@@ -111,25 +105,10 @@ def chain_timestamp(moment: datetime) -> str:
 def canonical_entry(row: Row[Any] | Sequence[Any]) -> bytes:
     """The canonical JSON of one entry, every column included, from a row of ``CHAIN_SELECT``
     (``targetId``, ``createdAt`` and ``txid`` as text, ``details`` as JSON text or parsed)."""
-    (id_, org, type_, action, target_id, user_id, user_email, details, created_at) = row[:9]
-    request_id, ip, user_agent, txid = row[9:]
-    return canonical_json(
-        {
-            "id": id_,
-            "org": org,
-            "type": type_,
-            "action": action,
-            "targetId": target_id,
-            "userId": user_id,
-            "userEmail": user_email,
-            "details": json.loads(details) if isinstance(details, str) else details,
-            "createdAt": created_at,
-            "requestId": request_id,
-            "ip": ip,
-            "userAgent": user_agent,
-            "txid": txid,
-        }
-    )
+    record = dict(zip(CANONICAL_KEYS, row, strict=True))
+    details = row[DETAILS]
+    record["details"] = json.loads(details) if isinstance(details, str) else details
+    return canonical_json(record)
 
 
 def leaf_hash(row: Row[Any] | Sequence[Any]) -> bytes:

@@ -217,9 +217,17 @@ def _signature_valid(public_key: Ed25519PublicKey, payload: dict[str, Any], sig:
     return True
 
 
+# A checkpoint without its entry lists (44 bytes per entry), which are read only to verify.
+SUMMARY_COLUMNS = tuple(
+    column
+    for column in AuditCheckpoint.__table__.columns
+    if column.key not in ("entry_ids", "entry_hashes")
+)
+
+
 def _last_checkpoint(connection: Connection, org: str) -> Row[Any] | None:
     return connection.execute(
-        select(AuditCheckpoint)
+        select(*SUMMARY_COLUMNS)
         .where(AuditCheckpoint.org == org)
         .order_by(AuditCheckpoint.block.desc())
         .limit(1)
@@ -461,14 +469,9 @@ def verify(
 ) -> Verdict:
     """Check every sealed entry of ``org`` against its checkpoints (and exported copies)."""
     set_tenant(connection, org)
-    # Without the entry lists (44 bytes per entry): those are read one checkpoint at a time.
-    summary = [
-        column
-        for column in AuditCheckpoint.__table__.c
-        if column.key not in ("entry_ids", "entry_hashes")
-    ]
+    # The entry lists are read one checkpoint at a time (``_check_block``).
     blocks = connection.execute(
-        select(*summary).where(AuditCheckpoint.org == org).order_by(AuditCheckpoint.block)
+        select(*SUMMARY_COLUMNS).where(AuditCheckpoint.org == org).order_by(AuditCheckpoint.block)
     ).all()
     last = blocks[-1] if blocks else None
     unsealed = (
@@ -514,7 +517,7 @@ def export(connection: Connection, org: str, root: Path) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     written = 0
     for block in connection.execute(
-        select(AuditCheckpoint).where(AuditCheckpoint.org == org).order_by(AuditCheckpoint.block)
+        select(*SUMMARY_COLUMNS).where(AuditCheckpoint.org == org).order_by(AuditCheckpoint.block)
     ):
         path = directory / f"{block.block:012d}.json"
         if path.exists():

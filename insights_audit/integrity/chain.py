@@ -26,7 +26,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -312,7 +313,11 @@ def current_horizon(connection: Connection) -> str:
     return str(connection.scalar(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")))
 
 
-def seal(connection_factory: Any, org: str, key: Ed25519PrivateKey) -> list[AuditCheckpoint]:
+def seal(
+    connection_factory: Callable[[], AbstractContextManager[Connection]],
+    org: str,
+    key: Ed25519PrivateKey,
+) -> list[AuditCheckpoint]:
     """Seal the entries of ``org`` written before the call, one committed checkpoint per batch.
 
     Entries written meanwhile wait for the next call, so that busy writers cannot keep it going.

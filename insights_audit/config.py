@@ -34,6 +34,7 @@ class Settings:
     audit_signing_key: str | None = None
     audit_signing_key_file: str = ".data/audit-signing.key"
     audit_seal_interval_seconds: int = 30
+    audit_export_dir: str | None = None
 
     @classmethod
     @classmethod
@@ -53,6 +54,7 @@ class Settings:
             audit_seal_interval_seconds=_int(
                 "AUDIT_SEAL_INTERVAL_SECONDS", cls.audit_seal_interval_seconds
             ),
+            audit_export_dir=os.environ.get("AUDIT_EXPORT_DIR") or None,
         )
 
 

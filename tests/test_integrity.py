@@ -267,6 +267,20 @@ def test_the_background_sealer_seals_every_org_one_process_at_a_time(
     assert (verify(app, org).status, verify(app, org).checked) == ("verified", 2)
 
 
+def test_the_sealer_exports_new_checkpoints_when_told_where(
+    app: Flask, client: FlaskClient, token: str, org: str, tmp_path: Path
+) -> None:
+    settings = dataclasses.replace(app.config["SETTINGS"], audit_export_dir=str(tmp_path))
+    exporting = create_app(settings)
+    write_entries(client, token, 2)
+    sealer.seal_everything(exporting)
+    (exported,) = chain.read_exported(tmp_path, org)
+    assert (exported["org"], exported["seqTo"]) == (org, 2)
+    verdict = verify(app, org, chain.read_exported(tmp_path, org))
+    assert (verdict.status, verdict.checked) == ("verified", 2)
+    exporting.extensions["insights_audit.engine"].dispose()
+
+
 def test_the_sealer_thread_seals_on_its_interval(
     app: Flask, client: FlaskClient, token: str, org: str
 ) -> None:

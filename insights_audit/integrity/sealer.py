@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import func, select
@@ -23,8 +24,12 @@ SEALER_LOCK = 0x7365616C
 
 
 def seal_everything(app: Flask) -> int:
-    """Seal every org's ready entries unless another process is at it; returns entries sealed."""
+    """Seal every org's ready entries unless another process is at it; returns entries sealed.
+
+    With ``AUDIT_EXPORT_DIR`` set, new checkpoints are also exported there as files.
+    """
     key = chain.app_signing_key(app)
+    export_dir = app.config["SETTINGS"].audit_export_dir
     with app.app_context(), engine().connect() as guard:
         if not guard.scalar(select(func.pg_try_advisory_lock(SEALER_LOCK))):
             guard.rollback()
@@ -34,8 +39,11 @@ def seal_everything(app: Flask) -> int:
                 orgs = chain.chained_orgs(connection)
             sealed = 0
             for org in orgs:
-                for checkpoint in chain.seal(transaction, org, key):
-                    sealed += checkpoint.seq_to - checkpoint.seq_from + 1
+                checkpoints = chain.seal(transaction, org, key)
+                sealed += sum(done.seq_to - done.seq_from + 1 for done in checkpoints)
+                if checkpoints and export_dir:
+                    with transaction() as connection:
+                        chain.export(connection, org, Path(export_dir))
             return sealed
         finally:
             guard.scalar(select(func.pg_advisory_unlock(SEALER_LOCK)))

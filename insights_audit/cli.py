@@ -205,7 +205,7 @@ def audit_checkpoint(org: str | None, out: Path | None) -> None:
 def audit_verify(org: str | None, against: Path | None) -> None:
     public_key = integrity.signing_key(_settings()).public_key()
     exported_orgs = integrity.exported_orgs(against) if against is not None else ()
-    checked = 0
+    checked = unsealed = 0
     for name in _orgs(org, exported_orgs):
         exported = integrity.read_exported(against, name) if against is not None else []
         with transaction() as connection:
@@ -217,6 +217,13 @@ def audit_verify(org: str | None, against: Path | None) -> None:
             )
             sys.exit(1)
         checked += verdict.checked
+        unsealed += verdict.unsealed
+    if unsealed:
+        click.echo(
+            f"{unsealed} entries are newer than the last checkpoint and were not checked;"
+            " `insights-audit audit checkpoint` seals them.",
+            err=True,
+        )
     if checked == 0:
         click.echo("no entries to verify")
         sys.exit(2)

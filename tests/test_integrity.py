@@ -460,6 +460,9 @@ def test_cli_checkpoint_export_and_verify_exit_codes(
     empty = audit_cli(database_url, "verify", "--org", org)
     assert empty.stdout.strip() == "no entries to verify"
     write_entries(client, token, 4)
+    unsealed = audit_cli(database_url, "verify", "--org", org)
+    assert (unsealed.returncode, unsealed.stdout.strip()) == (2, "no entries to verify")
+    assert "4 entries are newer than the last checkpoint" in unsealed.stderr
     made = audit_cli(database_url, "checkpoint", "--org", org, "--out", str(tmp_path))
     assert made.returncode == 0, made.stderr
     assert f"{org}: sealed 4 entries in 1 checkpoints, exported 1" in made.stdout

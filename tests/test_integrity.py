@@ -563,3 +563,21 @@ def test_the_sealer_as_the_app_role_seals_the_orgs_with_tokens(
     verdict = verify(app, org)
     assert (verdict.status, verdict.checked, verdict.unsealed) == ("verified", 3, 0)
     as_app_role.extensions["insights_audit.engine"].dispose()
+
+
+def test_workers_creating_the_key_file_at_once_all_get_the_same_key(tmp_path: Path) -> None:
+    path = tmp_path / "race" / "signing.key"
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
+
+    def load() -> None:
+        barrier.wait()
+        ids.append(chain.key_id(chain.load_signing_key(None, str(path)).public_key()))
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(ids) == 8 and len(set(ids)) == 1
+    assert [entry.name for entry in path.parent.iterdir()] == ["signing.key"]

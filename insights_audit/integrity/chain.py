@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -123,6 +124,24 @@ def chain_hash(previous: bytes, leaf: bytes) -> bytes:
 # --- keys -------------------------------------------------------------------------------------
 
 
+def _create_key_file(path: Path) -> None:
+    """Write a new random key to ``path`` unless another process does so first.
+
+    The key is written to a private temporary file that is then linked into place: a
+    concurrent reader sees no file or a whole one, never an empty one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as handle:
+        handle.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+    staged = Path(handle.name)  # created with mode 0600
+    try:
+        os.link(staged, path)
+    except FileExistsError:
+        pass  # another process created it first: use theirs
+    finally:
+        staged.unlink()
+
+
 def load_signing_key(key: str | None, key_file: str) -> Ed25519PrivateKey:
     """The Ed25519 key: base64 of a 32-byte seed, given or read from ``key_file``.
 
@@ -132,14 +151,7 @@ def load_signing_key(key: str | None, key_file: str) -> Ed25519PrivateKey:
     if not encoded:
         path = Path(key_file)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process created it first
-            else:
-                with os.fdopen(descriptor, "w") as handle:
-                    handle.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+            _create_key_file(path)
         encoded = path.read_text().strip()
     try:
         seed = base64.b64decode(encoded, validate=True)

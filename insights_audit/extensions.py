@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, NoReturn
 
 import flask_smorest
@@ -120,6 +121,12 @@ def _close_connection(_: BaseException | None) -> None:
         current.close()  # the pool's reset rolls back a transaction left open
 
 
+@lru_cache(maxsize=4096)
+def _begin_for(org: str) -> bytes:
+    """``BEGIN; SET LOCAL insights_audit.org = '<org>'``, the org quoted by psycopg."""
+    return sql.SQL("BEGIN; SET LOCAL insights_audit.org = {}").format(sql.Literal(org)).as_bytes()
+
+
 @contextmanager
 def tenant_scope(org: str) -> Iterator[Connection]:
     """The request's work for ``org``: one transaction in which row-level security admits
@@ -134,13 +141,13 @@ def tenant_scope(org: str) -> Iterator[Connection]:
     driver = current.connection.driver_connection
     assert driver is not None
     try:
-        driver.execute(sql.SQL("BEGIN; SET LOCAL insights_audit.org = {}").format(sql.Literal(org)))
+        driver.execute(_begin_for(org))
         try:
             yield current
         except BaseException:
             driver.rollback()
             raise
-        driver.execute("COMMIT")
+        driver.commit()  # sends COMMIT: the server is in the transaction BEGIN opened
     except psycopg.OperationalError:
         # SQLAlchemy does not see these calls: drop the broken connection from the pool here.
         current.invalidate()

@@ -53,6 +53,9 @@ def seal_everything(app: Flask) -> int:
 def start(app: Flask) -> threading.Event | None:
     """Run ``seal_everything`` every interval in a daemon thread until the returned event is
     set (no thread if the interval is 0)."""
+    if not isinstance(app, Flask):  # a WSGI middleware around the app: nothing to seal with
+        log.warning("audit sealer not started: the WSGI application is not the Flask app")
+        return None
     interval = app.config["SETTINGS"].audit_seal_interval_seconds
     if interval <= 0:
         return None

@@ -12,7 +12,7 @@ from flask import Flask
 
 from insights_audit import aggregates, demo
 from insights_audit.extensions import engine, transaction
-from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
+from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view, run_sql
 
 
 def expected_from_trail(app: Flask, org: str) -> dict[str, Any]:
@@ -231,3 +231,18 @@ def test_rebuild_command_leaves_other_orgs_alone(
     assert run_sql(
         app, "SELECT view_count FROM dashboard_totals WHERE org = :other", other=other
     ) == [(7,)]
+
+
+def test_orgs_with_entries_lists_each_org_once_in_order(
+    app: Flask, make_token: TokenFactory
+) -> None:
+    prefix = f"org-list-{new_id()[:8]}"
+    names = [f"{prefix}-{n}" for n in range(3)]
+    for name in names:
+        secret = make_token(token_org=name)
+        for _ in range(2):
+            record_view(app.test_client(), secret, new_id())
+    with app.app_context(), transaction() as connection:
+        listed = aggregates.orgs_with_entries(connection)
+    assert listed == sorted(set(listed))
+    assert [name for name in listed if name.startswith(prefix)] == names

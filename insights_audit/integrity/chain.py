@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.serialization import (
 from flask import Flask
 from sqlalchemy import Connection, Row, Text, cast, func, insert, literal, select, text, tuple_
 
+from insights_audit.aggregates import orgs_with_entries
 from insights_audit.config import Settings
 from insights_audit.extensions import EVERY_ORG, set_tenant
 from insights_audit.models import XID8, ApiToken, AuditCheckpoint, AuditEntry
@@ -557,18 +558,6 @@ def exported_orgs(root: Path) -> Iterator[str]:
             yield unquote(directory.name)
 
 
-# Distinct orgs by skipping through an index led by org: one probe per org, not a scan.
-ENTRY_ORGS = text("""
-    WITH RECURSIVE orgs(org) AS (
-        SELECT min(org) FROM audit_entries
-        UNION ALL
-        SELECT (SELECT min(org) FROM audit_entries WHERE org > orgs.org)
-        FROM orgs WHERE orgs.org IS NOT NULL
-    )
-    SELECT org FROM orgs WHERE org IS NOT NULL
-""")
-
-
 def chained_orgs(connection: Connection) -> list[str]:
     """The orgs to seal or verify.
 
@@ -580,6 +569,6 @@ def chained_orgs(connection: Connection) -> list[str]:
     orgs = set(connection.scalars(select(ApiToken.org).distinct()))
     set_tenant(connection, EVERY_ORG)
     if connection.scalar(select(func.insights_audit_every_org())):
-        orgs.update(connection.scalars(ENTRY_ORGS))
+        orgs.update(orgs_with_entries(connection))
         orgs.update(connection.scalars(select(AuditCheckpoint.org).distinct()))
     return sorted(orgs)

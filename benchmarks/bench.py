@@ -27,13 +27,13 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
-from sqlalchemy.engine import make_url
 
-from insights_audit import create_app, embedded, migrations
+from insights_audit import create_app, devserver, embedded, migrations
 from insights_audit.config import Settings
 from insights_audit.dashboards.queries import RECORD_VIEW, WINDOW_START
+from insights_audit.devserver import APP_ROLE
 from insights_audit.extensions import transaction
-from insights_audit.integrity import chain
+from insights_audit.integrity import chain, sealer
 from insights_audit.tokens import create_token
 from insights_audit.trail.queries import Actor, RequestMeta, TrailPosition, entry_params
 from insights_audit.trail.schemas import encode_cursor
@@ -47,14 +47,9 @@ PORT = int(os.environ.get("BENCH_PORT", "8100"))
 BASE = "/api/v2/insights/kpis/audit-logs"
 URL = f"http://127.0.0.1:{PORT}"
 BIG_ORG = "bench-org-0"
-APP_ROLE = "insights_audit_app"
 # gunicorn (run from ROOT) and this script sign with one key: cursors and checkpoints agree.
-KEY_FILE = os.environ.setdefault(
-    "AUDIT_SIGNING_KEY_FILE", str(ROOT / ".data" / "audit-signing.key")
-)
-CURSOR_KEY = chain.derive_cursor_key(
-    chain.load_signing_key(os.environ.get("AUDIT_SIGNING_KEY"), KEY_FILE)
-)
+os.environ.setdefault("AUDIT_SIGNING_KEY_FILE", str(ROOT / ".data" / "audit-signing.key"))
+CURSOR_KEY = chain.derive_cursor_key(chain.signing_key(Settings.from_env()))
 OTHER_ORGS = [f"bench-org-{n}" for n in range(1, 10)]
 # The measured org: 20,000 users, 5,000 dashboards, a year; the nine others are smaller.
 BIG_SHAPE = {"users": 20_000, "dashboards": 5_000, "days": 365}
@@ -357,15 +352,8 @@ def settle(database_url: str) -> None:
 def seal_all(database_url: str) -> float:
     """Seal every entry into signed checkpoints, as after a bulk load; entries per second."""
     app = create_app(replace(Settings.from_env(), database_url=database_url))
-    key = chain.signing_key(app.config["SETTINGS"])
     started = time.perf_counter()
-    sealed = 0
-    with app.app_context():
-        with transaction() as connection:
-            orgs = chain.chained_orgs(connection)
-        for org in orgs:
-            for checkpoint in chain.seal(transaction, org, key):
-                sealed += checkpoint.seq_to - checkpoint.seq_from + 1
+    sealed = sealer.seal_everything(app)
     seconds = time.perf_counter() - started
     app.extensions["insights_audit.engine"].dispose()
     if sealed:
@@ -375,15 +363,10 @@ def seal_all(database_url: str) -> float:
 
 def as_app_role(database_url: str) -> str:
     """The URL of a login role given only the service's privileges (``db grant-app-role``)."""
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,))
-        if not exists.fetchone():
-            connection.execute(f"CREATE ROLE {APP_ROLE} LOGIN")
     app = create_app(Settings(database_url=database_url))
-    with app.app_context(), transaction() as connection:
-        migrations.grant_app_role(connection, APP_ROLE)
+    url = devserver.app_role_url(app, database_url, APP_ROLE)
     app.extensions["insights_audit.engine"].dispose()
-    return make_url(database_url).set(username=APP_ROLE).render_as_string(hide_password=False)
+    return url
 
 
 def start_gunicorn(database_url: str) -> subprocess.Popen[bytes]:

@@ -17,8 +17,10 @@ from tests.conftest import BASE, bearer
 CLI = str(Path(sys.executable).with_name("insights-audit"))
 
 
-def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url}
+def cli(
+    database_url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, **(env or {})}
     return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
 
 

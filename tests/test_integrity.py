@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
 import threading
 import time
 import uuid
@@ -448,9 +447,8 @@ def test_deleting_the_tail_alone_names_its_first_entry(
 
 
 def audit_cli(database_url: str, *args: str) -> Any:
-
-    os.environ.setdefault("AUDIT_SIGNING_KEY", TEST_SIGNING_KEY)
-    return cli(database_url, "audit", *args)
+    """``insights-audit audit ...`` signing with the test app's key (the environment is kept)."""
+    return cli(database_url, "audit", *args, env={"AUDIT_SIGNING_KEY": TEST_SIGNING_KEY})
 
 
 def test_cli_checkpoint_export_and_verify_exit_codes(

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from insights_audit import create_app, embedded, migrations
+from insights_audit.config import Settings
 from insights_audit.extensions import engine, tenant_scope
 from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view
 
@@ -113,7 +114,7 @@ def test_the_app_role_cannot_use_the_every_org_setting(owned_url: str, server_ur
     with psycopg.connect(server_url, autocommit=True) as connection:
         connection.execute(f"CREATE ROLE {role} LOGIN")
     try:
-        app = create_app_for(owned_url)
+        app = create_app(Settings(database_url=owned_url))
         result = app.test_cli_runner().invoke(args=["db", "grant-app-role", role])
         assert result.exit_code == 0, result.output
         app_url = make_url(owned_url).set(username=role).render_as_string(hide_password=False)
@@ -127,12 +128,6 @@ def test_the_app_role_cannot_use_the_every_org_setting(owned_url: str, server_ur
             connection.execute(f"REVOKE ALL ON SCHEMA public FROM {role}")
         with psycopg.connect(server_url, autocommit=True) as connection:
             connection.execute(f"DROP ROLE {role}")
-
-
-def create_app_for(url: str) -> Flask:
-    from insights_audit.config import Settings
-
-    return create_app(Settings(database_url=url))
 
 
 def test_one_pooled_connection_serves_two_orgs_without_mixing_them(

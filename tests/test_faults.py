@@ -143,7 +143,5 @@ def test_views_across_a_database_restart_are_whole_or_absent(tmp_path: Path) -> 
         if status == 200:
             assert dashboard in written
     # A 503 may still have committed (the answer to COMMIT lost): then it is whole, as above.
-    lost = sum(1 for dashboard, status, _ in outcomes if status == 503 and dashboard in written)
-    assert lost <= statuses[503]
     app.extensions["insights_audit.engine"].dispose()
     embedded.stop_embedded_server(data_dir)

@@ -15,6 +15,7 @@ from insights_audit.health.routes import register_swagger_assets
 from insights_audit.integrity.routes import blp as integrity
 from insights_audit.request_context import init_request_ids
 from insights_audit.trail.routes import blp as trail
+from insights_audit.unit_of_work import init_request_work
 
 API_DESCRIPTION = """\
 Records who viewed which analytics dashboard and every other audited action on dashboards,
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_engine(app, settings)
     init_token_cache(app, settings.token_cache_seconds)
     init_request_ids(app)
+    init_request_work(app)
 
     api = Api(app)
     api.spec.components.security_scheme(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, delete, text
 
-from insights_audit.extensions import EVERY_ORG, set_tenant
 from insights_audit.models import (
     DashboardDailyViews,
     DashboardDayTotal,
@@ -85,8 +84,8 @@ REBUILD_TOTALS = text(
 
 
 def rebuild(connection: Connection, org: str) -> None:
-    """Replace the org's aggregates by what its audit trail implies (one transaction)."""
-    set_tenant(connection, org)
+    """Replace the org's aggregates by what its audit trail implies, in the caller's transaction
+    on ``org``."""
     for table in (TotalSnapshot, DashboardDayTotal, DashboardDailyViews, DashboardTotal, ViewLog):
         connection.execute(delete(table).where(table.org == org))
     connection.execute(REBUILD_VIEW_LOGS, {"org": org})
@@ -102,21 +101,3 @@ def vacuum_analyze(connection: Connection) -> None:
     for table in ("audit_entries", "view_logs", "dashboard_totals", "dashboard_daily_views"):
         connection.execute(text(f"VACUUM (ANALYZE) {table}"))
     connection.execute(text("RESET statement_timeout"))
-
-
-# Distinct orgs by skipping through an index led by org: one probe per org, not a scan.
-ENTRY_ORGS = text("""
-    WITH RECURSIVE orgs(org) AS (
-        SELECT min(org) FROM audit_entries
-        UNION ALL
-        SELECT (SELECT min(org) FROM audit_entries WHERE org > orgs.org)
-        FROM orgs WHERE orgs.org IS NOT NULL
-    )
-    SELECT org FROM orgs WHERE org IS NOT NULL
-""")
-
-
-def orgs_with_entries(connection: Connection) -> list[str]:
-    """Every org with entries, in order (maintenance across orgs: the tables' owner only)."""
-    set_tenant(connection, EVERY_ORG)
-    return list(connection.scalars(ENTRY_ORGS))

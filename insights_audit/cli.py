@@ -11,12 +11,16 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup
 
-from insights_audit import aggregates, demo, migrations
+from insights_audit import aggregates, demo, schema_migrations
+from insights_audit.app_role import grant_app_role
 from insights_audit.auth import KNOWN_ROLES, SCOPES
 from insights_audit.config import Settings
-from insights_audit.extensions import batch_transaction, engine, transaction
-from insights_audit.integrity import chain as integrity
+from insights_audit.extensions import engine
+from insights_audit.integrity import files, sealing, verification
+from insights_audit.keys import signing_key
+from insights_audit.orgs import chained_orgs, orgs_with_entries
 from insights_audit.tokens import create_token, list_tokens, revoke_token
+from insights_audit.unit_of_work import batch_transaction, transaction
 
 
 def _settings() -> Settings:
@@ -31,15 +35,15 @@ def db_cli() -> None:
 
 @db_cli.command("upgrade", help="Apply every pending migration (safe to run again).")
 def db_upgrade() -> None:
-    migrations.upgrade(_settings().database_url)
-    click.echo(f"Database is at revision {migrations.head_revision()}.")
+    schema_migrations.upgrade(_settings().database_url)
+    click.echo(f"Database is at revision {schema_migrations.head_revision()}.")
 
 
 @db_cli.command("grant-app-role", help="Give a login role exactly what the service needs.")
 @click.argument("role")
 def db_grant_app_role(role: str) -> None:
     with transaction() as connection:
-        migrations.grant_app_role(connection, role)
+        grant_app_role(connection, role)
     click.echo(f"Granted {role} what insights-audit needs; run the service as {role}.")
 
 
@@ -121,10 +125,10 @@ def aggregates_cli() -> None:
 @click.option("--org", default=None, help="Only this organisation (default: every one).")
 def aggregates_rebuild(org: str | None) -> None:
     with transaction() as connection:
-        orgs = [org] if org else aggregates.orgs_with_entries(connection)
+        orgs = [org] if org else orgs_with_entries(connection)
     for name in orgs:
         started = time.perf_counter()
-        with batch_transaction() as connection:
+        with batch_transaction(org=name) as connection:
             aggregates.rebuild(connection, name)
         click.echo(f"Rebuilt the aggregates of {name} in {time.perf_counter() - started:.1f} s.")
 
@@ -167,7 +171,7 @@ def _orgs(org: str | None, *extra: Iterable[str]) -> list[str]:
     if org:
         return [org]
     with transaction() as connection:
-        known = set(integrity.chained_orgs(connection))
+        known = set(chained_orgs(connection))
     for names in extra:
         known.update(names)
     return sorted(known)
@@ -182,15 +186,15 @@ def _orgs(org: str | None, *extra: Iterable[str]) -> list[str]:
     help="Also export every checkpoint as a file under DIR/<org>/ (kept off this database).",
 )
 def audit_checkpoint(org: str | None, out: Path | None) -> None:
-    key = integrity.signing_key(_settings())
+    key = signing_key(_settings())
     for name in _orgs(org):
-        sealed = integrity.seal(transaction, name, key)
+        sealed = sealing.seal(transaction, name, key)
         entries = sum(checkpoint.seq_to - checkpoint.seq_from + 1 for checkpoint in sealed)
         line = f"{name}: sealed {entries} entries in {len(sealed)} checkpoints"
         if out is not None:
-            with transaction() as connection:
-                written = integrity.export(connection, name, out)
-            line += f", exported {written} to {integrity.org_directory(out, name)}"
+            with transaction(name) as connection:
+                written = files.export(connection, name, out)
+            line += f", exported {written} to {files.org_directory(out, name)}"
         click.echo(line + ".")
 
 
@@ -203,13 +207,13 @@ def audit_checkpoint(org: str | None, out: Path | None) -> None:
     help="Also compare with the checkpoints exported to DIR by `audit checkpoint --out`.",
 )
 def audit_verify(org: str | None, against: Path | None) -> None:
-    public_key = integrity.signing_key(_settings()).public_key()
-    exported_orgs = integrity.exported_orgs(against) if against is not None else ()
+    public_key = signing_key(_settings()).public_key()
+    exported_orgs = files.exported_orgs(against) if against is not None else ()
     checked = unsealed = 0
     for name in _orgs(org, exported_orgs):
-        exported = integrity.read_exported(against, name) if against is not None else []
-        with transaction() as connection:
-            verdict = integrity.verify(connection, name, public_key, exported)
+        exported = files.read_exported(against, name) if against is not None else []
+        with transaction(name) as connection:
+            verdict = verification.verify(connection, name, public_key, exported)
         if verdict.status == "failed":
             click.echo(
                 f"FAILED {name}: entry {verdict.first_bad_id}: {verdict.reason}"

@@ -16,13 +16,16 @@ from psycopg import sql
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from insights_audit import create_app, demo, embedded, migrations
+from insights_audit import create_app, demo, embedded, schema_migrations
+from insights_audit.app_role import grant_app_role
 from insights_audit.auth import principal_for
 from insights_audit.config import Settings
-from insights_audit.extensions import engine, transaction
-from insights_audit.integrity import chain
+from insights_audit.extensions import engine
+from insights_audit.integrity.sealing import seal
+from insights_audit.keys import app_signing_key
 from insights_audit.models import AuditEntry
 from insights_audit.tokens import create_token
+from insights_audit.unit_of_work import transaction
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_DIR / ".data"
@@ -92,19 +95,19 @@ def app_role_url(app: Flask, database_url: str, role: str) -> str:
         if not exists.fetchone():
             connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     with app.app_context(), transaction() as connection:
-        migrations.grant_app_role(connection, role)
+        grant_app_role(connection, role)
     return make_url(database_url).set(username=role).render_as_string(hide_password=False)
 
 
 def serve(database_url: str, serve_as: str | None = None) -> int:
     """Migrate, seed and seal the demo, print a token, and run gunicorn in the foreground
     until it stops (as the login role ``serve_as``, if given, under row-level security)."""
-    migrations.upgrade(database_url)
+    schema_migrations.upgrade(database_url)
     settings = replace(Settings.from_env(), database_url=database_url, pool_size=1, max_overflow=0)
     app = create_app(settings)
     seed_demo_once(app)
     with app.app_context():
-        chain.seal(transaction, DEV_ORG, chain.app_signing_key(app))
+        seal(transaction, DEV_ORG, app_signing_key(app))
     token = development_token(app, database_url)
     service_url = app_role_url(app, database_url, serve_as) if serve_as else database_url
     print(

@@ -6,7 +6,6 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-import psycopg
 from flask import Flask, Response, jsonify
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -94,6 +93,11 @@ def error_response(
     return response
 
 
+def database_unavailable_response() -> Response:
+    """503: the database did not answer (pool exhausted, connection lost, timeout)."""
+    return error_response(503, DATABASE_UNAVAILABLE, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
 def _http_error_response(error: HTTPException) -> Response:
     status = error.code or 500
     data = getattr(error, "data", None) or {}
@@ -128,13 +132,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(sa_exc.TimeoutError)
     @app.errorhandler(sa_exc.OperationalError)
-    # BEGIN and COMMIT go to psycopg directly (see extensions.tenant_scope).
-    @app.errorhandler(psycopg.OperationalError)
     def _database_unavailable(error: Exception) -> Response:
         log.warning("database unavailable: %s", error.__class__.__name__)
-        return error_response(
-            503, DATABASE_UNAVAILABLE, headers={"Retry-After": RETRY_AFTER_SECONDS}
-        )
+        return database_unavailable_response()
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

@@ -8,13 +8,29 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import marshmallow as ma
 from flask import Response, jsonify
+from marshmallow import fields, validate
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from insights_audit.errors import Conflict
-from insights_audit.extensions import connection
 from insights_audit.models import IdempotencyKey
+from insights_audit.unit_of_work import request_work
+
+
+class IdempotencyHeaders(ma.Schema):
+    """The optional ``Idempotency-Key`` request header of the POST endpoints."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    key = fields.String(
+        data_key="Idempotency-Key",
+        validate=validate.Length(1, 255),
+        metadata={"example": "3f1c9a1e-5b7d-4c1a-9f0e-2d6b8a4c7e11"},
+    )
+
 
 KEY_LIFETIME = timedelta(hours=24)
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -80,12 +96,12 @@ def respond_once(
 ) -> Response:
     """Run ``produce`` (one statement), unless ``key`` already has a response to replay.
 
-    Runs in the request's transaction (``extensions.tenant_scope``): claiming the key (for
+    Runs in the request's unit of work (``unit_of_work.request_work``): claiming the key (for
     this normalised ``path`` and parsed ``request_body``), the work and remembering its
     response commit together.
     """
     replayed = False
-    db = connection()
+    db = request_work().connection
     if key is None:
         body = produce(db)
     else:

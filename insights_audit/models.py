@@ -30,7 +30,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-Timestamp = TIMESTAMP(timezone=True)
+TimestampTZ = TIMESTAMP(timezone=True)
 
 
 class XID8(UserDefinedType[str]):
@@ -63,9 +63,9 @@ class ApiToken(Base):
     roles: Mapped[list[str]] = mapped_column(ARRAY(Text))
     scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
     token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
-    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
-    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=text("now()"))
+    expires_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    revoked_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
 
 
 class AuditEntry(Base):
@@ -102,11 +102,11 @@ class AuditEntry(Base):
     user_id: Mapped[str] = mapped_column(Key)
     user_email: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=text("now()"))
     request_id: Mapped[str | None] = mapped_column(Text)
     ip: Mapped[str | None] = mapped_column(Text)
     user_agent: Mapped[str | None] = mapped_column(Text)
-    # The writing transaction (xid8): orders the org's hash chain (see integrity.py).
+    # The writing transaction (xid8): orders the org's hash chain (see integrity/canonical.py).
     txid: Mapped[str] = mapped_column(XID8, server_default=text("pg_current_xact_id()"))
 
 
@@ -141,10 +141,10 @@ class ViewLog(Base):
     dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     user_email: Mapped[str | None] = mapped_column(Text)
     view_count: Mapped[int] = mapped_column(BigInteger)
-    first_viewed_at: Mapped[datetime] = mapped_column(Timestamp)
-    last_viewed_at: Mapped[datetime] = mapped_column(Timestamp)
+    first_viewed_at: Mapped[datetime] = mapped_column(TimestampTZ)
+    last_viewed_at: Mapped[datetime] = mapped_column(TimestampTZ)
     # The view before the last one: tells whether the last view was the user's first that day.
-    previous_viewed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    previous_viewed_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
 
 
 class DashboardDailyViews(Base):
@@ -204,11 +204,11 @@ class DashboardTotal(Base):
     dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)
     # When ``name`` was reported: a later report wins, whatever order transactions commit in.
-    name_reported_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    name_reported_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
     view_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     unique_viewers: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
-    first_viewed_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    last_viewed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    first_viewed_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    last_viewed_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
 
 
 class IdempotencyKey(Base):
@@ -222,11 +222,11 @@ class IdempotencyKey(Base):
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=text("now()"))
 
 
 class AuditCheckpoint(Base):
-    """A signed checkpoint: one sealed batch of an org's hash chain (see integrity.py)."""
+    """A signed checkpoint: one sealed batch of an org's hash chain (see integrity/canonical.py)."""
 
     __tablename__ = "audit_checkpoints"
 
@@ -243,6 +243,19 @@ class AuditCheckpoint(Base):
     head_hash: Mapped[bytes] = mapped_column(LargeBinary)
     previous_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
     checkpoint_hash: Mapped[bytes] = mapped_column(LargeBinary)
-    sealed_at: Mapped[datetime] = mapped_column(Timestamp)
+    sealed_at: Mapped[datetime] = mapped_column(TimestampTZ)
     key_id: Mapped[str] = mapped_column(Text)
     signature: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# Tables whose rows belong to one org, under forced row-level security (migration 0005).
+# ``api_tokens`` is not: a token is looked up by its hash before its org is known.
+TENANT_TABLES = (
+    "audit_entries",
+    "audit_checkpoints",
+    "view_logs",
+    "dashboard_totals",
+    "dashboard_daily_views",
+    "dashboard_day_totals",
+    "total_snapshots",
+)

@@ -7,7 +7,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from insights_audit.trail.queries import RequestMeta
+from insights_audit.entries import RequestMeta
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's request id is kept only when it is short and printable; otherwise one is made.

@@ -15,12 +15,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
 
-from insights_audit import create_app, embedded, migrations
+from insights_audit import create_app, embedded, schema_migrations
 from insights_audit.config import Settings
-from insights_audit.extensions import transaction
+from insights_audit.extensions import BASE_PATH
 from insights_audit.tokens import create_token
+from insights_audit.unit_of_work import transaction
 
-BASE = "/api/v2/insights/kpis/audit-logs"
+BASE = BASE_PATH
 TokenFactory = Callable[..., str]
 
 
@@ -55,7 +56,7 @@ def database_url(server_url: str) -> Iterator[str]:
     """A database of its own for this run, built by the migrations, dropped afterwards."""
     name = f"insights_audit_test_{uuid.uuid4().hex[:12]}"
     url = embedded.ensure_database(server_url, name)
-    migrations.upgrade(url)
+    schema_migrations.upgrade(url)
     yield url
     embedded.drop_database(server_url, name)
 
@@ -157,7 +158,7 @@ def rebuild_aggregates(app: Flask, org: str) -> None:
     """Recompute the org's aggregates from its trail (after writing entries with SQL)."""
     from insights_audit import aggregates
 
-    with app.app_context(), transaction() as connection:
+    with app.app_context(), transaction(org) as connection:
         aggregates.rebuild(connection, org)
 
 

@@ -11,7 +11,9 @@ from click.testing import Result
 from flask import Flask
 
 from insights_audit import aggregates, demo
-from insights_audit.extensions import engine, transaction
+from insights_audit.extensions import engine
+from insights_audit.orgs import orgs_with_entries
+from insights_audit.unit_of_work import transaction
 from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view, run_sql
 
 
@@ -103,7 +105,7 @@ def actual_aggregates(app: Flask, org: str) -> dict[str, Any]:
 
 
 def rebuild(app: Flask, org: str) -> None:
-    with app.app_context(), transaction() as connection:
+    with app.app_context(), transaction(org) as connection:
         aggregates.rebuild(connection, org)
 
 
@@ -243,6 +245,6 @@ def test_orgs_with_entries_lists_each_org_once_in_order(
         for _ in range(2):
             record_view(app.test_client(), secret, new_id())
     with app.app_context(), transaction() as connection:
-        listed = aggregates.orgs_with_entries(connection)
+        listed = orgs_with_entries(connection)
     assert listed == sorted(set(listed))
     assert [name for name in listed if name.startswith(prefix)] == names

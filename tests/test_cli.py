@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from insights_audit import embedded, migrations
+from insights_audit import embedded, schema_migrations
 from tests.conftest import BASE, bearer
 
 CLI = str(Path(sys.executable).with_name("insights-audit"))
@@ -31,7 +31,7 @@ def test_db_upgrade_builds_a_fresh_database_and_is_safe_to_repeat(server_url: st
         for _ in range(2):
             result = cli(url, "db", "upgrade")
             assert result.returncode == 0, result.stderr
-            assert f"Database is at revision {migrations.head_revision()}." in result.stdout
+            assert f"Database is at revision {schema_migrations.head_revision()}." in result.stdout
         result = cli(url, "tokens", "list")
         assert result.returncode == 0 and result.stdout == ""
     finally:

@@ -15,10 +15,11 @@ import psycopg
 import pytest
 from flask import Flask
 
-from insights_audit import create_app, embedded, migrations
+from insights_audit import create_app, embedded, schema_migrations
 from insights_audit.config import Settings
-from insights_audit.extensions import engine, transaction
+from insights_audit.extensions import ENGINE_KEY, engine
 from insights_audit.tokens import create_token
+from insights_audit.unit_of_work import transaction
 from tests.conftest import BASE, TokenFactory, bearer, new_id
 from tests.conftest import TEST_SIGNING_KEY as KEY
 
@@ -76,7 +77,7 @@ def test_views_across_a_database_restart_are_whole_or_absent(tmp_path: Path) -> 
     data_dir = tmp_path / "pg"
     server = embedded.start_embedded_server(data_dir, delete_on_exit=True)
     url = embedded.ensure_database(server, "faults")
-    migrations.upgrade(url)
+    schema_migrations.upgrade(url)
     settings = Settings(
         database_url=url, pool_timeout_s=1, token_cache_seconds=0, audit_signing_key=KEY
     )
@@ -143,5 +144,5 @@ def test_views_across_a_database_restart_are_whole_or_absent(tmp_path: Path) -> 
         if status == 200:
             assert dashboard in written
     # A 503 may still have committed (the answer to COMMIT lost): then it is whole, as above.
-    app.extensions["insights_audit.engine"].dispose()
+    app.extensions[ENGINE_KEY].dispose()
     embedded.stop_embedded_server(data_dir)

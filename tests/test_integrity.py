@@ -18,9 +18,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Text, cast, func, literal, select, text
 
-from insights_audit import create_app
-from insights_audit.extensions import engine, transaction
-from insights_audit.integrity import chain, sealer
+from insights_audit import create_app, keys, orgs
+from insights_audit.extensions import ENGINE_KEY, engine
+from insights_audit.integrity import canonical, files, sealer, sealing, verification
+from insights_audit.unit_of_work import transaction
 from tests.conftest import BASE, TEST_SIGNING_KEY, TokenFactory, bearer, new_id, run_sql
 from tests.test_cli import cli
 
@@ -62,7 +63,7 @@ VECTOR_SIGNATURE = (
 
 
 def test_canonical_form_of_an_entry_is_fixed() -> None:
-    assert chain.canonical_entry(VECTOR_ROW).decode() == VECTOR_CANONICAL
+    assert canonical.canonical_entry(VECTOR_ROW).decode() == VECTOR_CANONICAL
 
 
 @pytest.mark.parametrize(
@@ -79,24 +80,24 @@ def test_postgresql_renders_the_columns_as_the_canonical_form_does(
     with app.app_context(), engine().connect() as connection:
         rendered = connection.execute(
             select(
-                func.to_char(func.timezone("UTC", moment), chain.CHAIN_TIME_FORMAT),
+                func.to_char(func.timezone("UTC", moment), canonical.CHAIN_TIME_FORMAT),
                 cast(literal(uuid.UUID(VECTOR_ROW[4].upper())), Text),
             )
         ).one()
-    assert tuple(rendered) == (chain.chain_timestamp(moment), VECTOR_ROW[4])
+    assert tuple(rendered) == (canonical.chain_timestamp(moment), VECTOR_ROW[4])
 
 
 def test_leaf_and_chain_hashes_are_fixed() -> None:
-    leaf = chain.leaf_hash(VECTOR_ROW)
+    leaf = canonical.leaf_hash(VECTOR_ROW)
     assert leaf.hex() == VECTOR_LEAF
-    assert chain.chain_hash(chain.ZERO_HASH, leaf).hex() == VECTOR_HEAD
+    assert canonical.chain_hash(canonical.ZERO_HASH, leaf).hex() == VECTOR_HEAD
 
 
 def test_checkpoints_are_signed_with_ed25519_over_canonical_json() -> None:
-    payload = chain.canonical_json({"org": "acme", "block": 1})
+    payload = canonical.canonical_json({"org": "acme", "block": 1})
     assert payload == b'{"block":1,"org":"acme"}'
     assert SEED_KEY.sign(payload).hex() == VECTOR_SIGNATURE
-    assert chain.key_id(SEED_KEY.public_key()) == "56475aa75463474c"
+    assert keys.key_id(SEED_KEY.public_key()) == "56475aa75463474c"
 
 
 def test_every_column_of_the_table_is_in_the_canonical_form(app: Flask) -> None:
@@ -104,20 +105,20 @@ def test_every_column_of_the_table_is_in_the_canonical_form(app: Flask) -> None:
         app,
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'audit_entries'",
     )
-    assert {name for (name,) in columns} == {column.key for column in chain.CHAIN_COLUMNS}
-    assert len(json.loads(VECTOR_CANONICAL)) == len(chain.CHAIN_COLUMNS)
+    assert {name for (name,) in columns} == {column.key for column in canonical.CHAIN_COLUMNS}
+    assert len(json.loads(VECTOR_CANONICAL)) == len(canonical.CHAIN_COLUMNS)
 
 
 def test_a_missing_key_file_is_created_with_a_new_key_readable_by_its_owner(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "keys" / "signing.key"
-    first = chain.load_signing_key(None, str(path))
-    again = chain.load_signing_key(None, str(path))
+    first = keys.load_signing_key(None, str(path))
+    again = keys.load_signing_key(None, str(path))
     assert path.stat().st_mode & 0o777 == 0o600
-    assert chain.key_id(first.public_key()) == chain.key_id(again.public_key())
+    assert keys.key_id(first.public_key()) == keys.key_id(again.public_key())
     with pytest.raises(RuntimeError, match="32 bytes"):
-        chain.load_signing_key(base64.b64encode(b"short").decode(), str(path))
+        keys.load_signing_key(base64.b64encode(b"short").decode(), str(path))
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -125,13 +126,15 @@ def test_a_missing_key_file_is_created_with_a_new_key_readable_by_its_owner(
 
 def seal(app: Flask, org: str) -> list[Any]:
     with app.app_context():
-        return chain.seal(transaction, org, chain.app_signing_key(app))
+        return sealing.seal(transaction, org, keys.app_signing_key(app))
 
 
-def verify(app: Flask, org: str, exported: list[dict[str, Any]] | None = None) -> chain.Verdict:
-    with app.app_context(), transaction() as connection:
-        public_key = chain.app_signing_key(app).public_key()
-        return chain.verify(connection, org, public_key, exported or [])
+def verify(
+    app: Flask, org: str, exported: list[dict[str, Any]] | None = None
+) -> verification.Verdict:
+    with app.app_context(), transaction(org) as connection:
+        public_key = keys.app_signing_key(app).public_key()
+        return verification.verify(connection, org, public_key, exported or [])
 
 
 def chain_order(app: Flask, org: str) -> list[str]:
@@ -273,11 +276,11 @@ def test_the_sealer_exports_new_checkpoints_when_told_where(
     exporting = create_app(settings)
     write_entries(client, token, 2)
     sealer.seal_everything(exporting)
-    (exported,) = chain.read_exported(tmp_path, org)
+    (exported,) = files.read_exported(tmp_path, org)
     assert (exported["org"], exported["seqTo"]) == (org, 2)
-    verdict = verify(app, org, chain.read_exported(tmp_path, org))
+    verdict = verify(app, org, files.read_exported(tmp_path, org))
     assert (verdict.status, verdict.checked) == ("verified", 2)
-    exporting.extensions["insights_audit.engine"].dispose()
+    exporting.extensions[ENGINE_KEY].dispose()
 
 
 def test_the_sealer_thread_seals_on_its_interval(
@@ -332,7 +335,7 @@ TAMPERING = {
 
 
 def test_the_tampering_cases_cover_every_column() -> None:
-    assert set(TAMPERING) == {column.key for column in chain.CHAIN_COLUMNS}
+    assert set(TAMPERING) == {column.key for column in canonical.CHAIN_COLUMNS}
 
 
 @pytest.mark.parametrize("column", sorted(TAMPERING))
@@ -412,23 +415,23 @@ def test_a_checkpoint_of_another_key_is_refused(
     app: Flask, org: str, sealed_org: list[str]
 ) -> None:
     other = Ed25519PrivateKey.generate().public_key()
-    with app.app_context(), transaction() as connection:
-        verdict = chain.verify(connection, org, other)
+    with app.app_context(), transaction(org) as connection:
+        verdict = verification.verify(connection, org, other)
     assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[0])
 
 
 def test_deleting_the_tail_with_its_checkpoint_is_caught_by_an_exported_copy(
     app: Flask, org: str, sealed_org: list[str], tmp_path: Path
 ) -> None:
-    with app.app_context(), transaction() as connection:
-        assert chain.export(connection, org, tmp_path) == 2
+    with app.app_context(), transaction(org) as connection:
+        assert files.export(connection, org, tmp_path) == 2
     run_sql(
         app, "DELETE FROM audit_entries WHERE id = ANY(:ids)", maintenance=True, ids=sealed_org[3:]
     )
     run_sql(app, "DELETE FROM audit_checkpoints WHERE org = :org AND block = 2", org=org)
     # The database alone is consistent again: only the exported checkpoint shows the loss.
     assert verify(app, org).status == "verified"
-    verdict = verify(app, org, chain.read_exported(tmp_path, org))
+    verdict = verify(app, org, files.read_exported(tmp_path, org))
     assert (verdict.status, verdict.first_bad_id, verdict.checked) == ("failed", sealed_org[3], 3)
     assert "missing from the database" in (verdict.reason or "")
 
@@ -530,7 +533,7 @@ def test_integrity_reports_the_callers_org_only(
     checkpoint = data["checkpoint"]
     assert (checkpoint["org"], checkpoint["block"], checkpoint["seqTo"]) == (org, 2, 6)
     assert checkpoint["lastId"] == sealed_org[-1]
-    assert checkpoint["keyId"] == chain.key_id(SEED_KEY.public_key())
+    assert checkpoint["keyId"] == keys.key_id(SEED_KEY.public_key())
     stranger = make_token(token_org=f"other-{uuid.uuid4()}", roles=("Auditor",))
     assert client.get(f"{BASE}/integrity", headers=bearer(stranger)).json["data"]["checked"] == 0
     run_sql(app, "DELETE FROM audit_entries WHERE id = :id", maintenance=True, id=sealed_org[0])
@@ -541,9 +544,9 @@ def test_integrity_reports_the_callers_org_only(
 def test_an_altered_exported_checkpoint_is_refused(
     app: Flask, org: str, sealed_org: list[str], tmp_path: Path
 ) -> None:
-    with app.app_context(), transaction() as connection:
-        chain.export(connection, org, tmp_path)
-    exported = chain.read_exported(tmp_path, org)
+    with app.app_context(), transaction(org) as connection:
+        files.export(connection, org, tmp_path)
+    exported = files.read_exported(tmp_path, org)
     exported[1]["seqTo"] = 5
     verdict = verify(app, org, exported)
     assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[3])
@@ -556,11 +559,11 @@ def test_the_sealer_as_the_app_role_seals_the_orgs_with_tokens(
     write_entries(client, token, 3)
     as_app_role = create_app(dataclasses.replace(app.config["SETTINGS"], database_url=app_role_url))
     with as_app_role.app_context(), transaction() as connection:
-        assert org in chain.chained_orgs(connection)
+        assert org in orgs.chained_orgs(connection)
     sealer.seal_everything(as_app_role)
     verdict = verify(app, org)
     assert (verdict.status, verdict.checked, verdict.unsealed) == ("verified", 3, 0)
-    as_app_role.extensions["insights_audit.engine"].dispose()
+    as_app_role.extensions[ENGINE_KEY].dispose()
 
 
 def test_workers_creating_the_key_file_at_once_all_get_the_same_key(tmp_path: Path) -> None:
@@ -570,7 +573,7 @@ def test_workers_creating_the_key_file_at_once_all_get_the_same_key(tmp_path: Pa
 
     def load() -> None:
         barrier.wait()
-        ids.append(chain.key_id(chain.load_signing_key(None, str(path)).public_key()))
+        ids.append(keys.key_id(keys.load_signing_key(None, str(path)).public_key()))
 
     threads = [threading.Thread(target=load) for _ in range(8)]
     for thread in threads:

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from alembic import command
 
-from insights_audit import embedded, migrations
+from insights_audit import embedded, schema_migrations
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def scratch_url(server_url: str) -> Iterator[str]:
 
 
 def test_upgrade_from_0001_rolls_up_existing_views(scratch_url: str) -> None:
-    migrations.upgrade(scratch_url, "0001")
+    schema_migrations.upgrade(scratch_url, "0001")
     dashboard = str(uuid.uuid4())
     with psycopg.connect(scratch_url) as connection:
         for user, when in (
@@ -40,7 +40,7 @@ def test_upgrade_from_0001_rolls_up_existing_views(scratch_url: str) -> None:
                 " view_count = view_logs.view_count + 1, last_viewed_at = excluded.last_viewed_at",
                 {"t": when, "d": dashboard, "u": user},
             )
-    migrations.upgrade(scratch_url)
+    schema_migrations.upgrade(scratch_url)
     with psycopg.connect(scratch_url) as connection:
         daily = connection.execute(
             "SELECT day::text, views, unique_viewers, last_viewers, total_views"
@@ -54,11 +54,11 @@ def test_upgrade_from_0001_rolls_up_existing_views(scratch_url: str) -> None:
 
 
 def test_every_migration_downgrades(scratch_url: str) -> None:
-    migrations.upgrade(scratch_url)
-    command.downgrade(migrations.alembic_config(scratch_url), "base")
+    schema_migrations.upgrade(scratch_url)
+    command.downgrade(schema_migrations.alembic_config(scratch_url), "base")
     with psycopg.connect(scratch_url) as connection:
         tables = connection.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
         ).fetchall()
     assert tables == [("alembic_version",)]
-    migrations.upgrade(scratch_url)
+    schema_migrations.upgrade(scratch_url)

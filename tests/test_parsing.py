@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from insights_audit.cursors import TrailPosition, decode_cursor, encode_cursor
 from insights_audit.errors import BadRequest
 from insights_audit.schemas import (
     format_timestamp,
@@ -13,8 +14,6 @@ from insights_audit.schemas import (
     parse_target_id,
     parse_timestamp,
 )
-from insights_audit.trail.queries import TrailPosition
-from insights_audit.trail.schemas import decode_cursor, encode_cursor
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from insights_audit.cursors import TrailPosition, decode_cursor, encode_cursor
 from insights_audit.errors import BadRequest
 from insights_audit.schemas import (
     format_timestamp,
@@ -16,8 +17,6 @@ from insights_audit.schemas import (
     parse_target_id,
     parse_timestamp,
 )
-from insights_audit.trail.queries import TrailPosition
-from insights_audit.trail.schemas import decode_cursor, encode_cursor
 
 instants = st.datetimes(
     min_value=datetime(1971, 1, 1), max_value=datetime(9998, 12, 31), timezones=st.just(UTC)

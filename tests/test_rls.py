@@ -12,20 +12,12 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from insights_audit import create_app, embedded, migrations
+from insights_audit import create_app, embedded, schema_migrations
 from insights_audit.config import Settings
-from insights_audit.extensions import engine, tenant_scope
+from insights_audit.extensions import engine
+from insights_audit.models import TENANT_TABLES
+from insights_audit.unit_of_work import transaction
 from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view
-
-TENANT_TABLES = (
-    "audit_entries",
-    "audit_checkpoints",
-    "view_logs",
-    "dashboard_totals",
-    "dashboard_daily_views",
-    "dashboard_day_totals",
-    "total_snapshots",
-)
 
 
 def test_every_tenant_table_forces_row_level_security(app: Flask) -> None:
@@ -58,7 +50,7 @@ def owned_url(server_url: str) -> Iterator[str]:
         connection.execute(f"CREATE DATABASE {name} OWNER {role}")
     url = make_url(embedded.database_url(server_url, name)).set(username=role, password=None)
     owner_url = url.render_as_string(hide_password=False)
-    migrations.upgrade(owner_url)
+    schema_migrations.upgrade(owner_url)
     with psycopg.connect(owner_url, autocommit=True) as connection:
         for org in ("org-a", "org-a", "org-b"):
             with connection.transaction():
@@ -157,7 +149,7 @@ def test_one_pooled_connection_serves_two_orgs_without_mixing_them(
                 assert connection.execute(setting).scalar() in ("", None)
                 connection.close()
     assert len(backends) == 1
-    with service.app_context(), tenant_scope(first_org) as connection:
+    with service.app_context(), transaction(first_org) as connection:
         # Both orgs have rows in the tables a view writes; the others may have none yet.
         written = {"audit_entries", "view_logs", "dashboard_totals", "dashboard_daily_views"}
         for table in TENANT_TABLES:

@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from insights_audit import create_app, embedded
 from insights_audit.config import Settings
+from insights_audit.extensions import ENGINE_KEY
 from tests.conftest import BASE
 
 CONTRACT_PATHS = {
@@ -54,7 +55,7 @@ def test_readyz_is_503_without_database_or_schema(server_url: str) -> None:
             assert response.status_code == 503
             assert response.json["code"] == 503 and response.json["status"] == "Service Unavailable"
             assert response.json["message"].startswith("Not ready")
-        unmigrated.extensions["insights_audit.engine"].dispose()
+        unmigrated.extensions[ENGINE_KEY].dispose()
     finally:
         embedded.drop_database(server_url, name)
 

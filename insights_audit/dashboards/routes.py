@@ -9,13 +9,12 @@ from flask.views import MethodView
 from sqlalchemy import Connection
 
 from insights_audit.auth import READ, SITE_ROLES, WRITE, current_principal, requires
-from insights_audit.dashboards import queries, service
+from insights_audit.dashboards import service
 from insights_audit.dashboards.schemas import (
     MOST_VIEWED_MESSAGE,
     RECENT_MESSAGE,
     STATS_MESSAGE,
     VIEW_MESSAGE,
-    IdempotencyHeaders,
     MostViewedEnvelope,
     MostViewedQuery,
     RecentEnvelope,
@@ -25,12 +24,13 @@ from insights_audit.dashboards.schemas import (
     ViewBody,
     ViewEnvelope,
 )
-from insights_audit.extensions import Blueprint
-from insights_audit.idempotency import respond_once
-from insights_audit.paths import BASE_PATH, DASHBOARD_ID_PARAMETER
+from insights_audit.entries import Actor
+from insights_audit.extensions import BASE_PATH, Blueprint
+from insights_audit.idempotency import IdempotencyHeaders, respond_once
+from insights_audit.openapi_parameters import DASHBOARD_ID_PARAMETER
 from insights_audit.request_context import request_meta
 from insights_audit.schemas import parse_target_id
-from insights_audit.trail.queries import Actor
+from insights_audit.view_counts import record_view
 
 # Schemas are instantiated once: per-request instances cost a deep copy of their fields.
 VIEW_ENVELOPE = ViewEnvelope()
@@ -112,7 +112,7 @@ class DashboardView(MethodView):
         meta = request_meta()
 
         def record(connection: Connection) -> dict[str, Any]:
-            row = queries.record_view(
+            row = record_view(
                 connection,
                 actor,
                 dashboard_id,

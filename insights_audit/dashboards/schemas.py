@@ -31,17 +31,6 @@ class ViewBody(StrictSchema):
     )
 
 
-class IdempotencyHeaders(ma.Schema):
-    class Meta:
-        unknown = ma.EXCLUDE
-
-    key = fields.String(
-        data_key="Idempotency-Key",
-        validate=validate.Length(1, 255),
-        metadata={"example": "3f1c9a1e-5b7d-4c1a-9f0e-2d6b8a4c7e11"},
-    )
-
-
 class RecentDashboard(ma.Schema):
     dashboardId = uuid_field(attribute="dashboard_id")
     name = fields.String(allow_none=True, metadata={"example": EXAMPLE_NAME})

@@ -1,4 +1,4 @@
-"""Dashboard reads."""
+"""Dashboard reads, each in the request's unit of work."""
 
 from __future__ import annotations
 
@@ -7,22 +7,24 @@ from typing import Any
 
 from insights_audit.auth import Principal
 from insights_audit.dashboards import queries
-from insights_audit.extensions import connection
+from insights_audit.unit_of_work import request_work
 
 
 def recently_viewed(principal: Principal, limit: int) -> list[Any]:
-    return queries.recent_dashboards_for(connection(), principal.org, principal.user_id, limit)
+    return queries.recent_dashboards_for(
+        request_work().connection, principal.org, principal.user_id, limit
+    )
 
 
 def most_viewed(principal: Principal, limit: int, days: int | None) -> list[Any]:
     if days is None:
-        return queries.most_viewed_all_time(connection(), principal.org, limit)
-    return queries.most_viewed_recently(connection(), principal.org, limit, days)
+        return queries.most_viewed_all_time(request_work().connection, principal.org, limit)
+    return queries.most_viewed_recently(request_work().connection, principal.org, limit, days)
 
 
 def dashboard_stats(principal: Principal, dashboard_id: uuid.UUID, days: int) -> dict[str, Any]:
     """Totals, a zero-filled daily series of ``days`` UTC days and the top viewers."""
-    stats = queries.dashboard_stats(connection(), principal.org, dashboard_id, days)
+    stats = queries.dashboard_stats(request_work().connection, principal.org, dashboard_id, days)
     top = zip(
         stats.top_users or [], stats.top_counts or [], stats.top_last_viewed or [], strict=True
     )

@@ -11,7 +11,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from insights_audit.errors import DomainError
 from insights_audit.extensions import Blueprint, engine
-from insights_audit.migrations import head_revision
+from insights_audit.schema_migrations import head_revision
 
 SWAGGER_ASSETS_URL = "/docs/assets/"
 NOT_READY = "Not ready - the database is unreachable or not at the newest migration"

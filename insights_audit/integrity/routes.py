@@ -7,15 +7,13 @@ from typing import Any
 from flask import current_app
 from flask.views import MethodView
 
-from insights_audit.auth import READ, current_principal, requires
-from insights_audit.extensions import Blueprint, connection
-from insights_audit.integrity import chain
+from insights_audit.auth import OVERSIGHT_ROLES, READ, current_principal, requires
+from insights_audit.extensions import BASE_PATH, Blueprint
 from insights_audit.integrity.schemas import INTEGRITY_MESSAGE, IntegrityEnvelope, NoQuery
-from insights_audit.paths import BASE_PATH
+from insights_audit.integrity.verification import verify
+from insights_audit.keys import app_signing_key
+from insights_audit.unit_of_work import request_work
 
-INTEGRITY_ROLES = frozenset(
-    {"Opsera Administrator", "Administrator", "Auditor", "Security Manager"}
-)
 INTEGRITY_ENVELOPE = IntegrityEnvelope()
 
 blp = Blueprint(
@@ -28,7 +26,7 @@ blp = Blueprint(
 
 @blp.route("/integrity")
 class TrailIntegrity(MethodView):
-    @requires(scopes=READ, roles=INTEGRITY_ROLES)
+    @requires(scopes=READ, roles=OVERSIGHT_ROLES)
     @blp.arguments(NoQuery(), location="query")
     @blp.response(200, INTEGRITY_ENVELOPE)
     def get(self, _: dict[str, Any]) -> dict[str, Any]:
@@ -37,8 +35,8 @@ class TrailIntegrity(MethodView):
         Entries are sealed in the background (``AUDIT_SEAL_INTERVAL_SECONDS``) or by
         ``insights-audit audit checkpoint``; newer ones are counted in ``unsealed``.
         """
-        public_key = chain.app_signing_key(current_app).public_key()
-        verdict = chain.verify(connection(), current_principal().org, public_key)
+        public_key = app_signing_key(current_app).public_key()
+        verdict = verify(request_work().connection, current_principal().org, public_key)
         return {
             "data": {
                 "status": verdict.status,

@@ -1,7 +1,7 @@
 """The background sealer: every ``AUDIT_SEAL_INTERVAL_SECONDS`` one gunicorn worker seals the
 entries written since the last checkpoint, for every org.
 
-Writers never wait for it: they only insert (see ``chain``). Workers take turns through a
+Writers never wait for it: they only insert (see ``sealing``). Workers take turns through a
 PostgreSQL advisory lock, so one seals while the others skip that round.
 """
 
@@ -14,8 +14,12 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import func, select
 
-from insights_audit.extensions import engine, transaction
-from insights_audit.integrity import chain
+from insights_audit.extensions import engine
+from insights_audit.integrity.files import export
+from insights_audit.integrity.sealing import seal
+from insights_audit.keys import app_signing_key
+from insights_audit.orgs import chained_orgs
+from insights_audit.unit_of_work import transaction
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ def seal_everything(app: Flask) -> int:
 
     With ``AUDIT_EXPORT_DIR`` set, new checkpoints are also exported there as files.
     """
-    key = chain.app_signing_key(app)
+    key = app_signing_key(app)
     export_dir = app.config["SETTINGS"].audit_export_dir
     with app.app_context(), engine().connect() as guard:
         if not guard.scalar(select(func.pg_try_advisory_lock(SEALER_LOCK))):
@@ -36,14 +40,14 @@ def seal_everything(app: Flask) -> int:
             return 0
         try:
             with transaction() as connection:
-                orgs = chain.chained_orgs(connection)
+                orgs = chained_orgs(connection)
             sealed = 0
             for org in orgs:
-                checkpoints = chain.seal(transaction, org, key)
+                checkpoints = seal(transaction, org, key)
                 sealed += sum(done.seq_to - done.seq_from + 1 for done in checkpoints)
                 if checkpoints and export_dir:
-                    with transaction() as connection:
-                        chain.export(connection, org, Path(export_dir))
+                    with transaction(org) as connection:
+                        export(connection, org, Path(export_dir))
             return sealed
         finally:
             guard.scalar(select(func.pg_advisory_unlock(SEALER_LOCK)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, request, url_for
+from flask import Response
 from flask.views import MethodView
 from sqlalchemy import Connection
 
@@ -16,14 +16,13 @@ from insights_audit.auth import (
     current_principal,
     requires,
 )
-from insights_audit.dashboards.schemas import IdempotencyHeaders
+from insights_audit.cursors import next_page
+from insights_audit.entries import Actor
 from insights_audit.errors import Forbidden
-from insights_audit.extensions import Blueprint
-from insights_audit.idempotency import respond_once
-from insights_audit.integrity.chain import cursor_key
-from insights_audit.paths import (
+from insights_audit.extensions import BASE_PATH, Blueprint
+from insights_audit.idempotency import IdempotencyHeaders, respond_once
+from insights_audit.openapi_parameters import (
     AUDIT_LOG_ID_PARAMETER,
-    BASE_PATH,
     DASHBOARD_ID_PARAMETER,
     KPI_ID_PARAMETER,
     MAPPING_ID_PARAMETER,
@@ -31,7 +30,6 @@ from insights_audit.paths import (
 from insights_audit.request_context import request_meta
 from insights_audit.schemas import parse_audit_id, parse_target_id
 from insights_audit.trail import service
-from insights_audit.trail.queries import Actor
 from insights_audit.trail.schemas import (
     ENTRY_MESSAGE,
     RECORDED_MESSAGE,
@@ -41,7 +39,6 @@ from insights_audit.trail.schemas import (
     NewEntry,
     RecordedEnvelope,
     TrailQuery,
-    encode_cursor,
 )
 
 # Schemas are instantiated once: per-request instances cost a deep copy of their fields.
@@ -55,62 +52,70 @@ blp = Blueprint(
 )
 
 
-def _trail_view(type_: str, id_name: str) -> type[MethodView]:
-    """The one MethodView serving the trail of a target type; they differ only in names."""
-    envelope = TRAIL_ENVELOPES[type_]
-    message = TRAIL_MESSAGES[type_]
+TRAIL_LINK_HEADER = {"Link": {"description": "Next page", "schema": {"type": "string"}}}
 
-    class TargetTrail(MethodView):
-        @requires(scopes=READ, roles=SITE_ROLES)
-        @blp.arguments(TrailQuery(), location="query")
-        @blp.response(
-            200,
-            envelope,
-            headers={"Link": {"description": "Next page", "schema": {"type": "string"}}},
-        )
-        def get(self, query: dict[str, Any], **path: str) -> tuple[dict[str, Any], dict[str, str]]:
-            target_id = parse_target_id(path[id_name], type_)
-            limit = query.pop("limit")
-            cursor = query.pop("cursor", None)
-            filters = {
-                "since": query.get("since"),
-                "until": query.get("until"),
-                "action": query.get("action"),
-                "user_id": query.get("userId"),
-            }
-            rows, after = service.trail_page(
-                current_principal(), type_, target_id, limit, cursor, **filters
-            )
-            org = current_principal().org
-            next_cursor = encode_cursor(after, org, cursor_key(current_app)) if after else None
-            headers = {}
-            if next_cursor:
-                args = {**request.args.to_dict(), "cursor": next_cursor}
-                link = url_for(request.endpoint or "", **path, **args, _external=True)
-                headers["Link"] = f'<{link}>; rel="next"'
-            body = {
-                "data": rows,
-                "message": message,
-                "pagination": {"limit": limit, "nextCursor": next_cursor},
-            }
-            return body, headers
 
-    TargetTrail.get.__doc__ = (
-        f"Audit trail of one {type_}\n\n"
-        f"Entries whose `type` is `{type_}` and whose `targetId` is `{{{id_name}}}`, newest first "
-        "(`createdAt`, then `id`, descending), paged with a keyset cursor. Follow "
-        "`pagination.nextCursor` (or the `Link` header) until it is null."
+def _trail_page(type_: str, raw_id: str, query: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """One page of the trail of the ``type_`` whose id is ``raw_id``: body and headers."""
+    target_id = parse_target_id(raw_id, type_)
+    limit = query["limit"]
+    rows, after = service.trail_page(
+        current_principal(),
+        type_,
+        target_id,
+        limit,
+        query.get("cursor"),
+        since=query.get("since"),
+        until=query.get("until"),
+        action=query.get("action"),
+        user_id=query.get("userId"),
     )
-    TargetTrail.__name__ = f"{type_.capitalize()}Trail"
-    return TargetTrail
+    pagination, headers = next_page(after, limit)
+    body = {"data": rows, "message": TRAIL_MESSAGES[type_], "pagination": pagination}
+    return body, headers
 
 
-for _type, _name, _parameter in (
-    ("dashboard", "dashboardId", DASHBOARD_ID_PARAMETER),
-    ("mapping", "mappingId", MAPPING_ID_PARAMETER),
-    ("kpi", "kpiId", KPI_ID_PARAMETER),
-):
-    blp.route(f"/{_type}/<{_name}>", parameters=[_parameter])(_trail_view(_type, _name))
+@blp.route("/dashboard/<dashboardId>", parameters=[DASHBOARD_ID_PARAMETER])
+class DashboardTrail(MethodView):
+    @requires(scopes=READ, roles=SITE_ROLES)
+    @blp.arguments(TrailQuery(), location="query")
+    @blp.response(200, TRAIL_ENVELOPES["dashboard"], headers=TRAIL_LINK_HEADER)
+    def get(self, query: dict[str, Any], dashboardId: str) -> tuple[dict[str, Any], Any]:
+        """Audit trail of one dashboard
+
+        Entries whose `type` is `dashboard` and whose `targetId` is `{dashboardId}`, newest
+        first (`createdAt`, then `id`, descending), paged with a keyset cursor. Follow
+        `pagination.nextCursor` (or the `Link` header) until it is null.
+        """
+        return _trail_page("dashboard", dashboardId, query)
+
+
+@blp.route("/mapping/<mappingId>", parameters=[MAPPING_ID_PARAMETER])
+class MappingTrail(MethodView):
+    @requires(scopes=READ, roles=SITE_ROLES)
+    @blp.arguments(TrailQuery(), location="query")
+    @blp.response(200, TRAIL_ENVELOPES["mapping"], headers=TRAIL_LINK_HEADER)
+    def get(self, query: dict[str, Any], mappingId: str) -> tuple[dict[str, Any], Any]:
+        """Audit trail of one tool mapping
+
+        Entries whose `type` is `mapping` and whose `targetId` is `{mappingId}`, newest first,
+        paged like the dashboard trail.
+        """
+        return _trail_page("mapping", mappingId, query)
+
+
+@blp.route("/kpi/<kpiId>", parameters=[KPI_ID_PARAMETER])
+class KpiTrail(MethodView):
+    @requires(scopes=READ, roles=SITE_ROLES)
+    @blp.arguments(TrailQuery(), location="query")
+    @blp.response(200, TRAIL_ENVELOPES["kpi"], headers=TRAIL_LINK_HEADER)
+    def get(self, query: dict[str, Any], kpiId: str) -> tuple[dict[str, Any], Any]:
+        """Audit trail of one KPI
+
+        Entries whose `type` is `kpi` and whose `targetId` is `{kpiId}`, newest first, paged
+        like the dashboard trail.
+        """
+        return _trail_page("kpi", kpiId, query)
 
 
 @blp.route("/<id>", parameters=[AUDIT_LOG_ID_PARAMETER])

@@ -2,82 +2,24 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import json
-import re
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import marshmallow as ma
-from flask import current_app
 from marshmallow import fields, validate
 
-from insights_audit.auth import current_principal
-from insights_audit.integrity.chain import cursor_key
+from insights_audit.cursors import Cursor
 from insights_audit.schemas import (
-    AUDIT_ID_PATTERN,
     CanonicalUUID,
     StrictSchema,
     Timestamp,
     envelope,
     uuid_field,
 )
-from insights_audit.trail.queries import TrailPosition
 
 ACTION_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 TYPES = ("dashboard", "kpi", "mapping")
 DETAILS_LIMIT_BYTES = 16 * 1024
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_MICROSECOND = timedelta(microseconds=1)
-
-
-def _cursor_mac(key: bytes, org: str, position: str) -> str:
-    return hmac.new(key, f"{org}\0{position}".encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def encode_cursor(position: TrailPosition, org: str, key: bytes) -> str:
-    """An opaque cursor for ``position``, valid only for ``org`` (HMAC-SHA256 with ``key``)."""
-    micros = (position.created_at - EPOCH) // ONE_MICROSECOND
-    named = f"{micros}.{position.id}"
-    raw = f"{named}.{_cursor_mac(key, org, named)}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, org: str, key: bytes) -> TrailPosition:
-    """The position a cursor names; ValueError for anything this service did not mint for
-    ``org``."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise ValueError(cursor) from exc
-    named, _, mac = raw.rpartition(".")
-    if not hmac.compare_digest(mac.encode(), _cursor_mac(key, org, named).encode()):
-        raise ValueError(cursor)
-    micros, _, entry_id = named.partition(".")
-    if not re.fullmatch(r"\d{1,18}", micros) or not AUDIT_ID_PATTERN.match(entry_id):
-        raise ValueError(cursor)
-    try:
-        return TrailPosition(EPOCH + int(micros) * ONE_MICROSECOND, entry_id.lower())
-    except OverflowError as exc:
-        raise ValueError(cursor) from exc
-
-
-class Cursor(fields.Field):
-    """The opaque keyset cursor of a trail page."""
-
-    default_error_messages = {"invalid": "Not a valid cursor."}
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> TrailPosition:
-        try:
-            # Authentication ran first: the cursor must have been minted for this org.
-            org = current_principal().org
-            key = cursor_key(current_app)
-            return decode_cursor(value if isinstance(value, str) else "", org, key)
-        except ValueError as exc:
-            raise self.make_error("invalid") from exc
 
 
 class TrailQuery(StrictSchema):

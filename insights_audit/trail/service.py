@@ -8,11 +8,12 @@ from typing import Any
 from sqlalchemy import Connection, Row, select
 
 from insights_audit.auth import Principal
-from insights_audit.dashboards.queries import dashboard_name_upsert, record_view
+from insights_audit.cursors import TrailPosition
+from insights_audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry_params
 from insights_audit.errors import NotFound
-from insights_audit.extensions import connection
 from insights_audit.trail import queries
-from insights_audit.trail.queries import Actor, RequestMeta, TrailPosition
+from insights_audit.unit_of_work import request_work
+from insights_audit.view_counts import dashboard_name_upsert, record_view
 
 AUDIT_LOG_NOT_FOUND = "Audit log not found"
 
@@ -31,15 +32,15 @@ def record_entry(
     name = name if isinstance(name, str) else None
     if type_ == "dashboard" and action == "view":
         return record_view(db, actor, target_id, name, details, meta)
-    params = queries.entry_params(actor, type_, action, target_id, details, meta)
-    statement = select(queries.ENTRY_INSERT.cte("entry"))
+    params = entry_params(actor, type_, action, target_id, details, meta)
+    statement = select(ENTRY_INSERT.cte("entry"))
     if name is not None:
         statement = statement.add_cte(dashboard_name_upsert(actor.org, target_id, name).cte("name"))
     return db.execute(statement, params).one()
 
 
 def entry(principal: Principal, entry_id: str) -> Row[Any]:
-    found = queries.entry_by_id(connection(), principal.org, entry_id)
+    found = queries.entry_by_id(request_work().connection, principal.org, entry_id)
     if found is None:
         raise NotFound(AUDIT_LOG_NOT_FOUND)
     return found
@@ -55,7 +56,13 @@ def trail_page(
 ) -> tuple[list[Row[Any]], TrailPosition | None]:
     """One page of a target's entries, newest first, and the position after it if any."""
     rows = queries.trail_page(
-        connection(), principal.org, type_, target_id, limit=limit, after=cursor, **filters
+        request_work().connection,
+        principal.org,
+        type_,
+        target_id,
+        limit=limit,
+        after=cursor,
+        **filters,
     )
     if len(rows) <= limit:
         return rows, None

@@ -1,35 +1,8 @@
-"""Alembic, driven from Python: the CLI's ``db upgrade`` and the readiness probe use it."""
+"""The least-privileged login role the service runs as: exactly the grants it needs."""
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
-
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-
-
-def alembic_config(database_url: str) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    return config
-
-
-@cache
-def head_revision() -> str | None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return ScriptDirectory.from_config(config).get_current_head()
-
-
-def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
-
 
 # What the running service does, table by table; nothing more (no DELETE, no TRUNCATE, no DDL).
 APP_ROLE_GRANTS = {

@@ -1,10 +1,8 @@
-"""The API's base path and the documentation of its id path parameters."""
+"""OpenAPI documentation of the id path parameters (the ids are checked in the views)."""
 
 from __future__ import annotations
 
 from typing import Any
-
-BASE_PATH = "/api/v2/insights/kpis/audit-logs"
 
 
 def id_parameter(

@@ -1,0 +1,92 @@
+"""Keyset cursors: a position in a newest-first list of entries, signed for one org.
+
+A cursor is opaque to clients: base64 of the position and an HMAC-SHA256 over the org and the
+position, keyed by ``keys.cursor_key``, so that a cursor of one org is refused in another.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import current_app, request, url_for
+from marshmallow import fields
+
+from insights_audit.auth import current_principal
+from insights_audit.keys import cursor_key
+from insights_audit.schemas import AUDIT_ID_PATTERN
+
+
+@dataclass(frozen=True)
+class TrailPosition:
+    """A keyset position: the last entry of a page."""
+
+    created_at: datetime
+    id: str
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+def _cursor_mac(key: bytes, org: str, position: str) -> str:
+    return hmac.new(key, f"{org}\0{position}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def encode_cursor(position: TrailPosition, org: str, key: bytes) -> str:
+    """An opaque cursor for ``position``, valid only for ``org`` (HMAC-SHA256 with ``key``)."""
+    micros = (position.created_at - EPOCH) // ONE_MICROSECOND
+    named = f"{micros}.{position.id}"
+    raw = f"{named}.{_cursor_mac(key, org, named)}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, org: str, key: bytes) -> TrailPosition:
+    """The position a cursor names; ValueError for anything this service did not mint for
+    ``org``."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError(cursor) from exc
+    named, _, mac = raw.rpartition(".")
+    if not hmac.compare_digest(mac.encode(), _cursor_mac(key, org, named).encode()):
+        raise ValueError(cursor)
+    micros, _, entry_id = named.partition(".")
+    if not re.fullmatch(r"\d{1,18}", micros) or not AUDIT_ID_PATTERN.match(entry_id):
+        raise ValueError(cursor)
+    try:
+        return TrailPosition(EPOCH + int(micros) * ONE_MICROSECOND, entry_id.lower())
+    except OverflowError as exc:
+        raise ValueError(cursor) from exc
+
+
+class Cursor(fields.Field):
+    """The opaque keyset cursor of a trail page."""
+
+    default_error_messages = {"invalid": "Not a valid cursor."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> TrailPosition:
+        try:
+            # Authentication ran first: the cursor must have been minted for this org.
+            org = current_principal().org
+            key = cursor_key(current_app)
+            return decode_cursor(value if isinstance(value, str) else "", org, key)
+        except ValueError as exc:
+            raise self.make_error("invalid") from exc
+
+
+def next_page(after: TrailPosition | None, limit: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``pagination`` object of a page and its ``Link`` header (when there is a next page):
+    the same request with ``cursor`` set to the position after the page."""
+    if after is None:
+        return {"limit": limit, "nextCursor": None}, {}
+    next_cursor = encode_cursor(after, current_principal().org, cursor_key(current_app))
+    args: dict[str, Any] = {**request.args.to_dict(flat=False), "cursor": next_cursor}
+    link = url_for(request.endpoint or "", **(request.view_args or {}), **args, _external=True)
+    return {"limit": limit, "nextCursor": next_cursor}, {"Link": f'<{link}>; rel="next"'}

@@ -1,0 +1,96 @@
+"""Audit entries as every resource writes them: who acted (``Actor``), where from
+(``RequestMeta``), and the one INSERT that appends an entry."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Insert, Text, bindparam, func, insert
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from insights_audit.models import AuditEntry, Key
+
+ENTRY_COLUMNS = (
+    AuditEntry.id,
+    AuditEntry.type,
+    AuditEntry.action,
+    AuditEntry.target_id,
+    AuditEntry.user_id,
+    AuditEntry.user_email,
+    AuditEntry.details,
+    AuditEntry.created_at,
+    AuditEntry.request_id,
+    AuditEntry.ip,
+    AuditEntry.user_agent,
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Whose action an entry records."""
+
+    org: str
+    user_id: str
+    user_email: str | None
+
+
+@dataclass(frozen=True)
+class RequestMeta:
+    """Where the action came from."""
+
+    request_id: str | None
+    ip: str | None
+    user_agent: str | None
+
+
+def _entry_insert() -> Insert:
+    """The INSERT of one entry stamped with the database clock, returning the entry.
+
+    Built once: its parameters are those of ``entry_params``.
+    """
+    now = func.now()
+    return (
+        insert(AuditEntry)
+        .values(
+            id=func.audit_object_id(now),
+            org=bindparam("org", type_=Key),
+            type=bindparam("type", type_=Key),
+            action=bindparam("action", type_=Key),
+            target_id=bindparam("target_id", type_=UUID(as_uuid=True)),
+            user_id=bindparam("user_id", type_=Key),
+            user_email=bindparam("user_email", type_=Text),
+            details=bindparam("details", type_=JSONB),
+            created_at=now,
+            request_id=bindparam("request_id", type_=Text),
+            ip=bindparam("ip", type_=Text),
+            user_agent=bindparam("user_agent", type_=Text),
+        )
+        .returning(*ENTRY_COLUMNS)
+    )
+
+
+ENTRY_INSERT = _entry_insert()
+
+
+def entry_params(
+    actor: Actor,
+    type_: str,
+    action: str,
+    target_id: uuid.UUID,
+    details: dict[str, Any],
+    meta: RequestMeta,
+) -> dict[str, Any]:
+    return {
+        "org": actor.org,
+        "type": type_,
+        "action": action,
+        "target_id": target_id,
+        "user_id": actor.user_id,
+        "user_email": actor.user_email,
+        "details": details,
+        "request_id": meta.request_id,
+        "ip": meta.ip,
+        "user_agent": meta.user_agent,
+    }

@@ -1,0 +1,80 @@
+"""The canonical form of an entry and the hash chain over an org's entries.
+
+An org's entries are chained in ``(txid, id)`` order, ``txid`` being the writing transaction.
+Each entry's *leaf* is the SHA-256 of its canonical JSON (every column of the table, see
+``canonical_entry``); the chain hash after entry k is ``SHA-256(h[k-1] || leaf[k])`` with
+``h[0]`` 32 zero bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, Text, cast, func
+
+from insights_audit.models import AuditEntry
+
+ZERO_HASH = bytes(32)
+
+CHAIN_COLUMNS = tuple(AuditEntry.__table__.columns)
+# Their names in the canonical form: the API's camelCase (``target_id`` -> ``targetId``).
+CANONICAL_KEYS = tuple(
+    re.sub(r"_([a-z])", lambda match: match.group(1).upper(), column.key)
+    for column in CHAIN_COLUMNS
+)
+DETAILS = CHAIN_COLUMNS.index(AuditEntry.__table__.c.details)
+# Timestamp of the canonical form: UTC with all six fractional digits, every stored
+# microsecond covered (``2026-11-27T06:30:00.123456Z``).
+CHAIN_TIME_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
+
+def _as_chain_text(column: Any) -> Any:
+    """The column as the canonical form writes it, formatted by PostgreSQL (faster)."""
+    if column.key == "created_at":
+        utc = func.timezone("UTC", column)
+        return func.to_char(utc, CHAIN_TIME_FORMAT).label(column.key)
+    if column.key in ("target_id", "details", "txid"):
+        return cast(column, Text).label(column.key)
+    return column
+
+
+CHAIN_SELECT = tuple(_as_chain_text(column) for column in CHAIN_COLUMNS)
+
+
+# Keys sorted by code point, no whitespace, non-ASCII escaped as ``\\uXXXX``; one encoder,
+# built once.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical JSON of ``value`` (see ``_CANONICAL``), as UTF-8 bytes."""
+    return _CANONICAL.encode(value).encode()
+
+
+def chain_timestamp(moment: datetime) -> str:
+    """UTC with all six fractional digits, so that every stored microsecond is covered."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_entry(row: Row[Any] | Sequence[Any]) -> bytes:
+    """The canonical JSON of one entry, every column included, from a row of ``CHAIN_SELECT``
+    (``targetId``, ``createdAt`` and ``txid`` as text, ``details`` as JSON text or parsed)."""
+    record = dict(zip(CANONICAL_KEYS, row, strict=True))
+    details = row[DETAILS]
+    record["details"] = json.loads(details) if isinstance(details, str) else details
+    return canonical_json(record)
+
+
+def leaf_hash(row: Row[Any] | Sequence[Any]) -> bytes:
+    return hashlib.sha256(canonical_entry(row)).digest()
+
+
+def chain_hash(previous: bytes, leaf: bytes) -> bytes:
+    return hashlib.sha256(previous + leaf).digest()

@@ -1,0 +1,128 @@
+"""The unit of work: one transaction on one org's rows, for a request or a command.
+
+Row-level security admits only the rows of the org named by ``insights_audit.org``, which
+``set_tenant`` sets for the current transaction (``set_config(..., is_local => true)``): the
+one way the org is set, so a pooled connection never carries an org to its next user.
+
+A request's unit of work (``request_work``) is opened on first use, which is after
+authorization, because the org is the token's. Readers and writers use the same object.
+When the view returns, a normal response commits it (or rolls it back if the response is an
+error); a streamed response keeps it open until its body has been sent, so a generator
+(``flask.stream_with_context``) reads inside the same transaction and under the same org.
+Commands and background jobs use ``transaction`` and ``batch_transaction`` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flask import Flask, Response, g
+from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import exc as sa_exc
+
+from insights_audit.auth import current_principal
+from insights_audit.errors import database_unavailable_response
+from insights_audit.extensions import engine
+
+WORK_KEY = "_insights_audit_work"
+# ``insights_audit.org`` of maintenance across orgs: only the tables' owner may use it.
+EVERY_ORG = "*"
+
+
+def set_tenant(connection: Connection, org: str) -> None:
+    """Scope the connection's transaction to ``org`` for row-level security."""
+    connection.execute(select(func.set_config("insights_audit.org", org, True)))
+
+
+class UnitOfWork:
+    """One transaction on ``org``'s rows, begun on first use of ``connection``."""
+
+    def __init__(self, bind: Engine, org: str, *, snapshot: bool = False) -> None:
+        self.org = org
+        self._bind = bind
+        # A snapshot transaction sees one consistent state of the database for its whole life
+        # (REPEATABLE READ, read only, no statement timeout): for long streamed reads.
+        self._snapshot = snapshot
+        self._connection: Connection | None = None
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            connection = self._bind.connect()
+            if self._snapshot:
+                connection = connection.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+            connection.begin()
+            self._connection = connection
+            set_tenant(connection, self.org)
+            if self._snapshot:
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
+        return self._connection
+
+    def commit(self) -> None:
+        if self._connection is not None and self._connection.in_transaction():
+            self._connection.commit()
+
+    def close(self) -> None:
+        """End the work: a transaction still open is rolled back."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def request_work(*, snapshot: bool = False) -> UnitOfWork:
+    """The current request's unit of work, on the caller's org (authorization ran first).
+
+    ``snapshot`` chooses the kind of transaction, which only the first use can do.
+    """
+    work: UnitOfWork | None = g.get(WORK_KEY)
+    if work is None:
+        work = UnitOfWork(engine(), current_principal().org, snapshot=snapshot)
+        setattr(g, WORK_KEY, work)
+    return work
+
+
+def init_request_work(app: Flask) -> None:
+    """Commit each request's work before its response leaves; close it at the end."""
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        work: UnitOfWork | None = g.get(WORK_KEY)
+        if work is None or response.is_streamed:
+            return response  # a streamed body still reads: ``_close`` ends the work after it
+        try:
+            if response.status_code < 400:
+                work.commit()
+        except (sa_exc.OperationalError, sa_exc.TimeoutError):
+            return database_unavailable_response()
+        finally:
+            work.close()
+        return response
+
+    @app.teardown_request
+    def _close(_: BaseException | None) -> None:
+        work: UnitOfWork | None = g.pop(WORK_KEY, None)
+        if work is not None:
+            work.close()
+
+
+@contextmanager
+def transaction(org: str | None = None, bind: Engine | None = None) -> Iterator[Connection]:
+    """A unit of work outside a request (on ``org``'s rows if given): commits when the block
+    ends, rolls back if it raises."""
+    with (bind or engine()).begin() as connection:
+        if org is not None:
+            set_tenant(connection, org)
+        yield connection
+
+
+@contextmanager
+def batch_transaction(bind: Engine | None = None, org: str = EVERY_ORG) -> Iterator[Connection]:
+    """A transaction for long batch work (loads, rebuilds) on ``org``'s rows: no statement
+    timeout, more memory."""
+    with transaction(org, bind) as connection:
+        connection.execute(text("SET LOCAL statement_timeout = 0"))
+        connection.execute(text("SET LOCAL work_mem = '256MB'"))
+        yield connection

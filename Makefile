@@ -34,4 +34,4 @@ clean:
 
 # BENCH_EVENTS (default 10000000) and BENCH_SECONDS (default 10): see BENCHMARKS.md.
 bench: $(INSTALLED)
-	$(PY) benchmarks/bench.py
+	$(PY) -m benchmarks.bench

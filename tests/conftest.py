@@ -8,6 +8,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -127,18 +128,18 @@ def bearer(secret: str) -> dict[str, str]:
 
 def record_view(
     client: FlaskClient, secret: str, dashboard_id: str, **kwargs: object
-) -> dict[str, object]:
+) -> dict[str, Any]:
     response = client.post(
         f"{BASE}/dashboard/{dashboard_id}/view", headers=bearer(secret), **kwargs
     )
     assert response.status_code == 200, response.json
-    data: dict[str, object] = response.json["data"]
+    data: dict[str, Any] = response.json["data"]
     return data
 
 
 def run_sql(
     app: Flask, statement: str, *, maintenance: bool = False, **params: object
-) -> list[tuple[object, ...]]:
+) -> list[tuple[Any, ...]]:
     """Run SQL as the table owner (to backdate entries, inspect rows); ``maintenance`` takes
     the documented path around the append-only triggers."""
     from sqlalchemy import text

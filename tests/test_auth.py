@@ -27,13 +27,13 @@ READ_PATHS = [
 ]
 
 
-def assert_unauthorized(response) -> None:  # type: ignore[no-untyped-def]
+def assert_unauthorized(response) -> None:
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert response.json == {"message": AUTH_MESSAGE, "code": 401, "status": "Unauthorized"}
 
 
-def assert_forbidden(response) -> None:  # type: ignore[no-untyped-def]
+def assert_forbidden(response) -> None:
     assert response.status_code == 403
     assert response.json == {"message": FORBIDDEN_MESSAGE, "code": 403, "status": "Forbidden"}
 
@@ -60,7 +60,7 @@ def test_malformed_or_unknown_tokens_are_unauthorized(client: FlaskClient, heade
     assert_unauthorized(response)
 
 
-def test_revoked_token_is_unauthorized(client: FlaskClient, app, token: str, org: str) -> None:  # type: ignore[no-untyped-def]
+def test_revoked_token_is_unauthorized(client: FlaskClient, app, token: str, org: str) -> None:
     path = f"{BASE}/dashboard/recently-viewed"
     assert client.get(path, headers=bearer(token)).status_code == 200
     with app.app_context(), transaction() as connection:
@@ -71,7 +71,7 @@ def test_revoked_token_is_unauthorized(client: FlaskClient, app, token: str, org
 
 def test_expired_token_is_unauthorized(
     client: FlaskClient, app, make_token: TokenFactory, org: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     secret = make_token(expires_in_days=1)
     path = f"{BASE}/dashboard/recently-viewed"
     assert client.get(path, headers=bearer(secret)).status_code == 200
@@ -166,19 +166,19 @@ def test_authorization_comes_before_input_validation(
 def test_token_secret_has_a_recognisable_prefix_and_only_its_hash_is_stored(
     app,
     token: str,
-    org: str,  # type: ignore[no-untyped-def]
+    org: str,
 ) -> None:
     assert token.startswith("iat_") and len(token) >= 4 + 43
     rows = run_sql(app, "SELECT token_hash FROM api_tokens WHERE org = :org", org=org)
     assert len(rows) == 1
-    stored = bytes(rows[0][0])  # type: ignore[arg-type]
+    stored = bytes(rows[0][0])
     assert token.encode() not in stored and len(stored) == 32
 
 
 def test_cached_tokens_are_refused_soon_after_revocation(
     app,
     make_token: TokenFactory,
-    org: str,  # type: ignore[no-untyped-def]
+    org: str,
 ) -> None:
     cached = create_app(replace(app.config["SETTINGS"], token_cache_seconds=1))
     client = cached.test_client()
@@ -196,7 +196,7 @@ def test_cached_tokens_are_refused_soon_after_revocation(
 def test_cached_tokens_are_refused_the_moment_they_expire(
     app,
     make_token: TokenFactory,
-    org: str,  # type: ignore[no-untyped-def]
+    org: str,
 ) -> None:
     cached = create_app(replace(app.config["SETTINGS"], token_cache_seconds=60))
     client = cached.test_client()

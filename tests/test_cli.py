@@ -90,7 +90,7 @@ def test_tokens_create_list_revoke(database_url: str, client: FlaskClient) -> No
     assert again.returncode != 0 and "No active token" in again.stderr
 
 
-def test_expired_tokens_are_listed_as_expired(database_url: str, app) -> None:  # type: ignore[no-untyped-def]
+def test_expired_tokens_are_listed_as_expired(database_url: str, app) -> None:
     from tests.conftest import run_sql
 
     org = f"cli-{uuid.uuid4().hex[:8]}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import random
 from datetime import UTC, date, datetime, timedelta
 
@@ -20,7 +22,7 @@ from tests.conftest import (
 )
 
 
-def get_data(client: FlaskClient, secret: str, path: str) -> object:
+def get_data(client: FlaskClient, secret: str, path: str) -> Any:
     response = client.get(BASE + path, headers=bearer(secret))
     assert response.status_code == 200, response.json
     return response.json["data"]
@@ -65,12 +67,12 @@ def test_recording_a_view_counts_it_and_writes_one_audit_entry(
     assert first["viewCount"] == 1 and first["totalViews"] == 1
     assert second["viewCount"] == 2 and second["totalViews"] == 2
     assert second["dashboardId"] == dashboard and second["userId"] == "user-1"
-    assert parse(second["viewedAt"]) >= parse(first["viewedAt"])  # type: ignore[arg-type]
+    assert parse(second["viewedAt"]) >= parse(first["viewedAt"])
     entry = get_data(client, token, f"/{second['auditLogId']}")
-    assert entry["type"] == "dashboard" and entry["action"] == "view"  # type: ignore[index]
-    assert entry["targetId"] == dashboard and entry["createdAt"] == second["viewedAt"]  # type: ignore[index]
+    assert entry["type"] == "dashboard" and entry["action"] == "view"
+    assert entry["targetId"] == dashboard and entry["createdAt"] == second["viewedAt"]
     trail = get_data(client, token, f"/dashboard/{dashboard}")
-    assert [e["id"] for e in trail] == [second["auditLogId"], first["auditLogId"]]  # type: ignore[index, union-attr]
+    assert [e["id"] for e in trail] == [second["auditLogId"], first["auditLogId"]]
 
 
 def test_total_views_count_every_user_of_the_org(
@@ -155,11 +157,11 @@ def test_recently_viewed_lists_my_dashboards_newest_first(
     record_view(client, me, a)
     record_view(client, other, c)
     items = get_data(client, me, "/dashboard/recently-viewed")
-    assert [i["dashboardId"] for i in items] == [a, b]  # type: ignore[index, union-attr]
-    assert items[0]["viewCount"] == 2 and items[0]["name"] == "A"  # type: ignore[index]
-    assert items[1]["name"] is None  # type: ignore[index]
-    assert parse(items[0]["firstViewedAt"]) < parse(items[0]["lastViewedAt"])  # type: ignore[index]
-    assert set(items[0]) == {"dashboardId", "name", "viewCount", "firstViewedAt", "lastViewedAt"}  # type: ignore[arg-type, index]
+    assert [i["dashboardId"] for i in items] == [a, b]
+    assert items[0]["viewCount"] == 2 and items[0]["name"] == "A"
+    assert items[1]["name"] is None
+    assert parse(items[0]["firstViewedAt"]) < parse(items[0]["lastViewedAt"])
+    assert set(items[0]) == {"dashboardId", "name", "viewCount", "firstViewedAt", "lastViewedAt"}
 
 
 def test_recently_viewed_breaks_ties_by_dashboard_id(
@@ -174,7 +176,7 @@ def test_recently_viewed_breaks_ties_by_dashboard_id(
         org=org,
     )
     items = get_data(client, token, "/dashboard/recently-viewed?limit=3")
-    assert [i["dashboardId"] for i in items] == sorted(ids)[:3]  # type: ignore[index, union-attr]
+    assert [i["dashboardId"] for i in items] == sorted(ids)[:3]
 
 
 def test_name_is_the_last_non_null_name_reported(
@@ -185,11 +187,11 @@ def test_name_is_the_last_non_null_name_reported(
     record_view(client, me, d, json={"name": "Old"})
     record_view(client, other, d, json={"name": "New"})
     record_view(client, me, d, json={"name": None})
-    assert get_data(client, me, "/dashboard/recently-viewed")[0]["name"] == "New"  # type: ignore[index]
+    assert get_data(client, me, "/dashboard/recently-viewed")[0]["name"] == "New"
     event = {"type": "dashboard", "action": "rename", "targetId": d, "details": {"name": "Newest"}}
     assert client.post(BASE, json=event, headers=bearer(me)).status_code == 201
-    assert get_data(client, me, "/dashboard/recently-viewed")[0]["name"] == "Newest"  # type: ignore[index]
-    assert get_data(client, me, f"/dashboard/{d}/stats")["name"] == "Newest"  # type: ignore[index]
+    assert get_data(client, me, "/dashboard/recently-viewed")[0]["name"] == "Newest"
+    assert get_data(client, me, f"/dashboard/{d}/stats")["name"] == "Newest"
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=abc", "limit=", "extra=1"])
@@ -202,9 +204,9 @@ def test_recently_viewed_rejects_bad_query(client: FlaskClient, token: str, quer
 def test_recently_viewed_limit(client: FlaskClient, token: str) -> None:
     for _ in range(12):
         record_view(client, token, new_id())
-    assert len(get_data(client, token, "/dashboard/recently-viewed")) == 10  # type: ignore[arg-type]
-    assert len(get_data(client, token, "/dashboard/recently-viewed?limit=11")) == 11  # type: ignore[arg-type]
-    assert len(get_data(client, token, "/dashboard/recently-viewed?limit=100")) == 12  # type: ignore[arg-type]
+    assert len(get_data(client, token, "/dashboard/recently-viewed")) == 10
+    assert len(get_data(client, token, "/dashboard/recently-viewed?limit=11")) == 11
+    assert len(get_data(client, token, "/dashboard/recently-viewed?limit=100")) == 12
 
 
 # §3.2 -----------------------------------------------------------------------------------
@@ -223,17 +225,17 @@ def test_most_viewed_orders_by_count_then_recency_then_id(
     record_view(client, alice, tie_2)
     record_view(client, alice, tie_1)
     items = get_data(client, alice, "/dashboard/most-viewed")
-    assert [i["dashboardId"] for i in items] == [hot, warm, tie_1, tie_2]  # type: ignore[index, union-attr]
-    assert (items[0]["viewCount"], items[0]["uniqueViewers"]) == (4, 2)  # type: ignore[index]
-    assert set(items[0]) == {"dashboardId", "name", "viewCount", "uniqueViewers", "lastViewedAt"}  # type: ignore[arg-type, index]
+    assert [i["dashboardId"] for i in items] == [hot, warm, tie_1, tie_2]
+    assert (items[0]["viewCount"], items[0]["uniqueViewers"]) == (4, 2)
+    assert set(items[0]) == {"dashboardId", "name", "viewCount", "uniqueViewers", "lastViewedAt"}
     run_sql(
         app,
         "UPDATE dashboard_totals SET last_viewed_at = '2026-01-01T00:00:00Z' WHERE org = :org",
         org=org,
     )
     items = get_data(client, alice, "/dashboard/most-viewed?limit=4")
-    assert [i["dashboardId"] for i in items] == [hot, warm, tie_1, tie_2]  # type: ignore[index, union-attr]
-    assert len(get_data(client, alice, "/dashboard/most-viewed?limit=2")) == 2  # type: ignore[arg-type]
+    assert [i["dashboardId"] for i in items] == [hot, warm, tie_1, tie_2]
+    assert len(get_data(client, alice, "/dashboard/most-viewed?limit=2")) == 2
 
 
 def test_most_viewed_with_days_counts_only_the_window(
@@ -249,14 +251,14 @@ def test_most_viewed_with_days_counts_only_the_window(
     items = get_data(client, alice, "/dashboard/most-viewed?days=2")
     assert [(i["dashboardId"], i["viewCount"], i["uniqueViewers"]) for i in items] == [
         (recent, 3, 2)
-    ]  # type: ignore[index, union-attr]
+    ]
     items = get_data(client, alice, "/dashboard/most-viewed?days=3")
-    assert [(i["dashboardId"], i["viewCount"]) for i in items] == [(recent, 3), (old_favourite, 1)]  # type: ignore[index, union-attr]
+    assert [(i["dashboardId"], i["viewCount"]) for i in items] == [(recent, 3), (old_favourite, 1)]
     items = get_data(client, alice, "/dashboard/most-viewed?days=11")
     assert [(i["dashboardId"], i["viewCount"], i["uniqueViewers"]) for i in items] == [
         (old_favourite, 6, 2),
         (recent, 3, 2),
-    ]  # type: ignore[index, union-attr]
+    ]
 
 
 @pytest.mark.parametrize(
@@ -273,15 +275,15 @@ def test_most_viewed_rejects_bad_query(client: FlaskClient, token: str, query: s
 def test_stats_of_a_never_viewed_dashboard_are_zeros(client: FlaskClient, token: str) -> None:
     d = new_id()
     stats = get_data(client, token, f"/dashboard/{d}/stats?days=7")
-    assert stats["dashboardId"] == d and stats["name"] is None  # type: ignore[index]
-    assert (stats["totalViews"], stats["uniqueViewers"]) == (0, 0)  # type: ignore[index]
-    assert stats["firstViewedAt"] is None and stats["lastViewedAt"] is None  # type: ignore[index]
-    assert stats["topViewers"] == []  # type: ignore[index]
-    days = stats["dailyViews"]  # type: ignore[index]
+    assert stats["dashboardId"] == d and stats["name"] is None
+    assert (stats["totalViews"], stats["uniqueViewers"]) == (0, 0)
+    assert stats["firstViewedAt"] is None and stats["lastViewedAt"] is None
+    assert stats["topViewers"] == []
+    days = stats["dailyViews"]
     today = datetime.now(UTC).date()
     assert [day["date"] for day in days] == [str(today - timedelta(days=6 - i)) for i in range(7)]
     assert all(day["views"] == 0 and day["uniqueViewers"] == 0 for day in days)
-    period = stats["period"]  # type: ignore[index]
+    period = stats["period"]
     assert period["days"] == 7 and period["views"] == 0 and period["uniqueViewers"] == 0
     assert period["from"] == f"{today - timedelta(days=6)}T00:00:00.000Z"
     assert abs(parse(period["to"]) - datetime.now(UTC)) < timedelta(minutes=1)
@@ -303,15 +305,15 @@ def test_stats_count_days_viewers_and_top_viewers(
     backdate_views(app, org, d, "alice", today - timedelta(days=2) + timedelta(hours=6))
     backdate_views(app, org, d, "dave", today - timedelta(days=40))
     stats = get_data(client, alice, f"/dashboard/{d}/stats?days=3")
-    assert stats["name"] == "Quality"  # type: ignore[index]
-    assert (stats["totalViews"], stats["uniqueViewers"]) == (8, 4)  # type: ignore[index]
+    assert stats["name"] == "Quality"
+    assert (stats["totalViews"], stats["uniqueViewers"]) == (8, 4)
     assert [(x["views"], x["uniqueViewers"]) for x in stats["dailyViews"]] == [
         (3, 2),
         (0, 0),
         (4, 2),
-    ]  # type: ignore[index]
-    assert stats["period"]["views"] == 7 and stats["period"]["uniqueViewers"] == 3  # type: ignore[index]
-    top = stats["topViewers"]  # type: ignore[index]
+    ]
+    assert stats["period"]["views"] == 7 and stats["period"]["uniqueViewers"] == 3
+    top = stats["topViewers"]
     assert [(v["userId"], v["userEmail"], v["viewCount"]) for v in top] == [
         ("alice", "alice@example.com", 4),
         ("carol", None, 2),
@@ -319,8 +321,8 @@ def test_stats_count_days_viewers_and_top_viewers(
         ("dave", None, 1),
     ]
     default = get_data(client, alice, f"/dashboard/{d}/stats")
-    assert len(default["dailyViews"]) == 30 and default["period"]["days"] == 30  # type: ignore[index]
-    assert default["dailyViews"][-1]["date"] == str(date.today())  # type: ignore[index]
+    assert len(default["dailyViews"]) == 30 and default["period"]["days"] == 30
+    assert default["dailyViews"][-1]["date"] == str(date.today())
 
 
 def test_top_viewers_are_at_most_ten(client: FlaskClient, make_token: TokenFactory) -> None:
@@ -328,10 +330,10 @@ def test_top_viewers_are_at_most_ten(client: FlaskClient, make_token: TokenFacto
     for n in range(12):
         record_view(client, make_token(user=f"user-{n:02d}"), d)
     stats = get_data(client, make_token(), f"/dashboard/{d}/stats?days=1")
-    assert len(stats["topViewers"]) == 10 and stats["uniqueViewers"] == 12  # type: ignore[index]
+    assert len(stats["topViewers"]) == 10 and stats["uniqueViewers"] == 12
     assert stats["dailyViews"] == [
         {"date": str(datetime.now(UTC).date()), "views": 12, "uniqueViewers": 12}
-    ]  # type: ignore[index]
+    ]
 
 
 @pytest.mark.parametrize("query", ["days=0", "days=366", "days=1.5", "limit=5"])
@@ -385,6 +387,6 @@ def assert_windows_match(
             ((d, c) for d, c in counted.items() if c[0]), key=lambda item: -item[1][0]
         )
         items = get_data(client, token, f"/dashboard/most-viewed?days={days}&limit=100")
-        got = {i["dashboardId"]: (i["viewCount"], i["uniqueViewers"]) for i in items}  # type: ignore[index, union-attr]
+        got = {i["dashboardId"]: (i["viewCount"], i["uniqueViewers"]) for i in items}
         assert got == dict(expected), days
-        assert [i["viewCount"] for i in items] == sorted((c[0] for _, c in expected), reverse=True)  # type: ignore[index, union-attr]
+        assert [i["viewCount"] for i in items] == sorted((c[0] for _, c in expected), reverse=True)

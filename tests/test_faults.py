@@ -119,8 +119,8 @@ def test_views_across_a_database_restart_are_whole_or_absent(tmp_path: Path) -> 
     assert set(statuses) <= {200, 503}, statuses
     assert statuses[503] > 0, "the restart was not seen"
     assert any(status == 200 and at > restarted for _, status, at in outcomes), "no recovery"
-    with psycopg.connect(url) as connection:  # the superuser: sees every org
-        rows = connection.execute(
+    with psycopg.connect(url) as superuser:  # the superuser: sees every org
+        rows = superuser.execute(
             "SELECT e.target_id::text, count(*),"
             " (SELECT view_count FROM dashboard_totals t"
             "   WHERE t.org = e.org AND t.dashboard_id = e.target_id),"
@@ -131,7 +131,7 @@ def test_views_across_a_database_restart_are_whole_or_absent(tmp_path: Path) -> 
             " FROM audit_entries e WHERE e.org = %s GROUP BY e.org, e.target_id",
             (org,),
         ).fetchall()
-        totals_only = connection.execute(
+        totals_only = superuser.execute(
             "SELECT count(*) FROM dashboard_totals t WHERE org = %s AND NOT EXISTS"
             " (SELECT 1 FROM audit_entries e WHERE e.org = t.org AND e.target_id = t.dashboard_id)",
             (org,),

@@ -364,8 +364,8 @@ def test_deleting_a_middle_entry_names_it(app: Flask, org: str, sealed_org: list
     assert "missing" in (verdict.reason or "")
 
 
-SWAPPED = ("type", "action", "target_id", "user_id", "user_email", "details", "created_at")
-SWAPPED += ("request_id", "ip", "user_agent")
+SWAPPED: tuple[str, ...] = ("type", "action", "target_id", "user_id", "user_email", "details")
+SWAPPED += ("created_at", "request_id", "ip", "user_agent")
 
 
 def test_swapping_two_entries_names_the_first(app: Flask, org: str, sealed_org: list[str]) -> None:

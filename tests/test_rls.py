@@ -29,12 +29,14 @@ def test_every_tenant_table_forces_row_level_security(app: Flask) -> None:
             ),
             {"tables": list(TENANT_TABLES)},
         ).all()
-        with_org = connection.execute(
-            text(
-                "SELECT DISTINCT table_name FROM information_schema.columns"
-                " WHERE column_name = 'org' AND table_schema = 'public'"
-            )
-        ).scalars()
+        with_org: list[str] = list(
+            connection.execute(
+                text(
+                    "SELECT DISTINCT table_name FROM information_schema.columns"
+                    " WHERE column_name = 'org' AND table_schema = 'public'"
+                )
+            ).scalars()
+        )
     assert sorted(rows) == sorted((table, True, True) for table in TENANT_TABLES)
     # Every table with an org column is covered, except the token lookup table.
     assert set(with_org) - set(TENANT_TABLES) == {"api_tokens"}
@@ -154,6 +156,6 @@ def test_one_pooled_connection_serves_two_orgs_without_mixing_them(
         written = {"audit_entries", "view_logs", "dashboard_totals", "dashboard_daily_views"}
         for table in TENANT_TABLES:
             forgetful = text(f"SELECT DISTINCT org FROM {table}")
-            seen = set(connection.execute(forgetful).scalars())
+            seen: set[str] = set(connection.execute(forgetful).scalars())
             assert seen == {first_org} if table in written else seen <= {first_org}, table
         assert connection.execute(text("SELECT count(*) FROM view_logs")).scalar() == 1

@@ -69,7 +69,7 @@ def test_database_outage_is_503_in_the_envelope_with_retry_after() -> None:
     )
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
-    assert set(response.json) == {"message", "code", "status"}
+    assert set(response.json or {}) == {"message", "code", "status"}
 
 
 def test_openapi_lists_every_path_with_bearer_auth_and_error_responses(client: FlaskClient) -> None:
@@ -125,7 +125,7 @@ def test_unexpected_errors_are_500_in_the_envelope_without_traceback(app: Flask)
     failing = create_app(app.config["SETTINGS"])
 
     @failing.get("/boom")
-    def boom() -> None:
+    def boom() -> str:
         raise RuntimeError("secret internals")
 
     response = failing.test_client().get("/boom")

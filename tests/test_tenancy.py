@@ -23,7 +23,7 @@ def test_a_second_org_sees_nothing_of_the_first(
         BASE, json={"type": "kpi", "action": "edit", "targetId": d}, headers=bearer(first)
     ).json["data"]
 
-    def get(path: str):  # type: ignore[no-untyped-def]
+    def get(path: str):
         return client.get(BASE + path, headers=bearer(second))
 
     assert get("/dashboard/recently-viewed").json["data"] == []

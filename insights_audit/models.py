@@ -84,6 +84,8 @@ class AuditEntry(Base):
             text("created_at DESC"),
             text("id DESC"),
         ),
+        # An org's hash chain in order: sealing reads the entries after the last checkpoint.
+        Index("ix_audit_entries_chain", "org", "txid", "id"),
         # Windowed "most viewed" reads views of an org by time, without touching the heap.
         Index(
             "ix_audit_entries_views_by_time",

@@ -8,8 +8,14 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from insights_audit import embedded, schema_migrations
+from insights_audit.config import sqlalchemy_url
+from insights_audit.models import Base
 
 
 @pytest.fixture
@@ -62,3 +68,12 @@ def test_every_migration_downgrades(scratch_url: str) -> None:
         ).fetchall()
     assert tables == [("alembic_version",)]
     schema_migrations.upgrade(scratch_url)
+
+
+def test_the_models_and_the_migrations_describe_the_same_schema(database_url: str) -> None:
+    engine = create_engine(sqlalchemy_url(database_url), poolclass=NullPool)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    engine.dispose()
+    assert differences == []

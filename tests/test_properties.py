@@ -80,6 +80,6 @@ def test_any_text_is_an_id_or_a_bad_request(raw: str) -> None:
         try:
             parse()
         except BadRequest as error:
-            assert error.status == 400
+            assert error.message in ("Invalid dashboard ID format", "Invalid audit log ID format")
         except Exception as error:  # pragma: no cover - the failure this test looks for
             pytest.fail(f"{raw!r} raised {error!r}")

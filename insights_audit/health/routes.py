@@ -33,7 +33,7 @@ class Health(MethodView):
 
 @blp.route("/readyz")
 class Ready(MethodView):
-    @blp.response(200, example={"status": "ready", "revision": "0001"})
+    @blp.response(200, example={"status": "ready", "revision": head_revision()})
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def get(self) -> dict[str, Any]:
         """Readiness: the database answers and its schema is at the newest migration"""

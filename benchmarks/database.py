@@ -88,7 +88,7 @@ def as_app_role(database_url: str) -> str:
 def pgbench_view(data: Dataset, pgdata: Path) -> float:
     """TPS of the exact statement a view records, from 16 clients, prepared."""
     values = entry_params(
-        Actor(BIG_ORG, "__user__", None),
+        Actor(BIG_ORG, "__user__", None, "__user__", 0),
         "dashboard",
         "view",
         uuid.UUID(int=0xD00D),

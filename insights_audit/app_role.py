@@ -15,6 +15,7 @@ APP_ROLE_GRANTS = {
     "total_snapshots": "SELECT, INSERT",
     "idempotency_keys": "SELECT, INSERT, UPDATE",
     "audit_checkpoints": "SELECT, INSERT",
+    "integrity_verifications": "SELECT, INSERT, UPDATE",
     "alembic_version": "SELECT",
 }
 
@@ -25,5 +26,4 @@ def grant_app_role(connection: Connection, role: str) -> None:
     connection.execute(text(f"GRANT USAGE ON SCHEMA public TO {quoted}"))
     for table, privileges in APP_ROLE_GRANTS.items():
         connection.execute(text(f"GRANT {privileges} ON {table} TO {quoted}"))
-    connection.execute(text(f"GRANT USAGE ON SEQUENCE audit_object_id_counter TO {quoted}"))
     connection.execute(text(f"GRANT EXECUTE ON FUNCTION audit_object_id(timestamptz) TO {quoted}"))

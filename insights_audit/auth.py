@@ -15,6 +15,7 @@ from cachetools import TTLCache
 from flask import Flask, current_app, g, request
 from sqlalchemy import bindparam, func, or_, select
 
+from insights_audit.entries import Actor
 from insights_audit.errors import Forbidden, Unauthorized
 from insights_audit.extensions import Blueprint, engine
 from insights_audit.models import ApiToken
@@ -47,6 +48,12 @@ class Principal:
     user_email: str | None
     roles: frozenset[str]
     scopes: frozenset[str]
+
+    def acting(self, user_id: str | None = None, user_email: str | None = None) -> Actor:
+        """The actor of an entry this token writes: its own user, or ``user_id`` on behalf."""
+        if user_id is None or user_id == self.user_id:
+            return Actor(self.org, self.user_id, self.user_email, self.user_id, self.token_id)
+        return Actor(self.org, user_id, user_email, self.user_id, self.token_id)
 
 
 def new_token_secret() -> str:

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, Text, bindparam, func, insert
+from sqlalchemy import BigInteger, Insert, Text, bindparam, func, insert
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from insights_audit.models import AuditEntry, Key
@@ -24,16 +24,20 @@ ENTRY_COLUMNS = (
     AuditEntry.request_id,
     AuditEntry.ip,
     AuditEntry.user_agent,
+    # Entries older than this record were written by their user.
+    func.coalesce(AuditEntry.recorded_by, AuditEntry.user_id).label("recorded_by"),
 )
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Whose action an entry records."""
+    """Whose action an entry records, and who recorded it (the token's user and id)."""
 
     org: str
     user_id: str
     user_email: str | None
+    recorded_by: str
+    recorded_by_token: int
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ def _entry_insert() -> Insert:
             request_id=bindparam("request_id", type_=Text),
             ip=bindparam("ip", type_=Text),
             user_agent=bindparam("user_agent", type_=Text),
+            recorded_by=bindparam("recorded_by", type_=Key),
+            recorded_by_token=bindparam("recorded_by_token", type_=BigInteger),
         )
         .returning(*ENTRY_COLUMNS)
     )
@@ -89,6 +95,8 @@ def entry_params(
         "target_id": target_id,
         "user_id": actor.user_id,
         "user_email": actor.user_email,
+        "recorded_by": actor.recorded_by,
+        "recorded_by_token": actor.recorded_by_token,
         "details": details,
         "request_id": meta.request_id,
         "ip": meta.ip,

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     Text,
     text,
 )
@@ -110,6 +111,10 @@ class AuditEntry(Base):
     user_agent: Mapped[str | None] = mapped_column(Text)
     # The writing transaction (xid8): orders the org's hash chain (see integrity/canonical.py).
     txid: Mapped[str] = mapped_column(XID8, server_default=text("pg_current_xact_id()"))
+    # Who wrote the entry: the token's user and id (NULL on entries older than this record:
+    # written by ``user_id``). Differs from ``user_id`` on an administrator's on-behalf write.
+    recorded_by: Mapped[str | None] = mapped_column(Key)
+    recorded_by_token: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ViewLog(Base):
@@ -248,6 +253,19 @@ class AuditCheckpoint(Base):
     sealed_at: Mapped[datetime] = mapped_column(TimestampTZ)
     key_id: Mapped[str] = mapped_column(Text)
     signature: Mapped[bytes] = mapped_column(LargeBinary)
+    # The canonical form of the entries' leaves (``integrity.canonical``).
+    version: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
+
+
+class IntegrityVerification(Base):
+    """The last checkpoint of an org that the service verified, and when."""
+
+    __tablename__ = "integrity_verifications"
+
+    org: Mapped[str] = mapped_column(Key, primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger)
+    checked: Mapped[int] = mapped_column(BigInteger)
+    verified_at: Mapped[datetime] = mapped_column(TimestampTZ)
 
 
 # Tables whose rows belong to one org, under forced row-level security (migration 0005).
@@ -260,4 +278,5 @@ TENANT_TABLES = (
     "dashboard_daily_views",
     "dashboard_day_totals",
     "total_snapshots",
+    "integrity_verifications",
 )

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import random
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from flask import Flask

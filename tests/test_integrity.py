@@ -43,18 +43,31 @@ VECTOR_ROW = (
     "203.0.113.7",
     "curl/8.0",
     "12345",
+    "admin-1",
+    42,
 )
-VECTOR_CANONICAL = (
+# Form 1 (checkpoints sealed before who-wrote-it was recorded) has neither column.
+VECTOR_ROW_V1 = (*VECTOR_ROW[:-2], None, None)
+VECTOR_CANONICAL_V1 = (
     '{"action":"view","createdAt":"2026-11-27T06:30:00.123456Z",'
     '"details":{"b":[1,2.5,null,true],"name":"Sales \\u00e9t\\u00e9"},'
     '"id":"65f1a2b3c4d5e6f708192a3b","ip":"203.0.113.7","org":"acme","requestId":"req-1",'
     '"targetId":"123e4567-e89b-12d3-a456-426614174000","txid":"12345","type":"dashboard",'
     '"userAgent":"curl/8.0","userEmail":"ana@example.com","userId":"u-1"}'
 )
+VECTOR_CANONICAL = (
+    '{"action":"view","createdAt":"2026-11-27T06:30:00.123456Z",'
+    '"details":{"b":[1,2.5,null,true],"name":"Sales \\u00e9t\\u00e9"},'
+    '"id":"65f1a2b3c4d5e6f708192a3b","ip":"203.0.113.7","org":"acme",'
+    '"recordedBy":"admin-1","recordedByToken":42,"requestId":"req-1",'
+    '"targetId":"123e4567-e89b-12d3-a456-426614174000","txid":"12345","type":"dashboard",'
+    '"userAgent":"curl/8.0","userEmail":"ana@example.com","userId":"u-1"}'
+)
 # Checked with coreutils: printf '%s' "$VECTOR_CANONICAL" | sha256sum, and the chain step as
 # (32 zero bytes || leaf) | sha256sum.
-VECTOR_LEAF = "9ec0fb5ff20bdf665a33907326779a6c84e9388703d157543c120b9fa523f988"
-VECTOR_HEAD = "9ef44c71b04e11d1142cff9e67fca6cb2ab6f73643f4ce9512998581985c1288"
+VECTOR_LEAF_V1 = "9ec0fb5ff20bdf665a33907326779a6c84e9388703d157543c120b9fa523f988"
+VECTOR_LEAF = "196f9576ce15a4a5e84fbedd385822a02b32a63cdfd4013aeeb01309719b193e"
+VECTOR_HEAD = "6fbfff5b94006d164fe5b8ed73e494828bdf028b907b25e4f8b9312a8250bdd2"
 # Checked with `openssl pkeyutl -sign -rawin` and the same seed (bytes 0..31).
 VECTOR_SIGNATURE = (
     "01c70e890018d3915da4847bc6931de6543d40adb92b52aae3ab60b13d29a09c"
@@ -64,6 +77,14 @@ VECTOR_SIGNATURE = (
 
 def test_canonical_form_of_an_entry_is_fixed() -> None:
     assert canonical.canonical_entry(VECTOR_ROW).decode() == VECTOR_CANONICAL
+
+
+def test_the_first_canonical_form_is_kept_for_checkpoints_sealed_with_it() -> None:
+    assert canonical.canonical_entry(VECTOR_ROW_V1, 1).decode() == VECTOR_CANONICAL_V1
+    assert canonical.leaf_hash(VECTOR_ROW_V1, 1).hex() == VECTOR_LEAF_V1
+    # A value in a column form 1 does not cover was set after sealing.
+    with pytest.raises(canonical.NotInForm):
+        canonical.canonical_entry(VECTOR_ROW, 1)
 
 
 @pytest.mark.parametrize(
@@ -331,6 +352,8 @@ TAMPERING = {
     "ip": f"ip = coalesce({flip_last_char('ip')}, '10.0.0.1')",
     "user_agent": f"user_agent = {flip_last_char('user_agent')}",
     "txid": "txid = (txid::text::bigint + 1)::text::xid8",
+    "recorded_by": f"recorded_by = coalesce({flip_last_char('recorded_by')}, 'x')",
+    "recorded_by_token": "recorded_by_token = coalesce(recorded_by_token + 1, 1)",
 }
 
 

@@ -10,12 +10,16 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from insights_audit import embedded, schema_migrations
-from insights_audit.config import sqlalchemy_url
+from insights_audit import create_app, embedded, keys, schema_migrations
+from insights_audit.config import Settings, sqlalchemy_url
+from insights_audit.extensions import ENGINE_KEY
+from insights_audit.integrity import sealing, verification
 from insights_audit.models import Base
+from insights_audit.unit_of_work import transaction
+from tests.conftest import BASE, TEST_SIGNING_KEY, bearer
 
 
 @pytest.fixture
@@ -77,3 +81,56 @@ def test_the_models_and_the_migrations_describe_the_same_schema(database_url: st
         differences = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert differences == []
+
+
+def test_a_database_sealed_before_recorded_by_still_verifies_after_the_upgrade(
+    scratch_url: str,
+) -> None:
+    schema_migrations.upgrade(scratch_url)
+    settings = Settings(database_url=scratch_url, audit_signing_key=TEST_SIGNING_KEY)
+    app = create_app(settings)
+    org = "org-upgraded"
+    with psycopg.connect(scratch_url) as connection:
+        for n in range(3):
+            connection.execute(
+                "INSERT INTO audit_entries (id, org, type, action, target_id, user_id)"
+                " VALUES (audit_object_id(now()), %s, 'kpi', 'update', %s, %s)",
+                (org, str(uuid.uuid4()), f"user-{n}"),
+            )
+    # As the service sealed before revision 0006: form 1, then back to revision 0005's schema.
+    with app.app_context(), transaction(org) as connection:
+        sealing.seal_batch(connection, org, keys.app_signing_key(app), version=1)
+    app.extensions[ENGINE_KEY].dispose()
+    command.downgrade(schema_migrations.alembic_config(scratch_url), "0005")
+
+    schema_migrations.upgrade(scratch_url)
+    app = create_app(settings)
+    token = app.test_cli_runner().invoke(
+        args=[
+            "tokens",
+            "create",
+            "--org",
+            org,
+            "--user",
+            "admin",
+            "--role",
+            "Administrator",
+            "--scope",
+            "api",
+        ]
+    )
+    secret = token.output.strip().splitlines()[-1]
+    client = app.test_client()
+    body = {"type": "kpi", "action": "update", "targetId": str(uuid.uuid4()), "userId": "u-9"}
+    response = client.post(BASE, json=body, headers=bearer(secret))
+    assert response.json["data"]["recordedBy"] == "admin"
+    with app.app_context():
+        sealing.seal(transaction, org, keys.app_signing_key(app))
+    with app.app_context(), transaction(org) as connection:
+        verdict = verification.verify(connection, org, keys.app_signing_key(app).public_key())
+        versions = connection.execute(
+            text("SELECT version FROM audit_checkpoints ORDER BY block")
+        ).scalars()
+        assert list(versions) == [1, 2]
+    assert (verdict.status, verdict.checked) == ("verified", 4)
+    app.extensions[ENGINE_KEY].dispose()

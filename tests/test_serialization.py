@@ -40,6 +40,7 @@ ENTRY = row(
     request_id=None,
     ip="10.0.0.1",
     user_agent="ua",
+    recorded_by="u",
 )
 
 CASES = [

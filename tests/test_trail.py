@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import base64
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -22,6 +22,7 @@ ENTRY_FIELDS = {
     "targetId",
     "userId",
     "userEmail",
+    "recordedBy",
     "details",
     "createdAt",
     "requestId",
@@ -293,7 +294,9 @@ def test_administrators_record_on_behalf_of_others(
     admin = make_token(user="admin", roles=(role,))
     d = new_id()
     entry = record_event(client, admin, type="dashboard", action="view", targetId=d, userId="bob")
-    assert entry["userId"] == "bob" and entry["userEmail"] is None
+    assert (entry["userId"], entry["userEmail"], entry["recordedBy"]) == ("bob", None, "admin")
+    read_back = client.get(f"{BASE}/{entry['id']}", headers=bearer(admin)).json["data"]
+    assert read_back["recordedBy"] == "admin"
     entry = record_event(
         client,
         admin,
@@ -321,7 +324,42 @@ def test_other_roles_may_not_record_on_behalf_of_others(
     )
     assert response.status_code == 403
     own = record_event(client, secret, type="kpi", action="edit", targetId=new_id(), userId="me")
-    assert own["userId"] == "me"
+    assert (own["userId"], own["userEmail"], own["recordedBy"]) == (
+        "me",
+        "user-1@example.com",
+        "me",
+    )
+
+
+@pytest.mark.parametrize("role", ["Users", "Administrator"])
+def test_nobody_records_another_email_as_their_own(
+    client: FlaskClient, make_token: TokenFactory, role: str
+) -> None:
+    secret = make_token(user="me", roles=(role,))
+    body = {"type": "kpi", "action": "edit", "targetId": new_id(), "userId": "me"}
+    response = client.post(
+        BASE, json={**body, "userEmail": "ceo@example.com"}, headers=bearer(secret)
+    )
+    assert response.status_code == 400
+    assert "userEmail" in response.json["errors"]["json"]
+    same = client.post(
+        BASE, json={**body, "userEmail": "user-1@example.com"}, headers=bearer(secret)
+    )
+    assert same.status_code == 201 and same.json["data"]["userEmail"] == "user-1@example.com"
+
+
+def test_entry_ids_carry_no_counter_shared_across_orgs(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
+    first, second = make_token(token_org=f"org-a-{new_id()[:6]}"), make_token()
+    tails = []
+    for n in range(20):
+        secret = first if n % 2 else second
+        entry = record_event(client, secret, type="kpi", action="edit", targetId=new_id())
+        tails.append(int(entry["id"][-6:], 16))
+    # A counter would make consecutive writes, in any org, differ by one.
+    steps = [(later - earlier) % 16**6 for earlier, later in itertools.pairwise(tails)]
+    assert sum(step == 1 for step in steps) <= 1
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,6 @@ from insights_audit.dashboards.schemas import (
     ViewBody,
     ViewEnvelope,
 )
-from insights_audit.entries import Actor
 from insights_audit.extensions import BASE_PATH, Blueprint
 from insights_audit.idempotency import IdempotencyHeaders, respond_once
 from insights_audit.openapi_parameters import DASHBOARD_ID_PARAMETER
@@ -108,7 +107,7 @@ class DashboardView(MethodView):
         principal = current_principal()
         dashboard_id = parse_target_id(dashboardId, "dashboard")
         name = body.get("name")
-        actor = Actor(principal.org, principal.user_id, principal.user_email)
+        actor = principal.acting()
         meta = request_meta()
 
         def record(connection: Connection) -> dict[str, Any]:

@@ -28,6 +28,10 @@ CANONICAL_KEYS = tuple(
     for column in CHAIN_COLUMNS
 )
 DETAILS = CHAIN_COLUMNS.index(AuditEntry.__table__.c.details)
+# The canonical form's version. 1: the columns before who-wrote-it was recorded (checkpoints
+# sealed until migration 0006); 2: every column. A leaf is computed in its checkpoint's form.
+CHAIN_VERSION = 2
+ADDED_IN_VERSION_2 = ("recordedBy", "recordedByToken")
 # Timestamp of the canonical form: UTC with all six fractional digits, every stored
 # microsecond covered (``2026-11-27T06:30:00.123456Z``).
 CHAIN_TIME_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
@@ -63,17 +67,27 @@ def chain_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical_entry(row: Row[Any] | Sequence[Any]) -> bytes:
-    """The canonical JSON of one entry, every column included, from a row of ``CHAIN_SELECT``
-    (``targetId``, ``createdAt`` and ``txid`` as text, ``details`` as JSON text or parsed)."""
+class NotInForm(ValueError):
+    """An entry has a value the canonical form it was sealed with cannot cover."""
+
+
+def canonical_entry(row: Row[Any] | Sequence[Any], version: int = CHAIN_VERSION) -> bytes:
+    """The canonical JSON of one entry, every column of ``version`` included, from a row of
+    ``CHAIN_SELECT`` (``targetId``, ``createdAt`` and ``txid`` as text, ``details`` as JSON
+    text or parsed)."""
     record = dict(zip(CANONICAL_KEYS, row, strict=True))
+    if version == 1:
+        added = [record.pop(key) for key in ADDED_IN_VERSION_2]
+        # Form 1 predates these columns: a value in them was set after sealing.
+        if any(value is not None for value in added):
+            raise NotInForm("a column added after sealing has a value")
     details = row[DETAILS]
     record["details"] = json.loads(details) if isinstance(details, str) else details
     return canonical_json(record)
 
 
-def leaf_hash(row: Row[Any] | Sequence[Any]) -> bytes:
-    return hashlib.sha256(canonical_entry(row)).digest()
+def leaf_hash(row: Row[Any] | Sequence[Any], version: int = CHAIN_VERSION) -> bytes:
+    return hashlib.sha256(canonical_entry(row, version)).digest()
 
 
 def chain_hash(previous: bytes, leaf: bytes) -> bytes:

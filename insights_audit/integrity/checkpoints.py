@@ -20,13 +20,12 @@ from insights_audit.models import XID8, AuditCheckpoint, AuditEntry
 
 ID_BYTES = 12
 HASH_BYTES = 32
-FORMAT_VERSION = 1
 
 
 def checkpoint_payload(checkpoint: AuditCheckpoint | Row[Any]) -> dict[str, Any]:
     """What a checkpoint states; its canonical JSON is what is signed and hashed."""
     return {
-        "version": FORMAT_VERSION,
+        "version": checkpoint.version,
         "org": checkpoint.org,
         "block": checkpoint.block,
         "seqFrom": checkpoint.seq_from,

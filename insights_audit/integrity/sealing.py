@@ -14,7 +14,13 @@ from contextlib import AbstractContextManager
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, func, insert, select, text
 
-from insights_audit.integrity.canonical import ZERO_HASH, canonical_json, chain_hash, leaf_hash
+from insights_audit.integrity.canonical import (
+    CHAIN_VERSION,
+    ZERO_HASH,
+    canonical_json,
+    chain_hash,
+    leaf_hash,
+)
 from insights_audit.integrity.checkpoints import (
     checkpoint_payload,
     entries_between,
@@ -29,7 +35,11 @@ SEAL_BATCH = 10_000
 
 
 def seal_batch(
-    connection: Connection, org: str, key: Ed25519PrivateKey, horizon: str | None = None
+    connection: Connection,
+    org: str,
+    key: Ed25519PrivateKey,
+    horizon: str | None = None,
+    version: int = CHAIN_VERSION,
 ) -> AuditCheckpoint | None:
     """Seal up to ``SEAL_BATCH`` unsealed entries of ``org`` as one checkpoint, in the caller's
     transaction on ``org``; None when nothing is ready.
@@ -50,7 +60,7 @@ def seal_batch(
     head = last.head_hash if last is not None else ZERO_HASH
     leaves = []
     for row in rows:
-        leaf = leaf_hash(row)
+        leaf = leaf_hash(row, version)
         leaves.append(leaf)
         head = chain_hash(head, leaf)
     seq_from = (last.seq_to + 1) if last is not None else 1
@@ -69,6 +79,7 @@ def seal_batch(
         previous_hash=last.checkpoint_hash if last is not None else None,
         sealed_at=connection.scalar(select(func.now())),
         key_id=key_id(public_key),
+        version=version,
     )
     payload = canonical_json(checkpoint_payload(checkpoint))
     checkpoint.checkpoint_hash = hashlib.sha256(payload).digest()

@@ -17,8 +17,7 @@ from insights_audit.auth import (
     requires,
 )
 from insights_audit.cursors import next_page
-from insights_audit.entries import Actor
-from insights_audit.errors import Forbidden
+from insights_audit.errors import VALIDATION_FAILED, BadRequest, Forbidden
 from insights_audit.extensions import BASE_PATH, Blueprint
 from insights_audit.idempotency import IdempotencyHeaders, respond_once
 from insights_audit.openapi_parameters import (
@@ -40,6 +39,8 @@ from insights_audit.trail.schemas import (
     RecordedEnvelope,
     TrailQuery,
 )
+
+OWN_EMAIL_ONLY = "Your own entries carry your token's email; only on-behalf writes may name one."
 
 # Schemas are instantiated once: per-request instances cost a deep copy of their fields.
 RECORDED_ENVELOPE = RecordedEnvelope()
@@ -149,10 +150,13 @@ class AuditLogs(MethodView):
         """
         principal = current_principal()
         user_id = body.get("userId", principal.user_id)
-        if user_id != principal.user_id and not principal.roles & ON_BEHALF_ROLES:
+        on_behalf = user_id != principal.user_id
+        if on_behalf and not principal.roles & ON_BEHALF_ROLES:
             raise Forbidden()
-        email = body.get("userEmail") if "userId" in body else principal.user_email
-        actor = Actor(principal.org, user_id, email)
+        email = body.get("userEmail")
+        if not on_behalf and email is not None and email != principal.user_email:
+            raise BadRequest(VALIDATION_FAILED, errors={"json": {"userEmail": [OWN_EMAIL_ONLY]}})
+        actor = principal.acting(user_id, email)
         meta = request_meta()
 
         def record(connection: Connection) -> dict[str, Any]:

@@ -76,6 +76,14 @@ class Entry(ma.Schema):
     userEmail = fields.String(
         attribute="user_email", allow_none=True, metadata={"example": "jane.doe@example.com"}
     )
+    recordedBy = fields.String(
+        attribute="recorded_by",
+        metadata={
+            "example": "5f2b1c3d9e8a",
+            "description": "userId of the token that wrote the entry (differs from userId on"
+            " an administrator's on-behalf write)",
+        },
+    )
     details = fields.Dict(metadata={"example": {"name": "Release velocity"}})
     createdAt = Timestamp(attribute="created_at")
     requestId = fields.String(

@@ -58,7 +58,7 @@ def decode_cursor(cursor: str, org: str, key: bytes) -> TrailPosition:
     if not hmac.compare_digest(mac.encode(), _cursor_mac(key, org, named).encode()):
         raise ValueError(cursor)
     micros, _, entry_id = named.partition(".")
-    if not re.fullmatch(r"\d{1,18}", micros) or not AUDIT_ID_PATTERN.match(entry_id):
+    if not re.fullmatch(r"\d{1,18}", micros) or not AUDIT_ID_PATTERN.fullmatch(entry_id):
         raise ValueError(cursor)
     try:
         return TrailPosition(EPOCH + int(micros) * ONE_MICROSECOND, entry_id.lower())

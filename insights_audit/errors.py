@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, has_request_context, jsonify
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -117,6 +118,24 @@ def _http_error_response(error: HTTPException) -> Response:
     return error_response(status, message, errors, headers)
 
 
+TRACEBACK_FRAMES = 8
+
+
+def log_unexpected(error: BaseException) -> None:
+    """One log line: the request id and the innermost frames of the traceback, with no
+    request data (SQL parameters are hidden by the engine)."""
+    frames = traceback.extract_tb(error.__traceback__)[-TRACEBACK_FRAMES:]
+    where = " < ".join(
+        f"{frame.filename}:{frame.lineno} {frame.name}" for frame in reversed(frames)
+    )
+    log.error(
+        "unhandled error request_id=%s %s: %s",
+        g.get("request_id") if has_request_context() else None,
+        type(error).__name__,
+        where,
+    )
+
+
 def register_error_handlers(app: Flask) -> None:
     """Render every error, the framework's own included, as the envelope."""
 
@@ -127,7 +146,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Response:
         if isinstance(error, InternalServerError) and error.original_exception is not None:
-            log.error("unhandled error", exc_info=error.original_exception)
+            log_unexpected(error.original_exception)
         return _http_error_response(error)
 
     @app.errorhandler(sa_exc.TimeoutError)
@@ -138,5 +157,5 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
-        log.error("unhandled error", exc_info=error)
+        log_unexpected(error)
         return error_response(500, DEFAULT_MESSAGES[500])

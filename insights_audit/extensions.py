@@ -4,6 +4,7 @@ the app in ``create_app``."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, NoReturn
 
 import flask_smorest
@@ -39,6 +40,62 @@ def storable(value: Any) -> bool:
     return True
 
 
+MAX_JSON_DEPTH = 32
+INT64 = range(-(2**63), 2**63)
+
+
+class UnacceptableJSON(ValueError):
+    """A body that is JSON but that the service refuses to store."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise UnacceptableJSON(f"Numbers must be finite, got {text[:40]}.")
+    return value
+
+
+def _int64(text: str) -> int:
+    # Checked by length first: converting thousands of digits is itself costly.
+    value = int(text) if len(text) <= 20 else None
+    if value is None or value not in INT64:
+        raise UnacceptableJSON("Integers must fit in 64 bits.")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise UnacceptableJSON(f"Numbers must be finite, got {name}.")
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests objects and arrays (a scalar is 0), without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def load_json_body(raw: bytes) -> Any:
+    """Parse a request body; UnacceptableJSON for non-finite numbers, integers beyond 64 bits
+    and nesting deeper than ``MAX_JSON_DEPTH``, ValueError for anything that is not JSON."""
+    try:
+        value = json.loads(
+            raw, parse_float=_finite_float, parse_int=_int64, parse_constant=_no_constant
+        )
+    except RecursionError as exc:
+        raise UnacceptableJSON(f"Nesting deeper than {MAX_JSON_DEPTH} levels.") from exc
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise UnacceptableJSON(f"Nesting deeper than {MAX_JSON_DEPTH} levels.")
+    return value
+
+
 class ArgumentsParser(FlaskParser):
     """Webargs parser that answers 400 and reads any non-empty body as JSON."""
 
@@ -48,7 +105,15 @@ class ArgumentsParser(FlaskParser):
 
     def _raw_load_json(self, req: Any) -> Any:
         # The content type is not trusted: a non-empty body must be a JSON object.
-        data = core.parse_json(req.get_data(cache=True))
+        raw = req.get_data(cache=True)
+        if not raw:
+            return core.missing
+        try:
+            data = load_json_body(raw)
+        except UnacceptableJSON as exc:
+            abort(400, messages={"json": {"_schema": [str(exc)]}})
+        except ValueError:
+            abort(400, messages={"json": {"_schema": ["Invalid JSON body."]}})
         if not storable(data):
             abort(400, messages={"json": {"_schema": [UNSTORABLE_TEXT]}})
         return data
@@ -86,6 +151,8 @@ def init_engine(app: Flask, settings: Settings) -> Engine:
             "application_name": "insights-audit",
         },
         json_serializer=lambda value: json.dumps(value, separators=(",", ":"), ensure_ascii=False),
+        # Errors and logs never carry request data (emails, details) in SQL parameters.
+        hide_parameters=True,
     )
     app.extensions[ENGINE_KEY] = engine
     return engine

@@ -31,7 +31,7 @@ def init_request_ids(app: Flask) -> None:
     @app.before_request
     def _assign_request_id() -> None:
         offered = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = offered if REQUEST_ID_PATTERN.match(offered) else str(uuid.uuid4())
+        g.request_id = offered if REQUEST_ID_PATTERN.fullmatch(offered) else str(uuid.uuid4())
 
     @app.after_request
     def _echo_request_id(response: Response) -> Response:

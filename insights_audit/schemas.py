@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import marshmallow as ma
-from marshmallow import fields
+from marshmallow import fields, validate
 
 from insights_audit.errors import BadRequest
 
+# The longest dashboard name kept, from the view body or an entry's ``details.name``.
+DASHBOARD_NAME_LIMIT = 256
 AUDIT_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{24}$")
 RFC3339_PATTERN = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -29,7 +31,7 @@ def format_timestamp(value: datetime) -> str:
 def parse_timestamp(raw: str) -> datetime:
     """An RFC 3339 timestamp with a time and an offset; anything else is a ValueError."""
     text = SPACE_FOR_PLUS.sub(r"+\1", raw.strip())
-    if not RFC3339_PATTERN.match(text):
+    if not RFC3339_PATTERN.fullmatch(text):
         raise ValueError(raw)
     date_part, fraction_and_zone = text[:19], text[19:]
     fraction = ""
@@ -54,7 +56,7 @@ def parse_target_id(raw: str, kind: str) -> uuid.UUID:
 
 
 def parse_audit_id(raw: str) -> str:
-    if not AUDIT_ID_PATTERN.match(raw):
+    if not AUDIT_ID_PATTERN.fullmatch(raw):
         raise BadRequest("Invalid audit log ID format")
     return raw.lower()
 
@@ -85,6 +87,16 @@ class Timestamp(fields.Field):
 
 def uuid_field(example: str = "123e4567-e89b-12d3-a456-426614174000", **kwargs: Any) -> fields.UUID:
     return fields.UUID(metadata={"example": example}, **kwargs)
+
+
+class FullMatch(validate.Regexp):
+    """A pattern the whole value must match (``re.match`` lets ``$`` match before a final
+    newline); documented as the OpenAPI ``pattern``."""
+
+    def __call__(self, value: Any) -> Any:
+        if re.fullmatch(self.regex.pattern, value) is None:
+            raise ma.ValidationError(self._format_error(value))
+        return value
 
 
 class StrictSchema(ma.Schema):

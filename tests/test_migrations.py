@@ -128,9 +128,11 @@ def test_a_database_sealed_before_recorded_by_still_verifies_after_the_upgrade(
         sealing.seal(transaction, org, keys.app_signing_key(app))
     with app.app_context(), transaction(org) as connection:
         verdict = verification.verify(connection, org, keys.app_signing_key(app).public_key())
-        versions = connection.execute(
-            text("SELECT version FROM audit_checkpoints ORDER BY block")
-        ).scalars()
-        assert list(versions) == [1, 2]
+        versions: list[int] = list(
+            connection.execute(
+                text("SELECT version FROM audit_checkpoints ORDER BY block")
+            ).scalars()
+        )
+        assert versions == [1, 2]
     assert (verdict.status, verdict.checked) == ("verified", 4)
     app.extensions[ENGINE_KEY].dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -121,15 +122,20 @@ def test_swagger_ui_is_served_offline(client: FlaskClient) -> None:
     assert "unpkg.com" not in html and "cdn.jsdelivr" not in html and len(bundle) > 100_000
 
 
-def test_unexpected_errors_are_500_in_the_envelope_without_traceback(app: Flask) -> None:
+def test_unexpected_errors_are_500_in_the_envelope_without_traceback(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
     failing = create_app(app.config["SETTINGS"])
 
     @failing.get("/boom")
     def boom() -> str:
         raise RuntimeError("secret internals")
 
-    response = failing.test_client().get("/boom")
+    response = failing.test_client().get("/boom", headers={"X-Request-ID": "req-boom"})
     assert response.status_code == 500
+    logged = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert len(logged) == 1 and "\n" not in logged[0]
+    assert "request_id=req-boom RuntimeError" in logged[0] and "secret" not in logged[0]
     assert response.json == {
         "message": "Internal server error",
         "code": 500,

@@ -519,3 +519,66 @@ def test_a_nul_in_the_user_agent_is_dropped(client: FlaskClient, token: str) -> 
     response = client.post(BASE, json=body, headers=headers)
     assert response.status_code == 201
     assert response.json["data"]["userAgent"] == "agent/1"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type": "kpi", "action": "x", "targetId": "%s", "details": {"a": 1e400}}',
+        b'{"type": "kpi", "action": "x", "targetId": "%s", "details": {"a": NaN}}',
+        b'{"type": "kpi", "action": "x", "targetId": "%s", "details": {"a": -Infinity}}',
+        b'{"type": "kpi", "action": "x", "targetId": "%s", "details": {"a": ' + b"9" * 4301 + b"}}",
+        b'{"type": "kpi", "action": "x", "targetId": "%s", "details": {"a": 9223372036854775808}}',
+        b'{"type": "kpi", "action": "x", "targetId": "%s", "details": {"a": '
+        + b"[" * 350
+        + b"]" * 350
+        + b"}}",
+    ],
+)
+def test_json_the_trail_cannot_hold_is_a_400_and_stores_nothing(
+    client: FlaskClient, token: str, org: str, raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = new_id()
+    response = client.post(BASE, data=raw.replace(b"%s", target.encode()), headers=bearer(token))
+    assert response.status_code == 400, response.json
+    assert response.json["errors"]["json"]["_schema"]
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+    assert run_sql(
+        client.application, "SELECT count(*) FROM audit_entries WHERE org = :org", org=org
+    ) == [(0,)]
+
+
+def test_the_largest_accepted_integer_and_nesting_are_stored(
+    client: FlaskClient, token: str
+) -> None:
+    nested: Any = 1
+    for _ in range(30):  # the body and its details are the first two of the 32 levels
+        nested = [nested]
+    details = {"big": 2**63 - 1, "deep": nested}
+    entry = record_event(client, token, type="kpi", action="x", targetId=new_id(), details=details)
+    assert entry["details"] == details
+    one_deeper = {"type": "kpi", "action": "x", "targetId": new_id(), "details": {"d": [nested]}}
+    assert client.post(BASE, json=one_deeper, headers=bearer(token)).status_code == 400
+    one_deeper = {"type": "kpi", "action": "x", "targetId": new_id(), "details": {"d": [nested]}}
+    assert client.post(BASE, json=one_deeper, headers=bearer(token)).status_code == 400
+
+
+@pytest.mark.parametrize("action", ["fuzz\n", "view\n", "a\nb"])
+def test_an_action_with_a_newline_is_refused(client: FlaskClient, token: str, action: str) -> None:
+    body = {"type": "kpi", "action": action, "targetId": new_id()}
+    response = client.post(BASE, json=body, headers=bearer(token))
+    assert response.status_code == 400 and "action" in response.json["errors"]["json"]
+
+
+def test_a_dashboard_name_in_details_has_the_view_body_limit(
+    client: FlaskClient, token: str
+) -> None:
+    board = new_id()
+    body = {"type": "dashboard", "action": "rename", "targetId": board}
+    too_long = client.post(
+        BASE, json={**body, "details": {"name": "n" * 257}}, headers=bearer(token)
+    )
+    assert too_long.status_code == 400 and "details" in too_long.json["errors"]["json"]
+    record_event(client, token, **body, details={"name": "n" * 256})
+    stats = client.get(f"{BASE}/dashboard/{board}/stats", headers=bearer(token)).json["data"]
+    assert stats["name"] == "n" * 256

@@ -5,7 +5,13 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from insights_audit.schemas import StrictSchema, Timestamp, envelope, uuid_field
+from insights_audit.schemas import (
+    DASHBOARD_NAME_LIMIT,
+    StrictSchema,
+    Timestamp,
+    envelope,
+    uuid_field,
+)
 
 EXAMPLE_USER = "5f2b1c3d9e8a7b6c5d4e3f21"
 EXAMPLE_EMAIL = "jane.doe@example.com"
@@ -27,7 +33,9 @@ class StatsQuery(StrictSchema):
 
 class ViewBody(StrictSchema):
     name = fields.String(
-        validate=validate.Length(max=256), allow_none=True, metadata={"example": EXAMPLE_NAME}
+        validate=validate.Length(max=DASHBOARD_NAME_LIMIT),
+        allow_none=True,
+        metadata={"example": EXAMPLE_NAME},
     )
 
 

@@ -10,7 +10,9 @@ from marshmallow import fields, validate
 
 from insights_audit.cursors import Cursor
 from insights_audit.schemas import (
+    DASHBOARD_NAME_LIMIT,
     CanonicalUUID,
+    FullMatch,
     StrictSchema,
     Timestamp,
     envelope,
@@ -27,7 +29,7 @@ class TrailQuery(StrictSchema):
     cursor = Cursor(metadata={"type": "string", "description": "`nextCursor` of the previous page"})
     since = Timestamp(metadata={"description": "Only entries at or after this time"})
     until = Timestamp(metadata={"description": "Only entries before this time"})
-    action = fields.String(validate=validate.Regexp(ACTION_PATTERN), metadata={"example": "view"})
+    action = fields.String(validate=FullMatch(ACTION_PATTERN), metadata={"example": "view"})
     userId = fields.String(validate=validate.Length(1, 255), metadata={"example": "5f2b1c3d9e8a"})
 
     @ma.validates_schema
@@ -40,12 +42,16 @@ def _details_fit(details: dict[str, Any]) -> None:
     size = len(json.dumps(details, separators=(",", ":"), ensure_ascii=False).encode())
     if size > DETAILS_LIMIT_BYTES:
         raise ma.ValidationError(f"At most {DETAILS_LIMIT_BYTES} bytes as JSON, got {size}.")
+    name = details.get("name")
+    # ``details.name`` renames a dashboard: the view body's limit applies here too.
+    if isinstance(name, str) and len(name) > DASHBOARD_NAME_LIMIT:
+        raise ma.ValidationError(f"name: at most {DASHBOARD_NAME_LIMIT} characters.")
 
 
 class NewEntry(StrictSchema):
     type = fields.String(required=True, validate=validate.OneOf(TYPES))
     action = fields.String(
-        required=True, validate=validate.Regexp(ACTION_PATTERN), metadata={"example": "update"}
+        required=True, validate=FullMatch(ACTION_PATTERN), metadata={"example": "update"}
     )
     targetId = CanonicalUUID(required=True)
     details = fields.Dict(

@@ -15,6 +15,9 @@ max_requests = 50_000
 max_requests_jitter = 5_000
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
+# X-Forwarded-* are trusted only as far as TRUSTED_PROXIES says (the app's ProxyFix takes the
+# client address and host from that many hops); with no proxy in front, from nobody.
+forwarded_allow_ips = "*" if int(os.environ.get("TRUSTED_PROXIES") or 0) > 0 else ""
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]

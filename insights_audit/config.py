@@ -16,6 +16,13 @@ def _int(name: str, default: int) -> int:
         raise RuntimeError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _names(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/insights_audit"
 
 
@@ -29,6 +36,10 @@ class Settings:
     pool_timeout_s: int = 5
     statement_timeout_ms: int = 5000
     trusted_proxies: int = 0
+    # Links the service builds start with this (``https://audit.example.com``) when set;
+    # otherwise with the request's host, which must be one of ``trusted_hosts``.
+    public_base_url: str | None = None
+    trusted_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
     max_body_bytes: int = 64 * 1024
     token_cache_seconds: int = 2
     audit_signing_key: str | None = None
@@ -36,7 +47,6 @@ class Settings:
     audit_seal_interval_seconds: int = 30
     audit_export_dir: str | None = None
 
-    @classmethod
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
@@ -46,6 +56,8 @@ class Settings:
             pool_timeout_s=_int("DB_POOL_TIMEOUT", cls.pool_timeout_s),
             statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms),
             trusted_proxies=_int("TRUSTED_PROXIES", cls.trusted_proxies),
+            public_base_url=(os.environ.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            trusted_hosts=_names("TRUSTED_HOSTS", cls.trusted_hosts),
             max_body_bytes=_int("MAX_BODY_BYTES", cls.max_body_bytes),
             token_cache_seconds=_int("TOKEN_CACHE_SECONDS", cls.token_cache_seconds),
             audit_signing_key=os.environ.get("AUDIT_SIGNING_KEY") or None,

@@ -88,5 +88,8 @@ def next_page(after: TrailPosition | None, limit: int) -> tuple[dict[str, Any], 
         return {"limit": limit, "nextCursor": None}, {}
     next_cursor = encode_cursor(after, current_principal().org, cursor_key(current_app))
     args: dict[str, Any] = {**request.args.to_dict(flat=False), "cursor": next_cursor}
-    link = url_for(request.endpoint or "", **(request.view_args or {}), **args, _external=True)
+    public_base_url = current_app.config["SETTINGS"].public_base_url
+    path = url_for(request.endpoint or "", **(request.view_args or {}), **args)
+    # Without PUBLIC_BASE_URL, the request's host is one of TRUSTED_HOSTS (request_context).
+    link = public_base_url + path if public_base_url else request.host_url.rstrip("/") + path
     return {"limit": limit, "nextCursor": next_cursor}, {"Link": f'<{link}>; rel="next"'}

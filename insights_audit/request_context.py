@@ -1,4 +1,5 @@
-"""Per-request metadata recorded on audit entries: request id, client address, user agent."""
+"""Per-request facts: the request id, the host the request is for, and the metadata recorded
+on audit entries (request id, client address, user agent)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import uuid
 from flask import Flask, Response, g, request
 
 from insights_audit.entries import RequestMeta
+from insights_audit.errors import BadRequest
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's request id is kept only when it is short and printable; otherwise one is made.
-REQUEST_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}$")
+REQUEST_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,128}")
 USER_AGENT_LIMIT = 512
 
 
@@ -25,6 +27,27 @@ def request_meta() -> RequestMeta:
         ip=request.remote_addr,
         user_agent=user_agent[:USER_AGENT_LIMIT] if user_agent else None,
     )
+
+
+UNTRUSTED_HOST = "Host not allowed - add it to TRUSTED_HOSTS or set PUBLIC_BASE_URL"
+
+
+def host_name(host: str) -> str:
+    """The name or address of a ``Host`` header, without its port (``[::1]:80`` -> ``::1``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def init_trusted_hosts(app: Flask, trusted: tuple[str, ...]) -> None:
+    """Refuse requests for any host but ``trusted``: links are built on the request's host."""
+    allowed = frozenset(trusted)
+
+    @app.before_request
+    def _check_host() -> None:
+        if host_name(request.host) not in allowed:
+            raise BadRequest(UNTRUSTED_HOST)
 
 
 def init_request_ids(app: Flask) -> None:

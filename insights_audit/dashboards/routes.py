@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from flask import Response
@@ -95,7 +96,7 @@ class DashboardView(MethodView):
     @blp.arguments(ViewBody(), location="json", required=False)
     @blp.response(200, ViewEnvelope)
     @blp.alt_response(409, response="CONFLICT")
-    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+    @blp.alt_response(413, response=HTTPStatus(413).name)
     def post(self, body: dict[str, Any], dashboardId: str, key: str | None = None) -> Response:
         """Record that I viewed a dashboard
 

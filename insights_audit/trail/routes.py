@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from flask import Response
@@ -141,7 +142,7 @@ class AuditLogs(MethodView):
     @blp.arguments(NewEntry(), location="json")
     @blp.response(201, RecordedEnvelope)
     @blp.alt_response(409, response="CONFLICT")
-    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+    @blp.alt_response(413, response=HTTPStatus(413).name)
     def post(self, body: dict[str, Any], key: str | None = None) -> Response:
         """Record an audit event
 

@@ -3,10 +3,14 @@
 import multiprocessing
 import os
 
+from insights_audit import gunicorn_errors
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
-# One sync worker per core measured best here: the database shares the cores (BENCHMARKS.md).
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
-worker_class = "sync"
+# Threaded workers: a slow client holds one thread, not a whole worker, and the worker's
+# heartbeat does not wait for a long streamed response (exports). See BENCHMARKS.md.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 10
 keepalive = 5
@@ -18,6 +22,10 @@ errorlog = "-"
 # X-Forwarded-* are trusted only as far as TRUSTED_PROXIES says (the app's ProxyFix takes the
 # client address and host from that many hops); with no proxy in front, from nobody.
 forwarded_allow_ips = "*" if int(os.environ.get("TRUSTED_PROXIES") or 0) > 0 else ""
+
+
+# gunicorn's own errors (bad request line, 414, 431) answer in the JSON error envelope too.
+gunicorn_errors.install()
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]

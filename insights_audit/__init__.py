@@ -13,7 +13,11 @@ from insights_audit.extensions import Api, init_engine
 from insights_audit.health.routes import blp as health
 from insights_audit.health.routes import register_swagger_assets
 from insights_audit.integrity.routes import blp as integrity
-from insights_audit.request_context import init_request_ids, init_trusted_hosts
+from insights_audit.request_context import (
+    init_options_answers,
+    init_request_ids,
+    init_trusted_hosts,
+)
 from insights_audit.trail.routes import blp as trail
 from insights_audit.unit_of_work import init_request_work
 
@@ -51,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_engine(app, settings)
     init_token_cache(app, settings.token_cache_seconds)
     init_request_ids(app)
+    init_options_answers(app)
     if not settings.public_base_url:
         init_trusted_hosts(app, settings.trusted_hosts)
     init_request_work(app)

@@ -50,6 +50,23 @@ def init_trusted_hosts(app: Flask, trusted: tuple[str, ...]) -> None:
             raise BadRequest(UNTRUSTED_HOST)
 
 
+def init_options_answers(app: Flask) -> None:
+    """``OPTIONS`` answers 204 with ``Allow`` and no body (Flask's default is an empty
+    ``text/html`` 200)."""
+
+    @app.after_request
+    def _no_content(response: Response) -> Response:
+        if (
+            request.method == "OPTIONS"
+            and response.status_code == 200
+            and "Allow" in response.headers
+        ):
+            response.status_code = 204
+            response.set_data(b"")
+            del response.headers["Content-Type"]
+        return response
+
+
 def init_request_ids(app: Flask) -> None:
     @app.before_request
     def _assign_request_id() -> None:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +182,55 @@ def app_role_url(app: Flask, database_url: str) -> Iterator[str]:
     with psycopg.connect(database_url, autocommit=True) as connection:
         connection.execute(f"DROP OWNED BY {role}")
         connection.execute(f"DROP ROLE {role}")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_gunicorn(database_url: str, **env: str) -> Iterator[str]:
+    """``gunicorn wsgi:app`` as in production (``gunicorn.conf.py``), two workers unless
+    ``env`` says otherwise; yields its base URL and stops it afterwards."""
+    port = _free_port()
+    settings = {
+        "DATABASE_URL": database_url,
+        "AUDIT_SIGNING_KEY": TEST_SIGNING_KEY,
+        "WEB_CONCURRENCY": "2",
+        "BIND": f"127.0.0.1:{port}",
+        "TOKEN_CACHE_SECONDS": "0",
+        **env,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "wsgi:app"],
+        cwd=ROOT,
+        env={**os.environ, **settings},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(server.communicate()[1].decode()[-2000:]) from None
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.communicate()

@@ -101,3 +101,41 @@ def vacuum_analyze(connection: Connection) -> None:
     for table in ("audit_entries", "view_logs", "dashboard_totals", "dashboard_daily_views"):
         connection.execute(text(f"VACUUM (ANALYZE) {table}"))
     connection.execute(text("RESET statement_timeout"))
+
+
+# What must agree between the stored aggregates and a rebuild from the trail (running totals
+# of past days are a cache filled on demand, and not compared).
+COMPARED = {
+    "view_logs": text(
+        "SELECT user_id, dashboard_id, view_count, first_viewed_at, last_viewed_at"
+        " FROM view_logs WHERE org = :org"
+    ),
+    "dashboard_totals": text(
+        "SELECT dashboard_id, name, view_count, unique_viewers, first_viewed_at, last_viewed_at"
+        " FROM dashboard_totals WHERE org = :org"
+    ),
+    "dashboard_daily_views": text(
+        "SELECT dashboard_id, day, views, unique_viewers, last_viewers, total_views"
+        " FROM dashboard_daily_views WHERE org = :org"
+    ),
+}
+
+
+def differences(connection: Connection, org: str) -> dict[str, int]:
+    """How many rows of each aggregate differ from what the trail implies (the tables' owner,
+    in a transaction on ``org`` that the caller rolls back: the comparison rebuilds)."""
+
+    def snapshot() -> dict[str, set[tuple[object, ...]]]:
+        return {
+            table: {tuple(row) for row in connection.execute(query, {"org": org})}
+            for table, query in COMPARED.items()
+        }
+
+    stored = snapshot()
+    rebuild(connection, org)
+    expected = snapshot()
+    return {
+        table: max(len(stored[table] - expected[table]), len(expected[table] - stored[table]))
+        for table in COMPARED
+        if stored[table] != expected[table]
+    }

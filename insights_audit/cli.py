@@ -206,7 +206,13 @@ def audit_checkpoint(org: str | None, out: Path | None) -> None:
     default=None,
     help="Also compare with the checkpoints exported to DIR by `audit checkpoint --out`.",
 )
-def audit_verify(org: str | None, against: Path | None) -> None:
+@click.option(
+    "--aggregates",
+    "check_aggregates",
+    is_flag=True,
+    help="Also compare the counters and rollups with what the trail implies.",
+)
+def audit_verify(org: str | None, against: Path | None, check_aggregates: bool) -> None:
     public_key = signing_key(_settings()).public_key()
     exported_orgs = files.exported_orgs(against) if against is not None else ()
     checked = unsealed = 0
@@ -222,6 +228,8 @@ def audit_verify(org: str | None, against: Path | None) -> None:
             sys.exit(1)
         checked += verdict.checked
         unsealed += verdict.unsealed
+        if check_aggregates:
+            _verify_aggregates(name)
     if unsealed:
         click.echo(
             f"{unsealed} entries are newer than the last checkpoint and were not checked;"
@@ -232,6 +240,18 @@ def audit_verify(org: str | None, against: Path | None) -> None:
         click.echo("no entries to verify")
         sys.exit(2)
     click.echo(f"verified {checked} entries")
+
+
+def _verify_aggregates(org: str) -> None:
+    """Exit 1 when the org's counters and rollups differ from its trail (they are outside the
+    tamper evidence: the app role can write them)."""
+    with batch_transaction(org=org) as connection:
+        differing = aggregates.differences(connection, org)
+        connection.rollback()  # the comparison rebuilt them: keep what was stored
+    if differing:
+        listing = ", ".join(f"{table} ({rows} differ)" for table, rows in differing.items())
+        click.echo(f"FAILED {org}: aggregates differ from the trail: {listing}")
+        sys.exit(1)
 
 
 def register_commands(app: Flask) -> None:

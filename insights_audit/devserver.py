@@ -70,18 +70,29 @@ def development_token(app: Flask, database_url: str) -> str:
                 name="make run",
                 expires_in_days=None,
             )
-    token_file.write_text(secret + "\n")
-    token_file.chmod(0o600)
+    write_private(token_file, secret + "\n")
     return secret
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only from the moment it exists."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
+
+
 def main() -> int:
-    DATA_DIR.mkdir(exist_ok=True)
+    DATA_DIR.mkdir(mode=0o700, exist_ok=True)
     database_url = os.environ.get("DATABASE_URL")
     if database_url:
         return serve(database_url)
     print("DATABASE_URL is not set: starting an embedded PostgreSQL in .data/pg ...")
-    server_url = embedded.start_embedded_server(PG_DIR, delete_on_exit=False)
+    # Stopped in the finally below, once (the library's own stop at exit would repeat it).
+    server_url = embedded.start_embedded_server(PG_DIR, delete_on_exit=False, stop_on_exit=False)
+    # The embedded server (run as its own system user when we are root) adds g+rx,o+rx to the
+    # folders above its data; others keep the right to pass through .data, not to list it.
+    DATA_DIR.chmod(0o711)
     try:
         return serve(embedded.ensure_database(server_url, "insights_audit"), serve_as=APP_ROLE)
     finally:

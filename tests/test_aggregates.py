@@ -10,11 +10,21 @@ from typing import Any
 from click.testing import Result
 from flask import Flask
 
-from insights_audit import aggregates, demo
+from insights_audit import aggregates, demo, keys
 from insights_audit.extensions import engine
+from insights_audit.integrity import sealing
 from insights_audit.orgs import orgs_with_entries
 from insights_audit.unit_of_work import transaction
-from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view, run_sql
+from tests.conftest import (
+    BASE,
+    TEST_SIGNING_KEY,
+    TokenFactory,
+    bearer,
+    new_id,
+    record_view,
+    run_sql,
+)
+from tests.test_cli import cli
 
 
 def expected_from_trail(app: Flask, org: str) -> dict[str, Any]:
@@ -248,3 +258,23 @@ def test_orgs_with_entries_lists_each_org_once_in_order(
         listed = orgs_with_entries(connection)
     assert listed == sorted(set(listed))
     assert [name for name in listed if name.startswith(prefix)] == names
+
+
+def test_verify_aggregates_reports_counters_changed_behind_the_trails_back(
+    app: Flask, database_url: str, client: FlaskClient, token: str, org: str
+) -> None:
+    board = new_id()
+    for _ in range(3):
+        record_view(client, token, board)
+    key = {"AUDIT_SIGNING_KEY": TEST_SIGNING_KEY}
+    with app.app_context():
+        sealing.seal(transaction, org, keys.app_signing_key(app))
+    whole = cli(database_url, "audit", "verify", "--org", org, "--aggregates", env=key)
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    run_sql(app, "UPDATE view_logs SET view_count = 300 WHERE org = :org", org=org)
+    changed = cli(database_url, "audit", "verify", "--org", org, "--aggregates", env=key)
+    assert changed.returncode == 1
+    assert f"FAILED {org}: aggregates differ from the trail: view_logs (1 differ)" in changed.stdout
+    # The check compares and changes nothing: the tampered counter is still there to inspect.
+    assert run_sql(app, "SELECT view_count FROM view_logs WHERE org = :org", org=org) == [(300,)]
+    assert cli(database_url, "audit", "verify", "--org", org, env=key).returncode == 0

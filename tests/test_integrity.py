@@ -526,6 +526,7 @@ def test_integrity_is_open_to_auditing_roles_and_both_scopes(
         "reason": "no entries",
         "checkpoint": None,
         "unsealed": 0,
+        "verifiedAt": None,
     }
 
 
@@ -557,11 +558,44 @@ def test_integrity_reports_the_callers_org_only(
     assert (checkpoint["org"], checkpoint["block"], checkpoint["seqTo"]) == (org, 2, 6)
     assert checkpoint["lastId"] == sealed_org[-1]
     assert checkpoint["keyId"] == keys.key_id(SEED_KEY.public_key())
+    assert data["verifiedAt"] is not None
     stranger = make_token(token_org=f"other-{uuid.uuid4()}", roles=("Auditor",))
     assert client.get(f"{BASE}/integrity", headers=bearer(stranger)).json["data"]["checked"] == 0
-    run_sql(app, "DELETE FROM audit_entries WHERE id = :id", maintenance=True, id=sealed_org[0])
+
+
+def test_the_integrity_endpoint_verifies_what_was_sealed_since_its_last_answer(
+    app: Flask,
+    client: FlaskClient,
+    token: str,
+    make_token: TokenFactory,
+    org: str,
+    sealed_org: list[str],
+) -> None:
+    auditor = make_token(roles=("Auditor",), scopes=("api-readonly",))
+    first = client.get(f"{BASE}/integrity", headers=bearer(auditor)).json["data"]
+    assert (first["status"], first["checked"]) == ("verified", 6)
+    again = client.get(f"{BASE}/integrity", headers=bearer(auditor)).json["data"]
+    assert again == first  # nothing sealed since: the same answer, the same verifiedAt
+    write_entries(client, token, 3)
+    seal(app, org)
+    newer = chain_order(app, org)[6:]
+    run_sql(app, "DELETE FROM audit_entries WHERE id = :id", maintenance=True, id=newer[1])
     data = client.get(f"{BASE}/integrity", headers=bearer(auditor)).json["data"]
-    assert (data["status"], data["firstBadId"], data["checked"]) == ("failed", sealed_org[0], 0)
+    assert (data["status"], data["firstBadId"], data["checked"]) == ("failed", newer[1], 7)
+    assert data["verifiedAt"] == first["verifiedAt"]  # the verified head did not move
+
+
+def test_entries_verified_before_are_rechecked_only_by_a_full_verification(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str, sealed_org: list[str]
+) -> None:
+    auditor = make_token(roles=("Auditor",))
+    assert client.get(f"{BASE}/integrity", headers=bearer(auditor)).json["data"]["checked"] == 6
+    run_sql(app, "DELETE FROM audit_entries WHERE id = :id", maintenance=True, id=sealed_org[0])
+    # The endpoint answers for the head it verified; `audit verify` re-reads every entry.
+    data = client.get(f"{BASE}/integrity", headers=bearer(auditor)).json["data"]
+    assert data["status"] == "verified"
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[0])
 
 
 def test_an_altered_exported_checkpoint_is_refused(

@@ -10,7 +10,7 @@ from flask.views import MethodView
 from insights_audit.auth import OVERSIGHT_ROLES, READ, current_principal, requires
 from insights_audit.extensions import BASE_PATH, Blueprint
 from insights_audit.integrity.schemas import INTEGRITY_MESSAGE, IntegrityEnvelope, NoQuery
-from insights_audit.integrity.verification import verify
+from insights_audit.integrity.service import integrity_of
 from insights_audit.keys import app_signing_key
 from insights_audit.unit_of_work import request_work
 
@@ -30,21 +30,17 @@ class TrailIntegrity(MethodView):
     @blp.arguments(NoQuery(), location="query")
     @blp.response(200, INTEGRITY_ENVELOPE)
     def get(self, _: dict[str, Any]) -> dict[str, Any]:
-        """Verify every sealed entry of the caller's organisation.
+        """Tamper evidence of my organisation's trail
 
-        Entries are sealed in the background (``AUDIT_SEAL_INTERVAL_SECONDS``) or by
-        ``insights-audit audit checkpoint``; newer ones are counted in ``unsealed``.
+        Verifies the checkpoints sealed since the last verification (entries, hash chain,
+        Ed25519 signatures) and answers for the whole trail verified so far, with the time
+        of that verification (`verifiedAt`). Entries are sealed in the background
+        (`AUDIT_SEAL_INTERVAL_SECONDS`) or by `insights-audit audit checkpoint`; newer ones
+        are counted in `unsealed`. `insights-audit audit verify` re-verifies every entry.
         """
         public_key = app_signing_key(current_app).public_key()
-        verdict = verify(request_work().connection, current_principal().org, public_key)
+        report = integrity_of(request_work().connection, current_principal().org, public_key)
         return {
-            "data": {
-                "status": verdict.status,
-                "checked": verdict.checked,
-                "firstBadId": verdict.first_bad_id,
-                "reason": verdict.reason,
-                "checkpoint": verdict.checkpoint,
-                "unsealed": verdict.unsealed,
-            },
+            "data": report,
             "message": INTEGRITY_MESSAGE,
         }

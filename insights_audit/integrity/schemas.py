@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from insights_audit.schemas import FastDumpSchema, StrictSchema, envelope
+from insights_audit.schemas import FastDumpSchema, StrictSchema, Timestamp, envelope
 
 INTEGRITY_MESSAGE = "Integrity of the audit trail checked"
 STATUSES = ("verified", "failed", "no_data")
@@ -43,6 +43,11 @@ class Integrity(FastDumpSchema):
     checkpoint = fields.Nested(Checkpoint, required=True, allow_none=True)
     unsealed = fields.Integer(
         required=True, metadata={"description": "Entries newer than the latest checkpoint"}
+    )
+    verifiedAt = Timestamp(
+        required=True,
+        allow_none=True,
+        metadata={"description": "When the trail up to `checkpoint` was last verified"},
     )
 
 

@@ -170,13 +170,21 @@ def verify(
     org: str,
     public_key: Ed25519PublicKey,
     exported: Sequence[dict[str, Any]] = (),
+    after_block: int = 0,
 ) -> Verdict:
-    """Check every sealed entry of ``org`` against its checkpoints (and exported copies)."""
+    """Check every sealed entry of ``org`` against its checkpoints (and exported copies), or
+    only those of the checkpoints after ``after_block`` (verified before: it is the link
+    the first new checkpoint must follow)."""
     # The entry lists are read one checkpoint at a time (``_check_block``).
     blocks = connection.execute(
-        select(*SUMMARY_COLUMNS).where(AuditCheckpoint.org == org).order_by(AuditCheckpoint.block)
+        select(*SUMMARY_COLUMNS)
+        .where(AuditCheckpoint.org == org, AuditCheckpoint.block >= after_block)
+        .order_by(AuditCheckpoint.block)
     ).all()
-    last = blocks[-1] if blocks else None
+    previous = None
+    if blocks and blocks[0].block == after_block:
+        previous, blocks = blocks[0], blocks[1:]
+    last = blocks[-1] if blocks else previous
     unsealed = (
         connection.scalar(
             select(func.count()).select_from(entries_between(org, position_after(last)).subquery())
@@ -185,7 +193,6 @@ def verify(
     )
     latest = public_checkpoint(last) if last is not None else None
     checked = 0
-    previous = None
     try:
         by_number = _exported_by_number(exported, public_key)
         for block in blocks:

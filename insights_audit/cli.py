@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import click
+import marshmallow as ma
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup
+from sqlalchemy import func, select
 
 from insights_audit import aggregates, demo, schema_migrations
 from insights_audit.app_role import grant_app_role
@@ -20,7 +24,11 @@ from insights_audit.integrity import files, sealing, verification
 from insights_audit.keys import signing_key
 from insights_audit.orgs import chained_orgs, orgs_with_entries
 from insights_audit.tokens import create_token, list_tokens, revoke_token
-from insights_audit.unit_of_work import batch_transaction, transaction
+from insights_audit.trail.export import export_bytes
+from insights_audit.trail.queries import export_query
+from insights_audit.trail.schemas import EXPORT_FORMATS, ExportQuery
+from insights_audit.trail.service import trail_filter
+from insights_audit.unit_of_work import UnitOfWork, batch_transaction, transaction
 
 
 def _settings() -> Settings:
@@ -254,12 +262,75 @@ def _verify_aggregates(org: str) -> None:
         sys.exit(1)
 
 
+@click.command("export", help="Write the org's trail as NDJSON or CSV, oldest first.")
+@click.option("--org", required=True, help="Organisation whose trail to export.")
+@click.option("--type", "types", multiple=True, help="Only entries of this type (repeatable).")
+@click.option(
+    "--action", "actions", multiple=True, help="An action, or a prefix ending in * (repeatable)."
+)
+@click.option("--target-id", default=None, help="Only entries of this dashboard, KPI or mapping.")
+@click.option("--user-id", "user_ids", multiple=True, help="Only this user's entries (repeatable).")
+@click.option("--since", default=None, help="From this RFC 3339 time on (inclusive).")
+@click.option("--until", default=None, help="Before this RFC 3339 time (exclusive).")
+@click.option("--q", default=None, help="Words that must all occur in the entry's text.")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="ndjson")
+@click.option(
+    "--out", type=click.File("wb"), default="-", help="File to write (default: standard output)."
+)
+def export_cli(
+    org: str,
+    types: tuple[str, ...],
+    actions: tuple[str, ...],
+    target_id: str | None,
+    user_ids: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    q: str | None,
+    fmt: str,
+    out: BinaryIO,
+) -> None:
+    given = {
+        "type": list(types),
+        "action": list(actions),
+        "targetId": target_id,
+        "userId": list(user_ids),
+        "since": since,
+        "until": until,
+        "q": q,
+        "format": fmt,
+    }
+    try:
+        # The API's own validation: the same filters mean the same thing here.
+        query = ExportQuery().load({name: value for name, value in given.items() if value})
+    except ma.ValidationError as error:
+        raise click.UsageError(f"invalid filters: {error.messages}") from error
+    wanted = trail_filter(query)
+    work = UnitOfWork(engine(), org, snapshot=True)
+    try:
+        # A progress bar only for a person watching (one count first, in the same snapshot).
+        total = (
+            work.connection.scalar(
+                select(func.count()).select_from(export_query(org, wanted).subquery())
+            )
+            if sys.stderr.isatty()
+            else None
+        )
+        with click.progressbar(
+            length=total or 0, label="Exporting", file=sys.stderr if total else io.StringIO()
+        ) as bar:
+            for chunk in export_bytes(work.connection, org, wanted, fmt, bar.update):
+                out.write(chunk)
+    finally:
+        work.close()
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(tokens_cli)
     app.cli.add_command(aggregates_cli)
     app.cli.add_command(demo_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(export_cli)
 
 
 def main() -> None:

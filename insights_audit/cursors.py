@@ -93,3 +93,55 @@ def next_page(after: TrailPosition | None, limit: int) -> tuple[dict[str, Any], 
     # Without PUBLIC_BASE_URL, the request's host is one of TRUSTED_HOSTS (request_context).
     link = public_base_url + path if public_base_url else request.host_url.rstrip("/") + path
     return {"limit": limit, "nextCursor": next_cursor}, {"Link": f'<{link}>; rel="next"'}
+
+
+# Feed positions: a place in the org's chain, ``(txid, id)`` as text, signed like cursors
+# but under their own label, so that a trail cursor is never taken for a feed position.
+FEED_LABEL = "feed"
+
+
+def _feed_scope(org: str) -> str:
+    return f"{FEED_LABEL}\0{org}"
+
+
+def encode_feed_position(position: tuple[str, str], org: str, key: bytes) -> str:
+    """An opaque feed position for ``(txid, id)``, valid only for ``org``."""
+    named = f"{position[0]}.{position[1]}"
+    mac = _cursor_mac(key, _feed_scope(org), named)
+    raw = f"{named}.{mac}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_feed_position(value: str, org: str, key: bytes) -> tuple[str, str]:
+    """The ``(txid, id)`` a feed position names; ValueError unless minted for ``org``."""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError(value) from exc
+    named, _, mac = raw.rpartition(".")
+    expected = _cursor_mac(key, _feed_scope(org), named)
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
+        raise ValueError(value)
+    txid, _, entry_id = named.partition(".")
+    if not re.fullmatch(r"\d{1,20}", txid) or not (
+        entry_id == "" or AUDIT_ID_PATTERN.fullmatch(entry_id)
+    ):
+        raise ValueError(value)
+    return txid, entry_id
+
+
+class FeedPosition(fields.Field):
+    """An opaque position in the org's feed (``pagination.nextCursor`` of an earlier answer)."""
+
+    default_error_messages = {"invalid": "Not a valid feed position."}
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> tuple[str, str]:
+        try:
+            org = current_principal().org
+            return decode_feed_position(
+                value if isinstance(value, str) else "", org, cursor_key(current_app)
+            )
+        except ValueError as exc:
+            raise self.make_error("invalid") from exc

@@ -87,6 +87,22 @@ class AuditEntry(Base):
         ),
         # An org's hash chain in order: sealing reads the entries after the last checkpoint.
         Index("ix_audit_entries_chain", "org", "txid", "id"),
+        # Search, export and the org's trail by time, by user, by action (migration 0007).
+        Index("ix_audit_entries_time", "org", text("created_at DESC"), text("id DESC")),
+        Index("ix_audit_entries_user", "org", "user_id", text("created_at DESC"), text("id DESC")),
+        Index(
+            "ix_audit_entries_action",
+            "org",
+            "action",
+            text("created_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("NOT (type = 'dashboard' AND action = 'view')"),
+        ),
+        Index(
+            "ix_audit_entries_text",
+            text("audit_search_text(action, user_id, user_email, details) gin_trgm_ops"),
+            postgresql_using="gin",
+        ),
         # Windowed "most viewed" reads views of an org by time, without touching the heap.
         Index(
             "ix_audit_entries_views_by_time",

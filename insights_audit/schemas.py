@@ -119,15 +119,15 @@ def envelope(
     *,
     many: bool = False,
     message: str,
-    paged: bool = False,
+    pagination: type[ma.Schema] | None = None,
 ) -> type[ma.Schema]:
     """The success envelope ``{"data", "message"[, "pagination"]}`` around ``data``."""
     attributes: dict[str, Any] = {
         "data": fields.Nested(data, many=many, required=True),
         "message": fields.String(required=True, metadata={"example": message}),
     }
-    if paged:
-        attributes["pagination"] = fields.Nested(Pagination, required=True)
+    if pagination is not None:
+        attributes["pagination"] = fields.Nested(pagination, required=True)
     return FastDumpSchema.from_dict(attributes, name=name)
 
 
@@ -153,6 +153,8 @@ def _field_dumper(field: fields.Field) -> Dumper:
         return _none_or(lambda value: value.isoformat())
     if isinstance(field, fields.Integer):
         return _none_or(int)
+    if isinstance(field, fields.Boolean):
+        return _none_or(bool)
     if isinstance(field, fields.String | fields.Dict):
         return lambda value: value
     raise TypeError(f"no fast dump for {type(field).__name__}")

@@ -7,8 +7,9 @@ one way the org is set, so a pooled connection never carries an org to its next 
 A request's unit of work (``request_work``) is opened on first use, which is after
 authorization, because the org is the token's. Readers and writers use the same object.
 When the view returns, a normal response commits it (or rolls it back if the response is an
-error); a streamed response keeps it open until its body has been sent, so a generator
-(``flask.stream_with_context``) reads inside the same transaction and under the same org.
+error); a streamed response keeps it open until the server closes the response, after its
+body has been sent or aborted, so a generator reads inside the same transaction and under
+the same org.
 Commands and background jobs use ``transaction`` and ``batch_transaction`` instead.
 """
 
@@ -90,8 +91,14 @@ def init_request_work(app: Flask) -> None:
     @app.after_request
     def _finish(response: Response) -> Response:
         work: UnitOfWork | None = g.get(WORK_KEY)
-        if work is None or response.is_streamed:
-            return response  # a streamed body still reads: ``_close`` ends the work after it
+        if work is None:
+            return response
+        if response.is_streamed:
+            # The body still reads: the work ends when the server closes the response, after
+            # the last byte or on an abort (Flask tears the request down before that).
+            g.pop(WORK_KEY)
+            response.call_on_close(work.close)
+            return response
         try:
             if response.status_code < 400:
                 work.commit()

@@ -9,6 +9,7 @@ from typing import Any
 
 from click.testing import Result
 from flask import Flask
+from flask.testing import FlaskClient
 
 from insights_audit import aggregates, demo, keys
 from insights_audit.extensions import engine

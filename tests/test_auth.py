@@ -136,8 +136,10 @@ def test_unknown_path_is_404_before_authentication(client: FlaskClient) -> None:
         ("PUT", "/507f1f77bcf86cd799439011", {"GET", "HEAD", "OPTIONS"}),
         ("PATCH", "/dashboard/{d}", {"GET", "HEAD", "OPTIONS"}),
         ("GET", "/dashboard/{d}/view", {"POST", "OPTIONS"}),
-        ("GET", "", {"POST", "OPTIONS"}),
-        ("DELETE", "", {"POST", "OPTIONS"}),
+        ("DELETE", "", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("PUT", "", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("POST", "/export", {"GET", "HEAD", "OPTIONS"}),
+        ("POST", "/feed", {"GET", "HEAD", "OPTIONS"}),
     ],
 )
 def test_wrong_method_is_405_with_allow_before_authentication(

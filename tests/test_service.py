@@ -23,8 +23,9 @@ CONTRACT_PATHS = {
     f"{BASE}/mapping/{{mappingId}}": {"get"},
     f"{BASE}/kpi/{{kpiId}}": {"get"},
     f"{BASE}/{{id}}": {"get"},
-    BASE: {"post"},
-    # Issue 4: tamper evidence.
+    BASE: {"get", "post"},
+    f"{BASE}/export": {"get"},
+    f"{BASE}/feed": {"get"},
     f"{BASE}/integrity": {"get"},
     "/healthz": {"get"},
     "/readyz": {"get"},

@@ -13,10 +13,11 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Row, Text, cast, literal, select, tuple_
+from sqlalchemy import Connection, Row, select
 
+from insights_audit.chain_order import START, after, up_to
 from insights_audit.integrity.canonical import CHAIN_SELECT, canonical_json, chain_timestamp
-from insights_audit.models import XID8, AuditCheckpoint, AuditEntry
+from insights_audit.models import AuditCheckpoint, AuditEntry
 
 ID_BYTES = 12
 HASH_BYTES = 32
@@ -76,21 +77,15 @@ def last_checkpoint(connection: Connection, org: str) -> Row[Any] | None:
 
 def position_after(last: Row[Any] | None) -> tuple[str, str]:
     """The chain position after which entries are not sealed yet."""
-    return (last.last_txid, last.last_id) if last is not None else ("0", "")
+    return (last.last_txid, last.last_id) if last is not None else START
 
 
-def entries_between(org: str, after: tuple[str, str], upto: tuple[str, str] | None = None) -> Any:
-    position = tuple_(AuditEntry.txid, AuditEntry.id)
+def entries_between(org: str, start: tuple[str, str], end: tuple[str, str] | None = None) -> Any:
+    """The canonical columns of ``org``'s entries after ``start`` (up to ``end``), in chain
+    order."""
     query = (
         select(*CHAIN_SELECT)
-        .where(AuditEntry.org == org)
-        .where(position > tuple_(text_xid(after[0]), after[1]))
+        .where(AuditEntry.org == org, after(start))
         .order_by(AuditEntry.txid, AuditEntry.id)
     )
-    if upto is not None:
-        query = query.where(position <= tuple_(text_xid(upto[0]), upto[1]))
-    return query
-
-
-def text_xid(value: str) -> Any:
-    return cast(literal(value, Text), XID8())
+    return query if end is None else query.where(up_to(end))

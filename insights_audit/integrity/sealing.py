@@ -12,8 +12,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, func, insert, select
 
+from insights_audit.chain_order import current_horizon, text_xid
 from insights_audit.integrity.canonical import (
     CHAIN_VERSION,
     ZERO_HASH,
@@ -26,7 +27,6 @@ from insights_audit.integrity.checkpoints import (
     entries_between,
     last_checkpoint,
     position_after,
-    text_xid,
 )
 from insights_audit.keys import key_id
 from insights_audit.models import AuditCheckpoint, AuditEntry
@@ -87,11 +87,6 @@ def seal_batch(
     values = {column.key: getattr(checkpoint, column.key) for column in AuditCheckpoint.__table__.c}
     connection.execute(insert(AuditCheckpoint).values(**values))
     return checkpoint
-
-
-def current_horizon(connection: Connection) -> str:
-    """The oldest transaction still running: every older one has ended."""
-    return str(connection.scalar(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")))
 
 
 def seal(

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Row,
     Select,
+    Text,
     bindparam,
+    cast,
+    func,
+    or_,
     select,
     tuple_,
 )
 
+from insights_audit import chain_order
+from insights_audit.chain_order import HORIZON
 from insights_audit.cursors import TrailPosition
 from insights_audit.entries import ENTRY_COLUMNS
 from insights_audit.models import AuditEntry
@@ -89,3 +97,118 @@ def trail_page(
     if after is not None:
         params.update(after_created_at=after.created_at, after_id=after.id)
     return list(connection.execute(query, params))
+
+
+@dataclass(frozen=True)
+class TrailFilter:
+    """What a search or an export keeps of the org's trail (every part optional, ANDed)."""
+
+    types: tuple[str, ...] = ()
+    # Exact actions, or prefixes ending in ``*``.
+    actions: tuple[str, ...] = ()
+    target_id: uuid.UUID | None = None
+    user_ids: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    # Words that must all occur in the entry's searchable text (``audit_search_text``).
+    words: tuple[str, ...] = ()
+
+
+# The searchable text of an entry: the expression ``ix_audit_entries_text`` indexes.
+SEARCH_TEXT = func.audit_search_text(
+    AuditEntry.action, AuditEntry.user_id, AuditEntry.user_email, AuditEntry.details
+)
+
+
+def _like_escaped(word: str) -> str:
+    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def filter_conditions(org: str, wanted: TrailFilter) -> list[ColumnElement[bool]]:
+    """The WHERE conditions of ``wanted`` on ``org``'s entries."""
+    conditions: list[ColumnElement[bool]] = [AuditEntry.org == org]
+    if wanted.types:
+        conditions.append(AuditEntry.type.in_(wanted.types))
+    if wanted.actions:
+        exact = [action for action in wanted.actions if not action.endswith("*")]
+        matches: list[ColumnElement[bool]] = [AuditEntry.action.in_(exact)] if exact else []
+        matches += [
+            AuditEntry.action.startswith(action[:-1], autoescape=True)
+            for action in wanted.actions
+            if action.endswith("*")
+        ]
+        conditions.append(or_(*matches))
+    if wanted.target_id is not None:
+        conditions.append(AuditEntry.target_id == wanted.target_id)
+    if wanted.user_ids:
+        conditions.append(AuditEntry.user_id.in_(wanted.user_ids))
+    if wanted.since is not None:
+        conditions.append(AuditEntry.created_at >= wanted.since)
+    if wanted.until is not None:
+        conditions.append(AuditEntry.created_at < wanted.until)
+    # Lowercased by PostgreSQL, as the indexed text is: one notion of case for both.
+    conditions += [
+        SEARCH_TEXT.like(func.lower(f"%{_like_escaped(word)}%"), escape="\\")
+        for word in wanted.words
+    ]
+    return conditions
+
+
+def search_page(
+    connection: Connection,
+    org: str,
+    wanted: TrailFilter,
+    *,
+    limit: int,
+    after: TrailPosition | None = None,
+) -> list[Row[Any]]:
+    """Up to ``limit + 1`` of the org's entries that ``wanted`` keeps, newest first."""
+    query = select(*ENTRY_COLUMNS).where(*filter_conditions(org, wanted))
+    if after is not None:
+        query = query.where(
+            tuple_(AuditEntry.created_at, AuditEntry.id) < tuple_(after.created_at, after.id)
+        )
+    query = query.order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc()).limit(limit + 1)
+    return list(connection.execute(query))
+
+
+# The entry as the export writes it: text columns, the timestamp in the API's format.
+EXPORT_COLUMNS = (
+    AuditEntry.id,
+    AuditEntry.type,
+    AuditEntry.action,
+    cast(AuditEntry.target_id, Text).label("target_id"),
+    AuditEntry.user_id,
+    AuditEntry.user_email,
+    func.coalesce(AuditEntry.recorded_by, AuditEntry.user_id).label("recorded_by"),
+    cast(AuditEntry.details, Text).label("details"),
+    func.to_char(
+        func.timezone("UTC", AuditEntry.created_at), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+    ).label("created_at"),
+    AuditEntry.request_id,
+    AuditEntry.ip,
+    AuditEntry.user_agent,
+)
+
+
+def export_query(org: str, wanted: TrailFilter) -> Select[Any]:
+    """The org's entries that ``wanted`` keeps, oldest first (ix_audit_entries_time backwards)."""
+    return (
+        select(*EXPORT_COLUMNS)
+        .where(*filter_conditions(org, wanted))
+        .order_by(AuditEntry.created_at, AuditEntry.id)
+    )
+
+
+def feed_page(
+    connection: Connection, org: str, position: tuple[str, str], limit: int
+) -> list[Row[Any]]:
+    """Up to ``limit + 1`` of the org's entries after ``position`` in chain order, only below
+    the horizon (ix_audit_entries_chain): none can commit behind them later."""
+    query = (
+        select(*ENTRY_COLUMNS, cast(AuditEntry.txid, Text).label("txid"))
+        .where(AuditEntry.org == org, chain_order.after(position), AuditEntry.txid < HORIZON)
+        .order_by(AuditEntry.txid, AuditEntry.id)
+        .limit(limit + 1)
+    )
+    return list(connection.execute(query))

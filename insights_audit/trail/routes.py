@@ -1,26 +1,31 @@
-"""The audit trail: entries of a dashboard, KPI or mapping, one entry, recording an entry."""
+"""The audit trail: entries of a dashboard, KPI or mapping, one entry, recording an entry,
+and the whole org's trail searched, exported and followed as a feed."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
 from sqlalchemy import Connection
 
+from insights_audit import chain_order
 from insights_audit.auth import (
     ON_BEHALF_ROLES,
+    OVERSIGHT_ROLES,
     READ,
     SITE_ROLES,
     WRITE,
     current_principal,
     requires,
 )
-from insights_audit.cursors import next_page
+from insights_audit.cursors import encode_feed_position, next_page
 from insights_audit.errors import VALIDATION_FAILED, BadRequest, Forbidden
 from insights_audit.extensions import BASE_PATH, Blueprint
 from insights_audit.idempotency import IdempotencyHeaders, respond_once
+from insights_audit.keys import cursor_key
 from insights_audit.openapi_parameters import (
     AUDIT_LOG_ID_PARAMETER,
     DASHBOARD_ID_PARAMETER,
@@ -30,16 +35,25 @@ from insights_audit.openapi_parameters import (
 from insights_audit.request_context import request_meta
 from insights_audit.schemas import parse_audit_id, parse_target_id
 from insights_audit.trail import service
+from insights_audit.trail.export import CSV_HEADER, FORMATS, export_bytes, export_filename, gzipped
 from insights_audit.trail.schemas import (
     ENTRY_MESSAGE,
+    FEED_MESSAGE,
     RECORDED_MESSAGE,
+    SEARCH_MESSAGE,
     TRAIL_ENVELOPES,
     TRAIL_MESSAGES,
     EntryEnvelope,
+    ExportQuery,
+    FeedEnvelope,
+    FeedQuery,
     NewEntry,
     RecordedEnvelope,
+    SearchEnvelope,
+    SearchQuery,
     TrailQuery,
 )
+from insights_audit.unit_of_work import request_work
 
 OWN_EMAIL_ONLY = "Your own entries carry your token's email; only on-behalf writes may name one."
 
@@ -137,6 +151,25 @@ class AuditLogEntry(MethodView):
 
 @blp.route("")
 class AuditLogs(MethodView):
+    @requires(scopes=READ, roles=OVERSIGHT_ROLES)
+    @blp.arguments(SearchQuery(), location="query")
+    @blp.response(200, SearchEnvelope, headers=TRAIL_LINK_HEADER)
+    def get(self, query: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Search my organisation's trail
+
+        Every filter is optional and they combine with AND: `type`, `action` (exact, or a
+        prefix ending in `*`) and `userId` may repeat; `targetId`; `since` (inclusive) and
+        `until` (exclusive); `q`, words that must all occur in the action, user id, email or
+        any string value inside `details`, in any case. Newest first, paged like the trails.
+        For auditors and administrators.
+        """
+        limit = query["limit"]
+        rows, after = service.search_page(
+            current_principal(), service.trail_filter(query), limit, query.get("cursor")
+        )
+        pagination, headers = next_page(after, limit)
+        return {"data": rows, "message": SEARCH_MESSAGE, "pagination": pagination}, headers
+
     @requires(scopes=WRITE, roles=SITE_ROLES)
     @blp.arguments(IdempotencyHeaders(), location="headers", as_kwargs=True)
     @blp.arguments(NewEntry(), location="json")
@@ -173,3 +206,80 @@ class AuditLogs(MethodView):
             return RECORDED_ENVELOPE.dump({"data": entry, "message": RECORDED_MESSAGE})
 
         return respond_once(principal.token_id, key, "", body, 201, record)
+
+
+EXPORT_RESPONSE = {
+    "description": "The matching entries, oldest first, as one file (gzip when accepted)",
+    "headers": {
+        "Content-Disposition": {
+            "description": 'attachment; filename="audit-logs-<yyyymmddThhmmssZ>.<format>"',
+            "schema": {"type": "string"},
+        }
+    },
+    "content": {
+        FORMATS["ndjson"]: {
+            "schema": {"type": "string", "description": "One entry object per line"},
+            "example": '{"id": "507f1f77bcf86cd799439011", "type": "kpi", ...}\n',
+        },
+        FORMATS["csv"]: {
+            "schema": {"type": "string", "description": "RFC 4180, header row first"},
+            "example": CSV_HEADER + "\r\n",
+        },
+    },
+}
+
+
+@blp.route("/export")
+class TrailExport(MethodView):
+    @requires(scopes=READ, roles=OVERSIGHT_ROLES)
+    @blp.arguments(ExportQuery(), location="query")
+    @blp.doc(responses={"200": EXPORT_RESPONSE})
+    def get(self, query: dict[str, Any]) -> Response:
+        """Export my organisation's trail
+
+        The entries the search filters keep, oldest first, as NDJSON (one entry per line)
+        or CSV (`format=csv`; cells that a spreadsheet would run as a formula start with
+        `'`). Streamed: one consistent snapshot of what was committed when it began,
+        however long it runs. Compressed with gzip when `Accept-Encoding` allows it.
+        """
+        fmt = query["format"]
+        # Opened here, so the snapshot is the state when the export began.
+        connection = request_work(snapshot=True).connection
+        chunks = export_bytes(connection, current_principal().org, service.trail_filter(query), fmt)
+        headers = {
+            "Content-Disposition": (
+                f'attachment; filename="{export_filename(datetime.now(UTC), fmt)}"'
+            ),
+            "Vary": "Accept-Encoding",
+        }
+        if request.accept_encodings["gzip"]:
+            chunks = gzipped(chunks)
+            headers["Content-Encoding"] = "gzip"
+        return Response(stream_with_context(chunks), content_type=FORMATS[fmt], headers=headers)
+
+
+@blp.route("/feed")
+class TrailFeed(MethodView):
+    @requires(scopes=READ, roles=OVERSIGHT_ROLES)
+    @blp.arguments(FeedQuery(), location="query")
+    @blp.response(200, FeedEnvelope)
+    def get(self, query: dict[str, Any]) -> dict[str, Any]:
+        """Follow my organisation's trail
+
+        Entries in the order of the organisation's hash chain, from the first (no `after`)
+        or after the position an earlier answer gave. Passing each answer's
+        `pagination.nextCursor` as the next `after` receives every entry exactly once, with
+        no gaps: an entry is served once no older transaction can still commit, so a long
+        transaction delays the feed and never makes it skip. For SIEMs and archivers.
+        """
+        principal = current_principal()
+        limit = query["limit"]
+        rows, position, has_more = service.feed_page(
+            principal, query.get("after", chain_order.START), limit
+        )
+        next_cursor = encode_feed_position(position, principal.org, cursor_key(current_app))
+        return {
+            "data": rows,
+            "message": FEED_MESSAGE,
+            "pagination": {"limit": limit, "nextCursor": next_cursor, "hasMore": has_more},
+        }

@@ -8,11 +8,12 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from insights_audit.cursors import Cursor
+from insights_audit.cursors import Cursor, FeedPosition
 from insights_audit.schemas import (
     DASHBOARD_NAME_LIMIT,
     CanonicalUUID,
     FullMatch,
+    Pagination,
     StrictSchema,
     Timestamp,
     envelope,
@@ -22,20 +23,101 @@ from insights_audit.schemas import (
 ACTION_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 TYPES = ("dashboard", "kpi", "mapping")
 DETAILS_LIMIT_BYTES = 16 * 1024
+EXPORT_FORMATS = ("ndjson", "csv")
 
 
-class TrailQuery(StrictSchema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    cursor = Cursor(metadata={"type": "string", "description": "`nextCursor` of the previous page"})
+class TimeWindow(StrictSchema):
     since = Timestamp(metadata={"description": "Only entries at or after this time"})
     until = Timestamp(metadata={"description": "Only entries before this time"})
-    action = fields.String(validate=FullMatch(ACTION_PATTERN), metadata={"example": "view"})
-    userId = fields.String(validate=validate.Length(1, 255), metadata={"example": "5f2b1c3d9e8a"})
 
     @ma.validates_schema
     def _window_is_ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
         if "since" in data and "until" in data and data["since"] >= data["until"]:
             raise ma.ValidationError("Must be later than since.", "until")
+
+
+PAGE_CURSOR_METADATA = {"type": "string", "description": "`nextCursor` of the previous page"}
+
+
+class TrailQuery(TimeWindow):
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    cursor = Cursor(metadata=PAGE_CURSOR_METADATA)
+    action = fields.String(validate=FullMatch(ACTION_PATTERN), metadata={"example": "view"})
+    userId = fields.String(validate=validate.Length(1, 255), metadata={"example": "5f2b1c3d9e8a"})
+
+
+# An action, or a prefix of one ending in ``*`` (``settings.*``).
+ACTION_FILTER_PATTERN = r"[a-z][a-z0-9_.-]{0,63}|[a-z][a-z0-9_.-]{0,62}\*"
+SEARCH_TEXT_LIMIT = 200
+
+
+class TrailFilterQuery(TimeWindow):
+    """The filters of the org-wide search and export, each optional, combined with AND."""
+
+    type = fields.List(
+        fields.String(validate=validate.OneOf(TYPES)),
+        metadata={"description": "Repeatable: entries of any of these types"},
+    )
+    action = fields.List(
+        fields.String(validate=FullMatch(ACTION_FILTER_PATTERN)),
+        metadata={
+            "description": "Repeatable: an action, or a prefix ending in `*` (`settings.*`)",
+            "example": ["view"],
+        },
+    )
+    targetId = CanonicalUUID()
+    userId = fields.List(
+        fields.String(validate=validate.Length(1, 255)),
+        metadata={"description": "Repeatable: entries of any of these users"},
+    )
+    q = fields.String(
+        validate=validate.Length(1, SEARCH_TEXT_LIMIT),
+        metadata={
+            "description": "Words that must all occur (any case, any part of a word) in the"
+            " action, userId, userEmail or a string value inside details",
+            "example": "threshold",
+        },
+    )
+
+    @ma.validates("q")
+    def _q_has_words(self, value: str, **kwargs: Any) -> None:
+        if not value.split():
+            raise ma.ValidationError("Give at least one word.")
+
+
+class SearchQuery(TrailFilterQuery):
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    cursor = Cursor(metadata=PAGE_CURSOR_METADATA)
+
+
+class ExportQuery(TrailFilterQuery):
+    format = fields.String(load_default="ndjson", validate=validate.OneOf(EXPORT_FORMATS))
+
+
+class FeedQuery(StrictSchema):
+    after = FeedPosition(
+        metadata={
+            "type": "string",
+            "description": "`pagination.nextCursor` of the previous answer; absent: from the"
+            " organisation's first entry",
+        }
+    )
+    limit = fields.Integer(load_default=500, validate=validate.Range(1, 1000))
+
+
+class FeedPagination(ma.Schema):
+    limit = fields.Integer(required=True, metadata={"example": 500})
+    nextCursor = fields.String(
+        required=True,
+        metadata={
+            "description": "Pass as `after` next time; never null (with nothing new, the"
+            " position given)",
+            "example": "MTIzNDU2LjY1ZjFhMmIzYzRkNWU2ZjcwODE5MmEzYi5hYmNk",
+        },
+    )
+    hasMore = fields.Boolean(
+        required=True, metadata={"description": "Whether another call would return entries now"}
+    )
 
 
 def _details_fit(details: dict[str, Any]) -> None:
@@ -111,7 +193,17 @@ TRAIL_MESSAGES = {
 
 EntryEnvelope = envelope("AuditLogResponse", Entry, message=ENTRY_MESSAGE)
 RecordedEnvelope = envelope("RecordedAuditLogResponse", Entry, message=RECORDED_MESSAGE)
+SEARCH_MESSAGE = "Successfully retrieved audit logs"
+FEED_MESSAGE = "Successfully retrieved audit log feed"
 TRAIL_ENVELOPES = {
-    type_: envelope(f"{type_.capitalize()}AuditLogs", Entry, many=True, message=message, paged=True)
+    type_: envelope(
+        f"{type_.capitalize()}AuditLogs", Entry, many=True, message=message, pagination=Pagination
+    )
     for type_, message in TRAIL_MESSAGES.items()
 }
+SearchEnvelope = envelope(
+    "AuditLogSearch", Entry, many=True, message=SEARCH_MESSAGE, pagination=Pagination
+)
+FeedEnvelope = envelope(
+    "AuditLogFeed", Entry, many=True, message=FEED_MESSAGE, pagination=FeedPagination
+)

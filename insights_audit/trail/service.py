@@ -12,6 +12,7 @@ from insights_audit.cursors import TrailPosition
 from insights_audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry_params
 from insights_audit.errors import NotFound
 from insights_audit.trail import queries
+from insights_audit.trail.queries import TrailFilter
 from insights_audit.unit_of_work import request_work
 from insights_audit.view_counts import dashboard_name_upsert, record_view
 
@@ -64,7 +65,50 @@ def trail_page(
         after=cursor,
         **filters,
     )
+    return _page(rows, limit)
+
+
+def _page(rows: list[Row[Any]], limit: int) -> tuple[list[Row[Any]], TrailPosition | None]:
+    """The first ``limit`` of ``limit + 1`` rows, and the position after them if there are
+    more."""
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
     return rows[:limit], TrailPosition(last.created_at, last.id)
+
+
+def trail_filter(query: dict[str, Any]) -> TrailFilter:
+    """The filter a search or export query names."""
+    return TrailFilter(
+        types=tuple(query.get("type", ())),
+        actions=tuple(query.get("action", ())),
+        target_id=query.get("targetId"),
+        user_ids=tuple(query.get("userId", ())),
+        since=query.get("since"),
+        until=query.get("until"),
+        words=tuple(query.get("q", "").split()),
+    )
+
+
+def search_page(
+    principal: Principal, wanted: TrailFilter, limit: int, cursor: TrailPosition | None
+) -> tuple[list[Row[Any]], TrailPosition | None]:
+    """One page of the org's entries that ``wanted`` keeps, newest first, and the position
+    after it if any."""
+    rows = queries.search_page(
+        request_work().connection, principal.org, wanted, limit=limit, after=cursor
+    )
+    return _page(rows, limit)
+
+
+def feed_page(
+    principal: Principal, position: tuple[str, str], limit: int
+) -> tuple[list[Row[Any]], tuple[str, str], bool]:
+    """The entries after ``position`` in chain order that no transaction can precede any
+    more, the position after them (``position`` itself when there are none), and whether
+    more are ready."""
+    rows = queries.feed_page(request_work().connection, principal.org, position, limit)
+    page = rows[:limit]
+    if page:
+        position = (page[-1].txid, page[-1].id)
+    return page, position, len(rows) > limit

@@ -1,0 +1,239 @@
+"""``GET {base}/export``: the trail as NDJSON or CSV, streamed in one snapshot."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import http.client
+import io
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, cast
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from insights_audit import demo
+from insights_audit.extensions import engine
+from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view, running_gunicorn
+from tests.test_cli import CLI, cli
+
+AUDITOR = ("Auditor",)
+TRICKY = [
+    {"name": 'Sales, "Q3"\nline two', "emoji": "été ✓"},
+    {"formula": "=SUM(A1:A9)", "list": [1, 2.5, None, True]},
+    {},
+]
+INJECTED = ["=cmd", "+1", "-2", "@me", "\tTab", "\rCR"]
+
+
+def write_trail(client: FlaskClient, make_token: TokenFactory) -> list[dict[str, Any]]:
+    """Entries with commas, quotes, newlines, non-ASCII and every formula prefix in them."""
+    admin = make_token(user="admin", roles=("Administrator",))
+    written = []
+    for n, details in enumerate(TRICKY * 2):
+        body = {"type": "kpi", "action": f"edit.{n}", "targetId": new_id(), "details": details}
+        response = client.post(BASE, json=body, headers=bearer(admin))
+        assert response.status_code == 201, response.json
+        written.append(response.json["data"])
+    for user in INJECTED:
+        body = {"type": "mapping", "action": "share", "targetId": new_id(), "userId": user}
+        written.append(client.post(BASE, json=body, headers=bearer(admin)).json["data"])
+    view = record_view(client, admin, new_id())
+    written.append(client.get(f"{BASE}/{view['auditLogId']}", headers=bearer(admin)).json["data"])
+    return written
+
+
+def export(client: FlaskClient, token: str, query: str = "", **headers: str) -> Any:
+    response = client.get(f"{BASE}/export?{query}", headers={**bearer(token), **headers})
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    response.get_data()
+    response.close()  # as a server does once the body is sent: the export's work ends
+    return response
+
+
+def test_ndjson_lines_are_exactly_the_entries_oldest_first(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
+    written = write_trail(client, make_token)
+    response = export(client, make_token(roles=AUDITOR))
+    assert response.headers["Content-Type"] == "application/x-ndjson"
+    disposition = response.headers["Content-Disposition"]
+    assert re.fullmatch(r'attachment; filename="audit-logs-\d{8}T\d{6}Z\.ndjson"', disposition)
+    body = response.get_data()
+    assert body.endswith(b"\n")
+    lines = [json.loads(line) for line in body.decode().split("\n")[:-1]]
+    assert lines == written  # same fields, same values, same order as the API's entries
+    assert [list(line) for line in lines] == [list(entry) for entry in written]
+
+
+def test_csv_reads_back_as_the_entries_with_formulas_defused(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
+    written = write_trail(client, make_token)
+    response = export(client, make_token(roles=AUDITOR), "format=csv")
+    assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert response.headers["Content-Disposition"].endswith('.csv"')
+    text = response.get_data().decode()
+    assert text.startswith(
+        "id,type,action,targetId,userId,userEmail,recordedBy,createdAt,requestId,ip,"
+        "userAgent,details\r\n"
+    )
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert len(rows) == len(written)
+    for row, entry in zip(rows, written, strict=True):
+        for field in ("id", "type", "action", "targetId", "recordedBy", "createdAt", "ip"):
+            assert row[field] == (entry[field] or "")
+        user = entry["userId"]
+        assert row["userId"] == ("'" + user if user[0] in "=+-@\t\r" else user)
+        details = row["details"].removeprefix("'")
+        assert json.loads(details) == entry["details"]
+        assert row["userEmail"] == (entry["userEmail"] or "")
+
+
+def test_gzip_is_the_same_bytes_compressed(client: FlaskClient, make_token: TokenFactory) -> None:
+    write_trail(client, make_token)
+    token = make_token(roles=AUDITOR)
+    for fmt in ("ndjson", "csv"):
+        plain = export(client, token, f"format={fmt}").get_data()
+        packed = export(client, token, f"format={fmt}", **{"Accept-Encoding": "gzip"})
+        assert packed.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(packed.get_data()) == plain
+
+
+def test_filters_apply_to_the_export(client: FlaskClient, make_token: TokenFactory) -> None:
+    written = write_trail(client, make_token)
+    lines = export(client, make_token(roles=AUDITOR), "type=mapping&action=sh*").get_data()
+    kept = [json.loads(line)["id"] for line in lines.splitlines()]
+    assert kept == [entry["id"] for entry in written if entry["type"] == "mapping"]
+
+
+def test_the_export_is_a_snapshot_of_when_it_began(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str
+) -> None:
+    with app.app_context():
+        seed = int.from_bytes(org.encode()[-6:], "big")
+        demo.seed(engine(), demo.SeedPlan(org, 12_000, 50, 20, 10, seed), lambda _: None)
+    token = make_token(roles=AUDITOR)
+    response = client.get(f"{BASE}/export", headers=bearer(token), buffered=False)
+    chunks = iter(cast(Iterable[bytes], response.response))
+    first = next(chunks)
+    viewer = make_token(user="late")
+    late = {record_view(client, viewer, new_id())["auditLogId"] for _ in range(5)}
+    body = first + b"".join(chunks)
+    response.close()  # as a server does: ends the export's transaction
+    ids = [json.loads(line)["id"] for line in body.splitlines()]
+    assert len(ids) == len(set(ids)) == 12_000 + 20
+    assert not late & set(ids)
+
+
+@pytest.mark.parametrize("role", ["Users", "Power User"])
+def test_export_is_for_auditors_and_administrators(
+    client: FlaskClient, make_token: TokenFactory, role: str
+) -> None:
+    response = client.get(f"{BASE}/export", headers=bearer(make_token(roles=(role,))))
+    assert response.status_code == 403 and response.json["code"] == 403
+
+
+@pytest.mark.parametrize("query", ["format=xml", "cursor=abc", "limit=5", "q="])
+def test_bad_export_requests_get_the_error_envelope(
+    client: FlaskClient, make_token: TokenFactory, query: str
+) -> None:
+    response = client.get(f"{BASE}/export?{query}", headers=bearer(make_token(roles=AUDITOR)))
+    assert response.status_code == 400 and response.json["errors"]["query"]
+
+
+@pytest.fixture
+def big_org(app: Flask, org: str) -> str:
+    """An org of 40,000 entries (about 15 MB of NDJSON), loaded with COPY."""
+    with app.app_context():
+        # A seed of its own: the demo's ids follow from it, and ids are unique across orgs.
+        seed = int.from_bytes(org.encode()[-6:], "big")
+        demo.seed(engine(), demo.SeedPlan(org, 40_000, 200, 50, 30, seed), lambda _: None)
+    return org
+
+
+def test_an_export_outlasting_the_worker_timeout_completes(
+    database_url: str, make_token: TokenFactory, big_org: str
+) -> None:
+    token = make_token(roles=AUDITOR)
+    with running_gunicorn(database_url, GUNICORN_TIMEOUT="2") as url:
+        request = urllib.request.Request(f"{url}{BASE}/export", headers=bearer(token))
+        started = time.monotonic()
+        lines = 0
+        with urllib.request.urlopen(request, timeout=30) as response:
+            while chunk := response.read(256 * 1024):
+                lines += chunk.count(b"\n")
+                time.sleep(0.1)  # a slow reader: the download lasts longer than the timeout
+        assert time.monotonic() - started > 3
+    assert lines == 40_000 + 50
+
+
+def test_a_failure_mid_stream_cuts_the_transfer(
+    database_url: str, make_token: TokenFactory, big_org: str
+) -> None:
+    token = make_token(roles=AUDITOR)
+    with running_gunicorn(database_url) as url:
+        host, port = url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("GET", f"{BASE}/export", headers=bearer(token))
+        response = connection.getresponse()
+        assert response.status == 200
+        response.read(1024)
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'insights-audit'"
+                " AND query LIKE 'FETCH FORWARD %%'"
+            ).fetchone()
+        assert killed is not None and killed[0] >= 1
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_the_cli_writes_the_same_bytes_as_the_api(
+    client: FlaskClient,
+    database_url: str,
+    make_token: TokenFactory,
+    org: str,
+    fmt: str,
+    tmp_path: Path,
+) -> None:
+    write_trail(client, make_token)
+    api = export(client, make_token(roles=AUDITOR), f"format={fmt}&action=edit.*").get_data()
+    out = tmp_path / f"trail.{fmt}"
+    result = cli(
+        database_url,
+        "export",
+        "--org",
+        org,
+        "--format",
+        fmt,
+        "--action",
+        "edit.*",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == api
+    to_stdout = subprocess.run(
+        [CLI, "export", "--org", org, "--format", fmt, "--action", "edit.*"],
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        check=True,
+    )
+    assert to_stdout.stdout == api
+
+
+def test_the_cli_refuses_bad_filters(database_url: str, org: str) -> None:
+    result = cli(database_url, "export", "--org", org, "--since", "2026-01-01")
+    assert result.returncode == 2 and "since" in result.stderr

@@ -1,0 +1,246 @@
+"""``GET {base}``: the org's whole trail searched, checked against a brute-force oracle."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
+
+AUDITOR = ("Auditor",)
+START = datetime(2026, 3, 1, tzinfo=UTC)
+TARGETS = [str(uuid.UUID(int=n + 1)) for n in range(4)]
+USERS = ["ana", "bo", "chen", "dana"]
+ACTIONS = ["view", "settings.threshold", "settings.owner", "set", "delete", "share.link"]
+DETAILS = [
+    {},
+    {"name": "Ventes été"},
+    {"note": "Threshold raised to 90%", "nested": {"deep": ["Ünïcode ÉCLAIR", 3]}},
+    {"name": "Q3 (draft), v2"},
+    {"reason": '=HYPERLINK("x")', "n": 1},
+    {"k": ["under_score", "per%cent"]},
+]
+
+
+@pytest.fixture
+def trail(app: Flask, org: str) -> list[dict[str, Any]]:
+    """A small org trail spread over 20 days, written as the table owner; returned as the
+    oracle sees it."""
+    entries = []
+    for n in range(72):
+        entry = {
+            "type": ["dashboard", "kpi", "mapping"][n % 3],
+            "action": ACTIONS[n % len(ACTIONS)],
+            "targetId": TARGETS[n % len(TARGETS)],
+            "userId": USERS[n % len(USERS)],
+            "userEmail": f"{USERS[n % len(USERS)]}@Example.com" if n % 5 else None,
+            "details": DETAILS[n % len(DETAILS)],
+            "createdAt": START + timedelta(hours=7 * n),
+        }
+        if entry["action"] == "view":
+            entry["type"] = "dashboard"
+        entries.append(entry)
+        run_sql(
+            app,
+            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, user_email,"
+            " details, created_at) VALUES (audit_object_id(:at), :org, :type, :action,"
+            " CAST(:target AS uuid), :user, :email, CAST(:details AS jsonb), :at)",
+            org=org,
+            type=entry["type"],
+            action=entry["action"],
+            target=entry["targetId"],
+            user=entry["userId"],
+            email=entry["userEmail"],
+            details=json.dumps(entry["details"]),
+            at=entry["createdAt"],
+        )
+    ids = run_sql(app, "SELECT id FROM audit_entries WHERE org = :org ORDER BY created_at", org=org)
+    for entry, (entry_id,) in zip(entries, ids, strict=True):
+        entry["id"] = entry_id
+    return entries
+
+
+def strings_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in strings_in(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in strings_in(item)]
+    return []
+
+
+def oracle(trail: list[dict[str, Any]], query: dict[str, Any]) -> list[str]:
+    """The ids a search must return, newest first, by brute force."""
+
+    def keeps(entry: dict[str, Any]) -> bool:
+        if "type" in query and entry["type"] not in query["type"]:
+            return False
+        if "action" in query and not any(
+            entry["action"].startswith(a[:-1]) if a.endswith("*") else entry["action"] == a
+            for a in query["action"]
+        ):
+            return False
+        if "targetId" in query and entry["targetId"] != query["targetId"]:
+            return False
+        if "userId" in query and entry["userId"] not in query["userId"]:
+            return False
+        if "since" in query and entry["createdAt"] < query["since"]:
+            return False
+        if "until" in query and entry["createdAt"] >= query["until"]:
+            return False
+        texts = [entry["action"], entry["userId"], entry["userEmail"] or ""]
+        texts += strings_in(entry["details"])
+        return all(
+            any(word.lower() in text.lower() for text in texts)
+            for word in query.get("q", "").split()
+        )
+
+    kept = [entry for entry in trail if keeps(entry)]
+    kept.sort(key=lambda entry: (entry["createdAt"], entry["id"]), reverse=True)
+    return [entry["id"] for entry in kept]
+
+
+def search_all(client: FlaskClient, token: str, query: dict[str, Any], limit: int) -> list[str]:
+    """Every page of a search, following the Link header; the ids in order."""
+    params: list[tuple[str, str]] = [("limit", str(limit))]
+    for name, value in query.items():
+        values = value if isinstance(value, list) else [value]
+        params += [(name, v.isoformat() if isinstance(v, datetime) else v) for v in values]
+    response = client.get(BASE, query_string=params, headers=bearer(token))
+    ids: list[str] = []
+    while True:
+        assert response.status_code == 200, response.json
+        body = response.json
+        assert body["message"] == "Successfully retrieved audit logs"
+        assert len(body["data"]) <= limit
+        ids += [entry["id"] for entry in body["data"]]
+        if body["pagination"]["nextCursor"] is None:
+            assert "Link" not in response.headers
+            return ids
+        link = response.headers["Link"]
+        url = link[1 : link.index(">")].removeprefix("http://localhost")
+        response = client.get(url, headers=bearer(token))
+
+
+GRID: list[dict[str, Any]] = [
+    {},
+    {"type": ["kpi"]},
+    {"type": ["kpi", "mapping"]},
+    {"action": ["settings.*"]},
+    {"action": ["set"]},
+    {"action": ["set*"]},
+    {"action": ["view", "delete"]},
+    {"targetId": TARGETS[1]},
+    {"userId": ["bo"]},
+    {"userId": ["bo", "dana"]},
+    {"since": START + timedelta(days=5)},
+    {"until": START + timedelta(days=5)},
+    {"since": START + timedelta(days=3), "until": START + timedelta(days=4)},
+    {"q": "threshold"},
+    {"q": "THRESHOLD raised"},
+    {"q": "été"},
+    {"q": "ÉTÉ"},
+    {"q": "éclair"},
+    {"q": "(draft),"},
+    {"q": "per%cent"},
+    {"q": "under_"},
+    {"q": "%"},
+    {"q": "example.com"},
+    {"q": "=hyperlink"},
+    {"q": "nothing-matches-this"},
+    {"type": ["dashboard"], "action": ["settings.*"], "userId": ["ana", "chen"]},
+    {"targetId": TARGETS[0], "q": "ventes", "since": START + timedelta(days=2)},
+]
+
+
+@pytest.mark.parametrize("query", GRID, ids=[json.dumps(q, default=str) for q in GRID])
+def test_search_returns_exactly_what_the_oracle_keeps(
+    client: FlaskClient,
+    make_token: TokenFactory,
+    trail: list[dict[str, Any]],
+    query: dict[str, Any],
+) -> None:
+    token = make_token(roles=AUDITOR, scopes=("api-readonly",))
+    assert search_all(client, token, query, limit=7) == oracle(trail, query)
+
+
+def test_every_pair_of_filters_agrees_with_the_oracle(
+    client: FlaskClient, make_token: TokenFactory, trail: list[dict[str, Any]]
+) -> None:
+    token = make_token(roles=AUDITOR)
+    singles = [query for query in GRID if len(query) == 1]
+    for first, second in itertools.combinations(singles, 2):
+        if set(first) & set(second):
+            continue
+        query = {**first, **second}
+        if query.get("since", START) >= query.get("until", START + timedelta(days=99)):
+            continue  # an empty window is a 400, tested below
+        assert search_all(client, token, query, limit=50) == oracle(trail, query), query
+
+
+def test_search_pages_visit_each_match_once(
+    client: FlaskClient, make_token: TokenFactory, trail: list[dict[str, Any]]
+) -> None:
+    ids = search_all(client, make_token(roles=AUDITOR), {}, limit=1)
+    assert len(ids) == len(set(ids)) == len(trail)
+
+
+@pytest.mark.parametrize("role", ["Users", "Power User"])
+def test_search_is_for_auditors_and_administrators(
+    client: FlaskClient, make_token: TokenFactory, role: str
+) -> None:
+    response = client.get(BASE, headers=bearer(make_token(roles=(role,))))
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("role", ["Opsera Administrator", "Administrator", "Security Manager"])
+def test_search_is_open_to_oversight_roles(
+    client: FlaskClient, make_token: TokenFactory, role: str
+) -> None:
+    assert client.get(BASE, headers=bearer(make_token(roles=(role,)))).status_code == 200
+
+
+def test_another_orgs_cursor_is_refused(
+    client: FlaskClient, make_token: TokenFactory, trail: list[dict[str, Any]]
+) -> None:
+    mine = client.get(f"{BASE}?limit=1", headers=bearer(make_token(roles=AUDITOR)))
+    cursor = mine.json["pagination"]["nextCursor"]
+    stranger = make_token(roles=AUDITOR, token_org=f"org-x-{new_id()[:8]}")
+    response = client.get(f"{BASE}?cursor={cursor}", headers=bearer(stranger))
+    assert response.status_code == 400 and "cursor" in response.json["errors"]["query"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "type=view",
+        "action=Settings",
+        "action=*",
+        "action=a**",
+        "action=view%0A",
+        "targetId=nope",
+        "userId=",
+        "q=",
+        "q=%20%20",
+        "q=" + "x" * 201,
+        "limit=0",
+        "limit=1001",
+        "since=2026-03-01",
+        "since=2026-03-02T00:00:00Z&until=2026-03-01T00:00:00Z",
+        "unknown=1",
+    ],
+)
+def test_bad_search_filters_are_400(
+    client: FlaskClient, make_token: TokenFactory, query: str
+) -> None:
+    response = client.get(f"{BASE}?{query}", headers=bearer(make_token(roles=AUDITOR)))
+    assert response.status_code == 400, query
+    assert response.json["errors"]["query"]

@@ -2,8 +2,20 @@
 
 import multiprocessing
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
-from insights_audit import gunicorn_errors
+# Set before the app is imported anywhere: every worker writes its metric samples as files in
+# this folder, and /metrics adds them up. A folder of our own, emptied of an earlier run's.
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="insights-audit-metrics-")
+for _stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+    _stale.unlink()
+os.environ.setdefault("LOG_FORMAT", "json")
+
+from insights_audit import gunicorn_errors, logs  # noqa: E402  (after the environment)
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
@@ -17,8 +29,11 @@ keepalive = 5
 # Recycle workers now and then so a slow leak can never grow without bound.
 max_requests = 50_000
 max_requests_jitter = 5_000
+# The app writes one line per request (insights_audit.logs); gunicorn's access log stays off
+# unless asked for.
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
+logconfig_dict = logs.logging_config(os.environ["LOG_FORMAT"])
 # X-Forwarded-* are trusted only as far as TRUSTED_PROXIES says (the app's ProxyFix takes the
 # client address and host from that many hops); with no proxy in front, from nobody.
 forwarded_allow_ips = "*" if int(os.environ.get("TRUSTED_PROXIES") or 0) > 0 else ""
@@ -33,3 +48,15 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     from insights_audit.integrity import sealer
 
     sealer.start(worker.wsgi)
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A worker's live gauges leave with it."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -13,6 +13,8 @@ from insights_audit.extensions import Api, init_engine
 from insights_audit.health.routes import blp as health
 from insights_audit.health.routes import register_swagger_assets
 from insights_audit.integrity.routes import blp as integrity
+from insights_audit.logs import init_request_log
+from insights_audit.metrics import init_request_metrics, watch_pool
 from insights_audit.request_context import (
     init_options_answers,
     init_request_ids,
@@ -39,6 +41,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
         OPENAPI_SWAGGER_UI_URL="/docs/assets/",
+        # The token entered under Authorize survives a page reload.
+        OPENAPI_SWAGGER_UI_CONFIG={"persistAuthorization": True, "displayRequestDuration": True},
         API_SPEC_OPTIONS={"info": {"description": API_DESCRIPTION}},
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         SETTINGS=settings,
@@ -52,9 +56,13 @@ def create_app(settings: Settings | None = None) -> Flask:
             x_host=settings.trusted_proxies,
         )
 
-    init_engine(app, settings)
+    watch_pool(init_engine(app, settings))
     init_token_cache(app, settings.token_cache_seconds)
+    # after_request hooks run in reverse order of registration: the unit of work commits
+    # first, so the metrics and the request log see the final status.
     init_request_ids(app)
+    init_request_log(app)
+    init_request_metrics(app)
     init_options_answers(app)
     if not settings.public_base_url:
         init_trusted_hosts(app, settings.trusted_hosts)

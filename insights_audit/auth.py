@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, func, or_, select
 
 from insights_audit.entries import Actor
 from insights_audit.errors import Forbidden, Unauthorized
-from insights_audit.extensions import Blueprint, engine
+from insights_audit.extensions import Blueprint, engine, waiting_for_connection
 from insights_audit.models import ApiToken
 
 SITE_ROLES = frozenset({"Opsera Administrator", "Administrator", "Power User", "Users"})
@@ -110,7 +110,9 @@ class TokenCache:
 
 def _lookup(token_hash: bytes) -> tuple[Principal | None, datetime | None]:
     # One statement in autocommit: a single round trip, no transaction to end.
-    with engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with waiting_for_connection():
+        connection = engine().connect().execution_options(isolation_level="AUTOCOMMIT")
+    with connection:
         row = connection.execute(ACTIVE_TOKEN, {"token_hash": token_hash}).one_or_none()
     if row is None:
         return None, None

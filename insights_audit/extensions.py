@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import flask_smorest
@@ -15,6 +17,7 @@ from webargs.flaskparser import FlaskParser, abort
 
 from insights_audit.config import Settings, sqlalchemy_url
 from insights_audit.errors import register_error_handlers
+from insights_audit.metrics import POOL_WAITING
 
 ENGINE_KEY = "insights_audit.engine"
 BASE_PATH = "/api/v2/insights/kpis/audit-logs"
@@ -161,3 +164,13 @@ def init_engine(app: Flask, settings: Settings) -> Engine:
 def engine() -> Engine:
     engine: Engine = current_app.extensions[ENGINE_KEY]
     return engine
+
+
+@contextmanager
+def waiting_for_connection() -> Iterator[None]:
+    """Counts the caller among the requests waiting for a pooled connection."""
+    POOL_WAITING.inc()
+    try:
+        yield
+    finally:
+        POOL_WAITING.dec()

@@ -15,7 +15,7 @@ Commands and background jobs use ``transaction`` and ``batch_transaction`` inste
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from flask import Flask, Response, g
@@ -24,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 
 from insights_audit.auth import current_principal
 from insights_audit.errors import database_unavailable_response
-from insights_audit.extensions import engine
+from insights_audit.extensions import engine, waiting_for_connection
 
 WORK_KEY = "_insights_audit_work"
 # ``insights_audit.org`` of maintenance across orgs: only the tables' owner may use it.
@@ -46,11 +46,13 @@ class UnitOfWork:
         # (REPEATABLE READ, read only, no statement timeout): for long streamed reads.
         self._snapshot = snapshot
         self._connection: Connection | None = None
+        self._after_commit: list[Callable[[], None]] = []
 
     @property
     def connection(self) -> Connection:
         if self._connection is None:
-            connection = self._bind.connect()
+            with waiting_for_connection():
+                connection = self._bind.connect()
             if self._snapshot:
                 connection = connection.execution_options(
                     isolation_level="REPEATABLE READ", postgresql_readonly=True
@@ -62,9 +64,16 @@ class UnitOfWork:
                 connection.execute(text("SET LOCAL statement_timeout = 0"))
         return self._connection
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the work has committed (never if it rolls back)."""
+        self._after_commit.append(callback)
+
     def commit(self) -> None:
         if self._connection is not None and self._connection.in_transaction():
             self._connection.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
 
     def close(self) -> None:
         """End the work: a transaction still open is rolled back."""

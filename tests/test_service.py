@@ -29,6 +29,7 @@ CONTRACT_PATHS = {
     f"{BASE}/integrity": {"get"},
     "/healthz": {"get"},
     "/readyz": {"get"},
+    "/metrics": {"get"},
 }
 
 

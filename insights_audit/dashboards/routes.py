@@ -27,9 +27,11 @@ from insights_audit.dashboards.schemas import (
 )
 from insights_audit.extensions import BASE_PATH, Blueprint
 from insights_audit.idempotency import IdempotencyHeaders, respond_once
+from insights_audit.metrics import ENTRIES_WRITTEN
 from insights_audit.openapi_parameters import DASHBOARD_ID_PARAMETER
 from insights_audit.request_context import request_meta
 from insights_audit.schemas import parse_target_id
+from insights_audit.unit_of_work import request_work
 from insights_audit.view_counts import record_view
 
 # Schemas are instantiated once: per-request instances cost a deep copy of their fields.
@@ -112,6 +114,7 @@ class DashboardView(MethodView):
         meta = request_meta()
 
         def record(connection: Connection) -> dict[str, Any]:
+            request_work().after_commit(ENTRIES_WRITTEN.labels("dashboard").inc)
             row = record_view(
                 connection,
                 actor,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import flask_swagger_ui
 from alembic.runtime.migration import MigrationContext
-from flask import Flask, Response, send_from_directory
+from flask import Flask, Response, redirect, send_from_directory
 from flask.views import MethodView
-from swagger_ui_bundle import swagger_ui_path
+from prometheus_client import CONTENT_TYPE_LATEST
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from insights_audit.errors import DomainError
 from insights_audit.extensions import Blueprint, engine
+from insights_audit.health.metrics import exposition
 from insights_audit.schema_migrations import head_revision
 
 SWAGGER_ASSETS_URL = "/docs/assets/"
@@ -47,10 +51,38 @@ class Ready(MethodView):
         return {"status": "ready", "revision": current}
 
 
+@blp.route("/metrics")
+class Metrics(MethodView):
+    @blp.doc(
+        responses={
+            "200": {
+                "description": "Prometheus text exposition",
+                "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            }
+        }
+    )
+    def get(self) -> Response:
+        """Prometheus metrics of every worker (no auth: keep it off the public listener)"""
+        return Response(exposition(engine()), content_type=CONTENT_TYPE_LATEST)
+
+
+# Swagger UI 5, as the maintained flask-swagger-ui package ships it (assets and licence).
+SWAGGER_UI_DIST = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
+
+
 def register_swagger_assets(app: Flask) -> None:
-    """Serve Swagger UI's files ourselves, so /docs needs no internet access."""
+    """Serve Swagger UI's files ourselves, so /docs needs no internet access; ``/docs/``
+    and a browser's ``/favicon.ico`` lead there too."""
 
     def swagger_asset(filename: str) -> Response:
-        return send_from_directory(str(swagger_ui_path), filename, max_age=86400)
+        return send_from_directory(SWAGGER_UI_DIST, filename, max_age=86400)
+
+    def docs_with_slash() -> WerkzeugResponse:
+        return redirect("/docs", code=308)
+
+    def favicon() -> Response:
+        return send_from_directory(SWAGGER_UI_DIST, "favicon-32x32.png", max_age=86400)
 
     app.add_url_rule(f"{SWAGGER_ASSETS_URL}<path:filename>", "swagger_asset", swagger_asset)
+    app.add_url_rule("/docs/", "docs_with_slash", docs_with_slash)
+    app.add_url_rule("/favicon.ico", "favicon", favicon)

@@ -26,6 +26,13 @@ from insights_audit.errors import VALIDATION_FAILED, BadRequest, Forbidden
 from insights_audit.extensions import BASE_PATH, Blueprint
 from insights_audit.idempotency import IdempotencyHeaders, respond_once
 from insights_audit.keys import cursor_key
+from insights_audit.metrics import (
+    ENTRIES_WRITTEN,
+    EXPORTED_ENTRIES,
+    EXPORTS,
+    FEED_ENTRIES,
+    FEED_REQUESTS,
+)
 from insights_audit.openapi_parameters import (
     AUDIT_LOG_ID_PARAMETER,
     DASHBOARD_ID_PARAMETER,
@@ -194,6 +201,7 @@ class AuditLogs(MethodView):
         meta = request_meta()
 
         def record(connection: Connection) -> dict[str, Any]:
+            request_work().after_commit(ENTRIES_WRITTEN.labels(body["type"]).inc)
             entry = service.record_entry(
                 connection,
                 actor,
@@ -245,7 +253,10 @@ class TrailExport(MethodView):
         fmt = query["format"]
         # Opened here, so the snapshot is the state when the export began.
         connection = request_work(snapshot=True).connection
-        chunks = export_bytes(connection, current_principal().org, service.trail_filter(query), fmt)
+        EXPORTS.labels(fmt).inc()
+        org = current_principal().org
+        wanted = service.trail_filter(query)
+        chunks = export_bytes(connection, org, wanted, fmt, EXPORTED_ENTRIES.inc)
         headers = {
             "Content-Disposition": (
                 f'attachment; filename="{export_filename(datetime.now(UTC), fmt)}"'
@@ -278,6 +289,8 @@ class TrailFeed(MethodView):
             principal, query.get("after", chain_order.START), limit
         )
         next_cursor = encode_feed_position(position, principal.org, cursor_key(current_app))
+        FEED_REQUESTS.inc()
+        FEED_ENTRIES.inc(len(rows))
         return {
             "data": rows,
             "message": FEED_MESSAGE,

@@ -1,0 +1,73 @@
+"""Prometheus metrics, one view across every gunicorn worker.
+
+Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` (set up by ``gunicorn.conf.py`` before workers
+fork) makes every worker write its samples to files that ``GET /metrics`` aggregates with
+``prometheus_client``'s multiprocess collector. Without it (tests, one process) the default
+registry is used. Labels never carry tokens, orgs or ids: routes are URL templates.
+
+The scrape itself (``GET /metrics``, with the sealing gauges read from the database) is
+``health.metrics``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    Counter,
+    Gauge,
+    Histogram,
+)
+from sqlalchemy import Engine, event
+
+REQUESTS = Counter(
+    "insights_audit_http_requests_total",
+    "HTTP requests answered, by route template, method and status",
+    ["route", "method", "status"],
+)
+DURATION = Histogram(
+    "insights_audit_http_request_duration_seconds",
+    "Time to produce a response (a streamed body's transfer not included), by route template",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+POOL_IN_USE = Gauge(
+    "insights_audit_db_pool_connections_in_use",
+    "Database connections checked out of the workers' pools",
+    multiprocess_mode="livesum",
+)
+POOL_WAITING = Gauge(
+    "insights_audit_db_pool_connections_waiting",
+    "Requests waiting for a database connection",
+    multiprocess_mode="livesum",
+)
+ENTRIES_WRITTEN = Counter(
+    "insights_audit_entries_written_total", "Audit entries committed, by type", ["type"]
+)
+EXPORTS = Counter("insights_audit_exports_total", "Exports started, by format", ["format"])
+EXPORTED_ENTRIES = Counter("insights_audit_exported_entries_total", "Entries sent in exports")
+FEED_REQUESTS = Counter("insights_audit_feed_requests_total", "Feed pages answered")
+FEED_ENTRIES = Counter("insights_audit_feed_entries_total", "Entries served by the feed")
+
+UNMATCHED = "unmatched"
+
+
+def init_request_metrics(app: Flask) -> None:
+    """Count and time every request by its route template (timed from the request log's
+    clock, ``logs.init_request_log``)."""
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
+        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        started = g.get("request_started")
+        if started is not None:
+            DURATION.labels(route).observe(time.perf_counter() - started)
+        return response
+
+
+def watch_pool(engine: Engine) -> None:
+    """Keep the pool gauges current from the pool's own events."""
+    event.listen(engine, "checkout", lambda *_: POOL_IN_USE.inc())
+    event.listen(engine, "checkin", lambda *_: POOL_IN_USE.dec())

@@ -195,9 +195,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_gunicorn(database_url: str, **env: str) -> Iterator[str]:
+def running_gunicorn(database_url: str, log_path: str = "", **env: str) -> Iterator[str]:
     """``gunicorn wsgi:app`` as in production (``gunicorn.conf.py``), two workers unless
-    ``env`` says otherwise; yields its base URL and stops it afterwards."""
+    ``env`` says otherwise, its stderr in the file ``log_path`` if given; yields its base URL
+    and stops it afterwards."""
     port = _free_port()
     settings = {
         "DATABASE_URL": database_url,
@@ -207,30 +208,37 @@ def running_gunicorn(database_url: str, **env: str) -> Iterator[str]:
         "TOKEN_CACHE_SECONDS": "0",
         **env,
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "wsgi:app"],
-        cwd=ROOT,
-        env={**os.environ, **settings},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = Path(log_path or tempfile.mkstemp(prefix="gunicorn-", suffix=".log")[1])
     url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "wsgi:app"],
+            cwd=ROOT,
+            env={**os.environ, **settings},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            _wait_until_serving(server, url, log)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    if not log_path:
+        log.unlink()
+
+
+def _wait_until_serving(server: subprocess.Popen[bytes], url: str, log: Path) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                break
+                return
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError(server.communicate()[1].decode()[-2000:]) from None
+                raise RuntimeError(log.read_text()[-2000:]) from None
             time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.communicate()

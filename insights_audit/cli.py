@@ -13,7 +13,9 @@ import click
 import marshmallow as ma
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from insights_audit import aggregates, demo, schema_migrations
 from insights_audit.app_role import grant_app_role
@@ -336,9 +338,16 @@ def register_commands(app: Flask) -> None:
 def main() -> None:
     from insights_audit import create_app
 
-    FlaskGroup(create_app=create_app, add_default_commands=False, load_dotenv=False)(
-        prog_name="insights-audit"
-    )
+    group = FlaskGroup(create_app=create_app, add_default_commands=False, load_dotenv=False)
+    try:
+        group.main(prog_name="insights-audit")
+    except sa_exc.OperationalError as error:
+        # One clear line instead of a driver traceback: which server, and why not.
+        reason = str(error.orig or error).strip().splitlines()[0]
+        url = make_url(Settings.from_env().database_url).render_as_string(hide_password=True)
+        click.echo(f"Error: cannot reach the database at {url}: {reason}", err=True)
+        click.echo("Set DATABASE_URL to the service's database.", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

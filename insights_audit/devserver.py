@@ -64,7 +64,8 @@ def development_token(app: Flask, database_url: str) -> str:
                 connection,
                 org=DEV_ORG,
                 user_id=DEV_USER,
-                user_email="dev-user@example.com",
+                # The address the demo gives the development user, so top viewers agree.
+                user_email=f"{DEV_USER}@{DEV_ORG}.example.com",
                 roles=["Administrator"],
                 scopes=["api"],
                 name="make run",
@@ -127,6 +128,8 @@ def serve(database_url: str, serve_as: str | None = None) -> int:
         f"  Swagger UI:   http://{BIND}/docs  (Authorize with the token below)\n"
         f"  Org / user:   {DEV_ORG} / {DEV_USER} (Administrator, scope api)\n"
         f"  Token:        {token}\n\n"
+        f"  CLI:          DATABASE_URL='{database_url}' .venv/bin/insights-audit --help\n"
+        "                (in another terminal, while this one runs)\n\n"
         f"  curl -H 'Authorization: Bearer {token}' \\\n"
         f"       http://{BIND}/api/v2/insights/kpis/audit-logs/dashboard/most-viewed\n\n"
         "  Ctrl-C stops the server (and the embedded PostgreSQL).\n",

@@ -19,7 +19,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, TIMESTAMP, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
 
@@ -244,7 +244,8 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(Key, primary_key=True)
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
     status_code: Mapped[int | None] = mapped_column(Integer)
-    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # json, not jsonb: a replay returns the fields in the order first sent.
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=text("now()"))
 
 

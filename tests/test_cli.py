@@ -155,3 +155,12 @@ def test_tokens_create_refuses_bad_options(
     assert result.returncode != 0
     assert complaint in result.stderr
     assert "iat_" not in result.stdout
+
+
+@pytest.mark.parametrize("args", [("tokens", "list"), ("db", "upgrade"), ("audit", "verify")])
+def test_an_unreachable_database_is_one_clear_line(args: tuple[str, ...]) -> None:
+    result = cli("postgresql://nobody:secret@127.0.0.1:1/none", *args)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("Error: cannot reach the database at postgresql://nobody:***@")

@@ -551,7 +551,7 @@ def test_integrity_reports_the_callers_org_only(
 ) -> None:
     auditor = make_token(roles=("Auditor",), scopes=("api-readonly",))
     body = client.get(f"{BASE}/integrity", headers=bearer(auditor)).json
-    assert body["message"] == "Integrity of the audit trail checked"
+    assert body["message"] == "Successfully verified the integrity of the audit trail"
     data = body["data"]
     assert (data["status"], data["checked"], data["firstBadId"]) == ("verified", 6, None)
     checkpoint = data["checkpoint"]

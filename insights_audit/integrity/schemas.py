@@ -6,7 +6,7 @@ from marshmallow import fields, validate
 
 from insights_audit.schemas import FastDumpSchema, StrictSchema, Timestamp, envelope
 
-INTEGRITY_MESSAGE = "Integrity of the audit trail checked"
+INTEGRITY_MESSAGE = "Successfully verified the integrity of the audit trail"
 STATUSES = ("verified", "failed", "no_data")
 
 
@@ -24,12 +24,25 @@ class Checkpoint(FastDumpSchema):
     seqTo = fields.Integer(required=True, metadata={"description": "Last chain position"})
     firstId = fields.String(required=True)
     lastId = fields.String(required=True)
-    lastTxid = fields.String(required=True)
+    lastTxid = fields.String(
+        required=True,
+        metadata={
+            "description": "The writing transaction of the last sealed entry (decimal text: a"
+            " 64-bit counter beyond JSON's safe integers)"
+        },
+    )
     headHash = fields.String(required=True, metadata={"description": "SHA-256 chain head, hex"})
     previous = fields.String(
         required=True, allow_none=True, metadata={"description": "Previous checkpoint's hash"}
     )
-    sealedAt = fields.String(required=True)
+    sealedAt = fields.String(
+        required=True,
+        metadata={
+            "description": "When it was sealed, with microseconds: exactly the text that was"
+            " signed, so a verifier can rebuild the signed payload",
+            "example": "2026-11-27T02:18:13.123456Z",
+        },
+    )
     keyId = fields.String(required=True, metadata={"description": "Signing key (Ed25519) id"})
     checkpointHash = fields.String(required=True)
     signature = fields.String(required=True, metadata={"description": "Ed25519, base64"})

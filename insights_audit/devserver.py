@@ -138,7 +138,12 @@ def serve(database_url: str, serve_as: str | None = None) -> int:
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", BIND],
         cwd=PROJECT_DIR,
-        env={**os.environ, "DATABASE_URL": service_url},
+        # Readable lines for a person at a terminal; production's default is JSON.
+        env={
+            **os.environ,
+            "DATABASE_URL": service_url,
+            "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
+        },
     )
     # Ctrl-C reaches gunicorn too; SIGTERM (e.g. from a supervisor) is passed on to it.
     signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGTERM))

@@ -27,8 +27,10 @@ def logging_config(fmt: str) -> dict[str, Any]:
     formatters = {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "fmt": "%(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            # ISO 8601 in UTC with microseconds, under the key "time".
+            "timestamp": "time",
         },
         "text": {"format": TEXT_FORMAT},
     }

@@ -27,6 +27,18 @@ DEFAULT_MESSAGES = {
     500: "Internal server error",
 }
 
+KEY_REUSED = "Idempotency-Key was already used for a different request"
+
+# The messages the OpenAPI document shows as examples, where a status has one typical message.
+ERROR_EXAMPLES = {
+    400: VALIDATION_FAILED,
+    401: AUTHENTICATION_REQUIRED,
+    403: INSUFFICIENT_PERMISSIONS,
+    404: "Audit log not found",
+    409: KEY_REUSED,
+    503: DATABASE_UNAVAILABLE,
+}
+
 RETRY_AFTER_SECONDS = "1"
 
 

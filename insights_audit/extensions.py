@@ -7,16 +7,26 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http import HTTPStatus
 from typing import Any, NoReturn
 
 import flask_smorest
+import marshmallow as ma
 from flask import Flask, current_app
+from flask_smorest.utils import prepare_response
+from marshmallow import fields
+from marshmallow import fields as ma_fields
 from sqlalchemy import Engine, create_engine
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort
 
 from insights_audit.config import Settings, sqlalchemy_url
-from insights_audit.errors import register_error_handlers
+from insights_audit.errors import (
+    AUTHENTICATION_REQUIRED,
+    DEFAULT_MESSAGES,
+    ERROR_EXAMPLES,
+    register_error_handlers,
+)
 from insights_audit.metrics import POOL_WAITING
 
 ENGINE_KEY = "insights_audit.engine"
@@ -132,9 +142,77 @@ class ArgumentsParser(FlaskParser):
         abort(400, exc=error, messages={"json": {"_schema": ["Invalid JSON body."]}})
 
 
+class ErrorSchema(ma.Schema):
+    """The error envelope every error response uses."""
+
+    message = fields.String(required=True, metadata={"example": AUTHENTICATION_REQUIRED})
+    code = fields.Integer(required=True, metadata={"example": 401})
+    status = fields.String(required=True, metadata={"example": "Unauthorized"})
+    errors = fields.Dict(
+        metadata={
+            "description": "Validation failures by location and field",
+            "example": {
+                "query": {
+                    "limit": ["Must be greater than or equal to 1 and less than or equal to 100."]
+                }
+            },
+        }
+    )
+
+
+def _error_example(status: HTTPStatus) -> dict[str, Any]:
+    """A real error body of ``status``, as the service sends it."""
+    example: dict[str, Any] = {
+        "message": ERROR_EXAMPLES.get(status, DEFAULT_MESSAGES.get(status, status.phrase)),
+        "code": int(status),
+        "status": status.phrase,
+    }
+    if status == HTTPStatus.BAD_REQUEST:
+        example["errors"] = {"query": {"limit": ["Not a valid integer."]}}
+    return example
+
+
+def _nullable_reference(
+    converter: Any, field: ma_fields.Field, ret: dict[str, Any]
+) -> dict[str, Any]:
+    """A nullable nested object as ``allOf: [$ref]`` + ``nullable`` (what client generators
+    read as an optional typed object), instead of apispec's ``anyOf`` with a bare object."""
+    choices = ret.get("anyOf")
+    if field.allow_none and choices and {"type": "object", "nullable": True} in choices:
+        ret.pop("anyOf")
+        return {"allOf": [choice for choice in choices if "$ref" in choice], "nullable": True}
+    return {}
+
+
 class Api(flask_smorest.Api):
+    ERROR_SCHEMA = ErrorSchema
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(app)
+        self.ma_plugin.converter.add_attribute_function(_nullable_reference)
+
     def _register_error_handlers(self) -> None:
         register_error_handlers(self._app)
+
+    def _register_responses(self) -> None:
+        """Every status as a response component, errors with a real example body."""
+        for status in HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+                response["example"] = _error_example(status)
+            prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {
+            "description": "Any other error, in the same envelope",
+            "schema": self.ERROR_SCHEMA,
+            "example": _error_example(HTTPStatus.INTERNAL_SERVER_ERROR),
+        }
+        prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
+
+    def _register_pagination_header(self) -> None:
+        """None: the service pages with cursors in the body, not flask-smorest's headers."""
 
 
 class Blueprint(flask_smorest.Blueprint):

@@ -14,7 +14,7 @@ from marshmallow import fields, validate
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from insights_audit.errors import Conflict
+from insights_audit.errors import KEY_REUSED, Conflict
 from insights_audit.models import IdempotencyKey
 from insights_audit.unit_of_work import request_work
 
@@ -34,7 +34,6 @@ class IdempotencyHeaders(ma.Schema):
 
 KEY_LIFETIME = timedelta(hours=24)
 REPLAY_HEADER = "Idempotent-Replayed"
-KEY_REUSED = "Idempotency-Key was already used for a different request"
 
 
 def _fingerprint(path: str, body: dict[str, Any]) -> bytes:

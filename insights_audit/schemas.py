@@ -106,7 +106,17 @@ class StrictSchema(ma.Schema):
         unknown = ma.RAISE
 
 
-class Pagination(ma.Schema):
+class ResponseSchema(ma.Schema):
+    """A part of a response body. The service always sends every field (null where a field
+    allows it), so the OpenAPI document lists every field as required."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = True
+
+
+class Pagination(ResponseSchema):
     limit = fields.Integer(required=True, metadata={"example": 100})
     nextCursor = fields.String(
         allow_none=True, required=True, metadata={"example": "MTc2NDIwOTg5MzEyMzQ1NjpmZg"}
@@ -176,7 +186,7 @@ def compile_dumper(schema: ma.Schema) -> Dumper:
     return dump
 
 
-class FastDumpSchema(ma.Schema):
+class FastDumpSchema(ResponseSchema):
     """Dumps through ``compile_dumper``: response bodies cost a fraction of a plain dump."""
 
     _dumpers: ClassVar[dict[type, Dumper]] = {}

@@ -50,6 +50,7 @@ class RecentlyViewed(MethodView):
     @requires(scopes=READ, roles=SITE_ROLES)
     @blp.arguments(RecentQuery(), location="query", as_kwargs=True)
     @blp.response(200, RecentEnvelope)
+    @blp.doc(operationId="listRecentlyViewedDashboards")
     def get(self, limit: int) -> dict[str, Any]:
         """Dashboards I viewed recently
 
@@ -65,6 +66,7 @@ class MostViewed(MethodView):
     @requires(scopes=READ, roles=SITE_ROLES)
     @blp.arguments(MostViewedQuery(), location="query", as_kwargs=True)
     @blp.response(200, MostViewedEnvelope)
+    @blp.doc(operationId="listMostViewedDashboards")
     def get(self, limit: int, days: int | None = None) -> dict[str, Any]:
         """Most viewed dashboards of my organisation
 
@@ -80,6 +82,7 @@ class DashboardStats(MethodView):
     @requires(scopes=READ, roles=SITE_ROLES)
     @blp.arguments(StatsQuery(), location="query", as_kwargs=True)
     @blp.response(200, StatsEnvelope)
+    @blp.doc(operationId="getDashboardStats")
     def get(self, dashboardId: str, days: int) -> dict[str, Any]:
         """Usage statistics of one dashboard
 
@@ -99,6 +102,7 @@ class DashboardView(MethodView):
     @blp.response(200, ViewEnvelope)
     @blp.alt_response(409, response="CONFLICT")
     @blp.alt_response(413, response=HTTPStatus(413).name)
+    @blp.doc(operationId="recordDashboardView")
     def post(self, body: dict[str, Any], dashboardId: str, key: str | None = None) -> Response:
         """Record that I viewed a dashboard
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import marshmallow as ma
 from marshmallow import fields, validate
 
 from insights_audit.schemas import (
     DASHBOARD_NAME_LIMIT,
+    ResponseSchema,
     StrictSchema,
     Timestamp,
     envelope,
@@ -39,7 +39,7 @@ class ViewBody(StrictSchema):
     )
 
 
-class RecentDashboard(ma.Schema):
+class RecentDashboard(ResponseSchema):
     dashboardId = uuid_field(attribute="dashboard_id")
     name = fields.String(allow_none=True, metadata={"example": EXAMPLE_NAME})
     viewCount = fields.Integer(attribute="view_count", metadata={"example": 12})
@@ -47,7 +47,7 @@ class RecentDashboard(ma.Schema):
     lastViewedAt = Timestamp(attribute="last_viewed_at")
 
 
-class PopularDashboard(ma.Schema):
+class PopularDashboard(ResponseSchema):
     dashboardId = uuid_field(attribute="dashboard_id")
     name = fields.String(allow_none=True, metadata={"example": EXAMPLE_NAME})
     viewCount = fields.Integer(attribute="view_count", metadata={"example": 340})
@@ -55,7 +55,7 @@ class PopularDashboard(ma.Schema):
     lastViewedAt = Timestamp(attribute="last_viewed_at")
 
 
-class StatsPeriod(ma.Schema):
+class StatsPeriod(ResponseSchema):
     days = fields.Integer(metadata={"example": 30})
     from_ = Timestamp(data_key="from", attribute="from")
     to = Timestamp()
@@ -63,13 +63,13 @@ class StatsPeriod(ma.Schema):
     uniqueViewers = fields.Integer(metadata={"example": 17})
 
 
-class DailyViews(ma.Schema):
+class DailyViews(ResponseSchema):
     date = fields.Date(metadata={"example": "2026-11-27"})
     views = fields.Integer(metadata={"example": 4})
     uniqueViewers = fields.Integer(metadata={"example": 3})
 
 
-class TopViewer(ma.Schema):
+class TopViewer(ResponseSchema):
     userId = fields.String(attribute="user_id", metadata={"example": EXAMPLE_USER})
     userEmail = fields.String(
         attribute="user_email", allow_none=True, metadata={"example": EXAMPLE_EMAIL}
@@ -78,7 +78,7 @@ class TopViewer(ma.Schema):
     lastViewedAt = Timestamp(attribute="last_viewed_at")
 
 
-class DashboardStats(ma.Schema):
+class DashboardStats(ResponseSchema):
     dashboardId = uuid_field()
     name = fields.String(allow_none=True, metadata={"example": EXAMPLE_NAME})
     totalViews = fields.Integer(metadata={"example": 340})
@@ -90,7 +90,7 @@ class DashboardStats(ma.Schema):
     topViewers = fields.Nested(TopViewer, many=True)
 
 
-class RecordedView(ma.Schema):
+class RecordedView(ResponseSchema):
     dashboardId = uuid_field()
     userId = fields.String(metadata={"example": EXAMPLE_USER})
     viewedAt = Timestamp()

@@ -30,6 +30,7 @@ class NotReady(DomainError):
 @blp.route("/healthz")
 class Health(MethodView):
     @blp.response(200, example={"status": "ok"})
+    @blp.doc(operationId="getHealth")
     def get(self) -> dict[str, Any]:
         """Liveness: the process answers (no database involved)"""
         return {"status": "ok"}
@@ -39,6 +40,7 @@ class Health(MethodView):
 class Ready(MethodView):
     @blp.response(200, example={"status": "ready", "revision": head_revision()})
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    @blp.doc(operationId="getReadiness")
     def get(self) -> dict[str, Any]:
         """Readiness: the database answers and its schema is at the newest migration"""
         try:
@@ -61,6 +63,7 @@ class Metrics(MethodView):
             }
         }
     )
+    @blp.doc(operationId="getMetrics")
     def get(self) -> Response:
         """Prometheus metrics of every worker (no auth: keep it off the public listener)"""
         return Response(exposition(engine()), content_type=CONTENT_TYPE_LATEST)

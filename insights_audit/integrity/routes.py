@@ -29,6 +29,7 @@ class TrailIntegrity(MethodView):
     @requires(scopes=READ, roles=OVERSIGHT_ROLES)
     @blp.arguments(NoQuery(), location="query")
     @blp.response(200, INTEGRITY_ENVELOPE)
+    @blp.doc(operationId="getIntegrity")
     def get(self, _: dict[str, Any]) -> dict[str, Any]:
         """Tamper evidence of my organisation's trail
 

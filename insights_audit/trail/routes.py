@@ -103,6 +103,7 @@ class DashboardTrail(MethodView):
     @requires(scopes=READ, roles=SITE_ROLES)
     @blp.arguments(TrailQuery(), location="query")
     @blp.response(200, TRAIL_ENVELOPES["dashboard"], headers=TRAIL_LINK_HEADER)
+    @blp.doc(operationId="listDashboardAuditLogs")
     def get(self, query: dict[str, Any], dashboardId: str) -> tuple[dict[str, Any], Any]:
         """Audit trail of one dashboard
 
@@ -118,6 +119,7 @@ class MappingTrail(MethodView):
     @requires(scopes=READ, roles=SITE_ROLES)
     @blp.arguments(TrailQuery(), location="query")
     @blp.response(200, TRAIL_ENVELOPES["mapping"], headers=TRAIL_LINK_HEADER)
+    @blp.doc(operationId="listMappingAuditLogs")
     def get(self, query: dict[str, Any], mappingId: str) -> tuple[dict[str, Any], Any]:
         """Audit trail of one tool mapping
 
@@ -132,6 +134,7 @@ class KpiTrail(MethodView):
     @requires(scopes=READ, roles=SITE_ROLES)
     @blp.arguments(TrailQuery(), location="query")
     @blp.response(200, TRAIL_ENVELOPES["kpi"], headers=TRAIL_LINK_HEADER)
+    @blp.doc(operationId="listKpiAuditLogs")
     def get(self, query: dict[str, Any], kpiId: str) -> tuple[dict[str, Any], Any]:
         """Audit trail of one KPI
 
@@ -147,6 +150,7 @@ class AuditLogEntry(MethodView):
     @blp.response(200, EntryEnvelope)
     @blp.alt_response(400, response="BAD_REQUEST")
     @blp.alt_response(404, response="NOT_FOUND")
+    @blp.doc(operationId="getAuditLog")
     def get(self, id: str) -> dict[str, Any]:
         """One audit log entry
 
@@ -161,6 +165,7 @@ class AuditLogs(MethodView):
     @requires(scopes=READ, roles=OVERSIGHT_ROLES)
     @blp.arguments(SearchQuery(), location="query")
     @blp.response(200, SearchEnvelope, headers=TRAIL_LINK_HEADER)
+    @blp.doc(operationId="searchAuditLogs")
     def get(self, query: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         """Search my organisation's trail
 
@@ -183,6 +188,7 @@ class AuditLogs(MethodView):
     @blp.response(201, RecordedEnvelope)
     @blp.alt_response(409, response="CONFLICT")
     @blp.alt_response(413, response=HTTPStatus(413).name)
+    @blp.doc(operationId="recordAuditLog")
     def post(self, body: dict[str, Any], key: str | None = None) -> Response:
         """Record an audit event
 
@@ -242,6 +248,7 @@ class TrailExport(MethodView):
     @requires(scopes=READ, roles=OVERSIGHT_ROLES)
     @blp.arguments(ExportQuery(), location="query")
     @blp.doc(responses={"200": EXPORT_RESPONSE})
+    @blp.doc(operationId="exportAuditLogs")
     def get(self, query: dict[str, Any]) -> Response:
         """Export my organisation's trail
 
@@ -274,6 +281,7 @@ class TrailFeed(MethodView):
     @requires(scopes=READ, roles=OVERSIGHT_ROLES)
     @blp.arguments(FeedQuery(), location="query")
     @blp.response(200, FeedEnvelope)
+    @blp.doc(operationId="getAuditLogFeed")
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """Follow my organisation's trail
 

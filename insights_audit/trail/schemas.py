@@ -14,6 +14,7 @@ from insights_audit.schemas import (
     CanonicalUUID,
     FullMatch,
     Pagination,
+    ResponseSchema,
     StrictSchema,
     Timestamp,
     envelope,
@@ -105,7 +106,7 @@ class FeedQuery(StrictSchema):
     limit = fields.Integer(load_default=500, validate=validate.Range(1, 1000))
 
 
-class FeedPagination(ma.Schema):
+class FeedPagination(ResponseSchema):
     limit = fields.Integer(required=True, metadata={"example": 500})
     nextCursor = fields.String(
         required=True,
@@ -155,7 +156,7 @@ class NewEntry(StrictSchema):
             )
 
 
-class Entry(ma.Schema):
+class Entry(ResponseSchema):
     id = fields.String(metadata={"example": "507f1f77bcf86cd799439011"})
     type = fields.String(metadata={"example": "dashboard"})
     action = fields.String(metadata={"example": "view"})

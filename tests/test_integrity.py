@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Text, cast, func, literal, select, text
+from sqlalchemy import Text, cast, func, literal, select, text, update
 
 from insights_audit import create_app, keys, orgs
 from insights_audit.extensions import ENGINE_KEY, engine
-from insights_audit.integrity import canonical, files, sealer, sealing, verification
+from insights_audit.integrity import canonical, checkpoints, files, sealer, sealing, verification
+from insights_audit.models import AuditCheckpoint
 from insights_audit.unit_of_work import transaction
 from tests.conftest import BASE, TEST_SIGNING_KEY, TokenFactory, bearer, new_id, run_sql
 from tests.test_cli import cli
@@ -639,3 +642,125 @@ def test_workers_creating_the_key_file_at_once_all_get_the_same_key(tmp_path: Pa
         thread.join()
     assert len(ids) == 8 and len(set(ids)) == 1
     assert [entry.name for entry in path.parent.iterdir()] == ["signing.key"]
+
+
+# --- attacks that also rewrite the evidence -------------------------------------------------
+
+
+def leaf_of(app: Flask, org: str, entry_id: str, version: int) -> bytes:
+    with app.app_context(), transaction(org) as connection:
+        row = connection.execute(
+            select(*canonical.CHAIN_SELECT).where(text("id = :id")), {"id": entry_id}
+        ).one()
+    return canonical.leaf_hash(row, version)
+
+
+def test_changing_an_entry_and_its_stored_hash_is_caught_by_the_signed_head(
+    app: Flask, org: str, sealed_org: list[str]
+) -> None:
+    target = sealed_org[4]  # the second entry of checkpoint 2
+    run_sql(
+        app,
+        "UPDATE audit_entries SET details = details || '{\"forged\": 1}' WHERE id = :id",
+        maintenance=True,
+        id=target,
+    )
+    forged_leaf = leaf_of(app, org, target, canonical.CHAIN_VERSION)
+    # The stored leaf is rewritten too: only the signed head hash still tells.
+    run_sql(
+        app,
+        "UPDATE audit_checkpoints SET entry_hashes = overlay(entry_hashes PLACING :leaf"
+        " FROM 33 FOR 32) WHERE org = :org AND block = 2",
+        leaf=forged_leaf,
+        org=org,
+    )
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[3])
+    assert "do not chain to checkpoint 2's head" in (verdict.reason or "")
+
+
+def resign(app: Flask, org: str, number: int, changes: dict[str, Any]) -> None:
+    """Change a checkpoint and sign it again with the service's own key (a thief of the key,
+    or the database owner with it): the signature is valid, the chain is not."""
+    with app.app_context(), transaction(org) as connection:
+        row = connection.execute(
+            select(*checkpoints.SUMMARY_COLUMNS).where(
+                AuditCheckpoint.org == org, AuditCheckpoint.block == number
+            )
+        ).one()
+        values = {**row._asdict(), **changes}
+        payload = canonical.canonical_json(
+            checkpoints.checkpoint_payload(SimpleNamespace(**values))
+        )
+        values["checkpoint_hash"] = changes.get("checkpoint_hash", hashlib.sha256(payload).digest())
+        values["signature"] = keys.app_signing_key(app).sign(payload)
+        connection.execute(
+            update(AuditCheckpoint)
+            .where(AuditCheckpoint.org == org, AuditCheckpoint.block == number)
+            .values(**{key: values[key] for key in (*changes, "checkpoint_hash", "signature")})
+        )
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"seq_from": 5}, "does not follow checkpoint 1"),
+        ({"previous_hash": bytes(32)}, "does not follow checkpoint 1"),
+        ({"block": 3}, "does not follow checkpoint 1"),
+        ({"checkpoint_hash": bytes(32)}, "not signed by this key"),
+    ],
+)
+def test_a_validly_signed_but_inconsistent_checkpoint_is_refused(
+    app: Flask, org: str, sealed_org: list[str], changes: dict[str, Any], reason: str
+) -> None:
+    resign(app, org, 2, changes)
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[3])
+    assert reason in (verdict.reason or "")
+
+
+def test_history_rewritten_and_sealed_again_is_caught_by_the_exported_copies(
+    app: Flask, org: str, sealed_org: list[str], tmp_path: Path
+) -> None:
+    with app.app_context(), transaction(org) as connection:
+        assert files.export(connection, org, tmp_path) == 2
+    exported = {path: path.read_bytes() for path in tmp_path.rglob("*.json")}
+    # Rewrite an entry, drop the checkpoints and seal again with the same key.
+    run_sql(
+        app,
+        "UPDATE audit_entries SET user_id = 'mallory' WHERE id = :id",
+        maintenance=True,
+        id=sealed_org[1],
+    )
+    run_sql(app, "DELETE FROM audit_checkpoints WHERE org = :org", org=org)
+    assert len(seal(app, org)) == 1
+    assert verify(app, org).status == "verified"  # the database agrees with itself
+    # Exporting again adds nothing over the evidence already there: files are never rewritten.
+    with app.app_context(), transaction(org) as connection:
+        assert files.export(connection, org, tmp_path) == 0
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*.json")} == exported
+    verdict = verify(app, org, files.read_exported(tmp_path, org))
+    assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[0])
+    assert "differs from the exported copy" in (verdict.reason or "")
+
+
+def test_two_sealers_at_once_seal_each_entry_once(
+    app: Flask, client: FlaskClient, token: str, org: str
+) -> None:
+    write_entries(client, token, 40)
+    outcomes: list[object] = []
+
+    def sealer_run() -> None:
+        try:
+            outcomes.append(len(seal(app, org)))
+        except Exception as error:  # the failure this test looks for
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=sealer_run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(outcome, int) for outcome in outcomes), outcomes
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.checked, verdict.unsealed) == ("verified", 40, 0)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import replace
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from insights_audit import create_app
@@ -212,3 +214,28 @@ def test_cached_tokens_are_refused_the_moment_they_expire(
     assert client.get(path, headers=bearer(secret)).status_code == 200, "now cached, still valid"
     time.sleep(1.2)
     assert_unauthorized(client.get(path, headers=bearer(secret)))
+
+
+@pytest.mark.parametrize("scheme", ["Token", "Basic", "JWT", "Bearer:"])
+def test_a_valid_token_under_another_scheme_is_unauthorized(
+    client: FlaskClient, token: str, scheme: str
+) -> None:
+    path = f"{BASE}/dashboard/recently-viewed"
+    assert client.get(path, headers=bearer(token)).status_code == 200
+    assert_unauthorized(client.get(path, headers={"Authorization": f"{scheme} {token}"}))
+
+
+def test_a_repeat_request_is_answered_from_the_token_cache(
+    app: Flask, make_token: TokenFactory, org: str
+) -> None:
+    cached = create_app(dataclasses.replace(app.config["SETTINGS"], token_cache_seconds=60))
+    client = cached.test_client()
+    secret = make_token()
+    path = f"{BASE}/dashboard/recently-viewed"
+    assert client.get(path, headers=bearer(secret)).status_code == 200
+    # Revoked behind the cache's back: the next request within the TTL never looks it up.
+    run_sql(app, "UPDATE api_tokens SET revoked_at = now() WHERE org = :org", org=org)
+    assert client.get(path, headers=bearer(secret)).status_code == 200
+    # A cache of another worker (a fresh app) looks it up and refuses it.
+    fresh = create_app(dataclasses.replace(app.config["SETTINGS"], token_cache_seconds=60))
+    assert_unauthorized(fresh.test_client().get(path, headers=bearer(secret)))

@@ -54,6 +54,8 @@ def test_tokens_create_list_revoke(database_url: str, client: FlaskClient) -> No
         "Power User",
         "--role",
         "Auditor",
+        "--role",
+        "Security Manager",
         "--scope",
         "api-readonly",
         "--name",
@@ -74,7 +76,7 @@ def test_tokens_create_list_revoke(database_url: str, client: FlaskClient) -> No
         "ci bot",
         org,
         "u-1",
-        "Auditor,Power User",
+        "Auditor,Power User,Security Manager",
         "api-readonly",
         "active",
     )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from flask import Flask
+from flask.testing import FlaskClient
 
 from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
 
@@ -130,11 +132,13 @@ def test_failed_requests_are_not_remembered(app: Flask, token: str) -> None:
 def test_keys_expire_after_24_hours(app: Flask, token: str, org: str) -> None:
     client = app.test_client()
     d = new_id()
-    headers = {**bearer(token), "Idempotency-Key": "old"}
+    key = f"old-{new_id()}"
+    headers = {**bearer(token), "Idempotency-Key": key}
     client.post(f"{BASE}/dashboard/{d}/view", headers=headers)
     run_sql(
         app,
-        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'",
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = :key",
+        key=key,
     )
     later = client.post(f"{BASE}/dashboard/{d}/view", headers=headers)
     assert later.status_code == 200 and later.json["data"]["viewCount"] == 2
@@ -193,3 +197,63 @@ def test_a_replayed_entry_is_byte_identical_to_the_first_answer(
     again = client.post(BASE, json=body, headers=headers)
     assert first.status_code == again.status_code == 201
     assert again.get_data() == first.get_data()
+
+
+def view_with_key(client: FlaskClient, secret: str, board: str, key: str, **body: Any) -> Any:
+    headers = {**bearer(secret), "Idempotency-Key": key}
+    response = client.post(f"{BASE}/dashboard/{board}/view", json=body or None, headers=headers)
+    assert response.status_code == 200, response.json
+    return response
+
+
+def age_key(app: Flask, key: str, hours: float) -> None:
+    run_sql(
+        app,
+        "UPDATE idempotency_keys SET created_at = now() - make_interval(secs => :s)"
+        " WHERE key = :key",
+        s=hours * 3600,
+        key=key,
+    )
+
+
+def test_each_token_gets_back_its_own_answer_to_a_shared_key(
+    app: Flask, make_token: TokenFactory
+) -> None:
+    client = app.test_client()
+    key, board = f"shared-{new_id()}", new_id()
+    first, second = make_token(user="a"), make_token(user="b")
+    answer_a = view_with_key(client, first, board, key)
+    answer_b = view_with_key(client, second, board, key)
+    assert answer_a.json["data"]["userId"] == "a" and answer_b.json["data"]["userId"] == "b"
+    again_a = view_with_key(client, first, board, key)
+    assert again_a.get_data() == answer_a.get_data()
+    assert again_a.headers["Idempotent-Replayed"] == "true"
+    again_b = view_with_key(client, second, board, key)
+    assert again_b.get_data() == answer_b.get_data()
+
+
+def test_a_key_still_replays_just_before_24_hours(app: Flask, token: str) -> None:
+    client = app.test_client()
+    key, board = f"young-{new_id()}", new_id()
+    first = view_with_key(client, token, board, key)
+    age_key(app, key, 23.9)
+    again = view_with_key(client, token, board, key)
+    assert again.get_data() == first.get_data() and again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_an_expired_key_reused_then_retried_replays_the_new_answer(app: Flask, token: str) -> None:
+    client = app.test_client()
+    key, board = f"reused-{new_id()}", new_id()
+    view_with_key(client, token, board, key)
+    age_key(app, key, 24.1)
+    # Reused for another body after expiry: a new request, whose answer is then replayed.
+    fresh = view_with_key(client, token, board, key, name="Renamed")
+    assert fresh.json["data"]["viewCount"] == 2 and "Idempotent-Replayed" not in fresh.headers
+    retry = view_with_key(client, token, board, key, name="Renamed")
+    assert retry.get_data() == fresh.get_data() and retry.headers["Idempotent-Replayed"] == "true"
+    other = client.post(
+        f"{BASE}/dashboard/{board}/view",
+        json={"name": "Other"},
+        headers={**bearer(token), "Idempotency-Key": key},
+    )
+    assert other.status_code == 409  # the new fingerprint is the one remembered

@@ -689,10 +689,10 @@ def resign(app: Flask, org: str, number: int, changes: dict[str, Any]) -> None:
             )
         ).one()
         values = {**row._asdict(), **changes}
-        payload = canonical.canonical_json(
-            checkpoints.checkpoint_payload(SimpleNamespace(**values))
-        )
-        values["checkpoint_hash"] = changes.get("checkpoint_hash", hashlib.sha256(payload).digest())
+        changed: Any = SimpleNamespace(**values)
+        payload = canonical.canonical_json(checkpoints.checkpoint_payload(changed))
+        digest = hashlib.sha256(payload).digest()
+        values["checkpoint_hash"] = changes.get("checkpoint_hash", digest)
         values["signature"] = keys.app_signing_key(app).sign(payload)
         connection.execute(
             update(AuditCheckpoint)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from insights_audit.cursors import TrailPosition, decode_cursor, encode_cursor
+from insights_audit.cursors import (
+    TrailPosition,
+    decode_cursor,
+    decode_feed_position,
+    encode_cursor,
+    encode_feed_position,
+)
 from insights_audit.errors import BadRequest
 from insights_audit.schemas import (
     format_timestamp,
@@ -100,3 +107,31 @@ def test_cursor_round_trips_to_the_microsecond() -> None:
 def test_foreign_cursors_are_rejected(cursor: str) -> None:
     with pytest.raises(ValueError):
         decode_cursor(cursor, "acme", KEY)
+
+
+# Computed outside Python: printf 'acme\000%s' <position> | openssl dgst -sha256 -mac HMAC
+# -macopt hexkey:<32 bytes of "k">, the first 32 hex digits, then base64url without padding.
+VECTOR_KEY = b"k" * 32
+VECTOR_POSITION = TrailPosition(datetime(2026, 1, 1, tzinfo=UTC), "507f1f77bcf86cd799439011")
+VECTOR_CURSOR = (
+    "MTc2NzIyNTYwMDAwMDAwMC41MDdmMWY3N2JjZjg2Y2Q3OTk0MzkwMTEu"
+    "Y2UyZWQ2MWNiNjY5NzdhODA5NWVmMDEyNzRkYTUxMjU"
+)
+# The same for a feed position, whose MAC also covers the label "feed".
+VECTOR_FEED = (
+    "MTIzNDU2LjUwN2YxZjc3YmNmODZjZDc5OTQzOTAxMS44MTFhZjE2OTM1OTJmYWIzYjY1MTgzMmMxNjAzNjM1OQ"
+)
+
+
+def test_cursors_are_fixed_by_a_known_answer() -> None:
+    assert encode_cursor(VECTOR_POSITION, "acme", VECTOR_KEY) == VECTOR_CURSOR
+    assert decode_cursor(VECTOR_CURSOR, "acme", VECTOR_KEY) == VECTOR_POSITION
+    assert encode_feed_position(("123456", VECTOR_POSITION.id), "acme", VECTOR_KEY) == VECTOR_FEED
+    assert decode_feed_position(VECTOR_FEED, "acme", VECTOR_KEY) == ("123456", VECTOR_POSITION.id)
+
+
+def test_a_cursor_with_a_shorter_mac_is_refused() -> None:
+    raw = base64.urlsafe_b64decode(VECTOR_CURSOR + "==").decode()
+    shorter = base64.urlsafe_b64encode(raw[:-1].encode()).decode().rstrip("=")
+    with pytest.raises(ValueError):
+        decode_cursor(shorter, "acme", VECTOR_KEY)

@@ -582,3 +582,68 @@ def test_a_dashboard_name_in_details_has_the_view_body_limit(
     record_event(client, token, **body, details={"name": "n" * 256})
     stats = client.get(f"{BASE}/dashboard/{board}/stats", headers=bearer(token)).json["data"]
     assert stats["name"] == "n" * 256
+
+
+def post_entry(client: FlaskClient, secret: str, **fields: Any) -> Any:
+    body = {"type": "kpi", "action": "edit", "targetId": new_id(), **fields}
+    return client.post(BASE, json=body, headers=bearer(secret))
+
+
+def test_details_are_limited_to_16_kib_of_utf8_exactly(client: FlaskClient, token: str) -> None:
+    wrapper = len('{"b":""}')
+    exact = {"b": "x" * (16 * 1024 - wrapper)}
+    assert post_entry(client, token, details=exact).status_code == 201
+    assert (
+        post_entry(client, token, details={"b": "x" * (16 * 1024 - wrapper + 1)}).status_code == 400
+    )
+    # Counted in UTF-8 bytes: "é" is two.
+    accented = {"b": "é" * ((16 * 1024 - wrapper) // 2)}
+    assert post_entry(client, token, details=accented).status_code == 201
+    over = {"b": "é" * ((16 * 1024 - wrapper) // 2) + "x"}
+    response = post_entry(client, token, details=over)
+    assert response.status_code == 400 and "details" in response.json["errors"]["json"]
+
+
+def test_an_email_without_a_user_is_refused_for_that_reason(
+    client: FlaskClient, token: str
+) -> None:
+    response = post_entry(client, token, userEmail="someone@example.com")
+    assert response.status_code == 400
+    assert response.json["errors"]["json"]["userEmail"] == [
+        "userEmail is only accepted together with userId."
+    ]
+
+
+@pytest.mark.parametrize("action", ["1edit", "_edit", "-edit", ".edit", "Edit", "a" * 65])
+def test_actions_start_with_a_letter_and_stay_short(
+    client: FlaskClient, token: str, action: str
+) -> None:
+    response = post_entry(client, token, action=action)
+    assert response.status_code == 400 and "action" in response.json["errors"]["json"]
+
+
+def test_the_longest_action_is_64_characters(client: FlaskClient, token: str) -> None:
+    assert post_entry(client, token, action="a" * 64).status_code == 201
+
+
+def test_user_ids_and_emails_have_exact_length_limits(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
+    admin = make_token(user="admin", roles=("Administrator",))
+    assert post_entry(client, admin, userId="u" * 255).status_code == 201
+    too_long = post_entry(client, admin, userId="u" * 256)
+    assert too_long.status_code == 400 and "userId" in too_long.json["errors"]["json"]
+    domain = ".".join(["d" * 60] * 4) + ".com"  # 248 characters
+    longest = "e" * (320 - len(domain) - 1) + "@" + domain
+    assert len(longest) == 320
+    assert post_entry(client, admin, userId="x", userEmail=longest).status_code == 201
+    over = post_entry(client, admin, userId="x", userEmail="e" + longest)
+    assert over.status_code == 400 and "userEmail" in over.json["errors"]["json"]
+
+
+def test_an_empty_time_window_is_refused(client: FlaskClient, token: str) -> None:
+    moment = "2026-03-01T00:00:00Z"
+    response = client.get(
+        f"{BASE}/kpi/{new_id()}?since={moment}&until={moment}", headers=bearer(token)
+    )
+    assert response.status_code == 400 and "until" in response.json["errors"]["query"]

@@ -16,6 +16,7 @@ APP_ROLE_GRANTS = {
     "idempotency_keys": "SELECT, INSERT, UPDATE",
     "audit_checkpoints": "SELECT, INSERT",
     "integrity_verifications": "SELECT, INSERT, UPDATE",
+    "audit_retention_records": "SELECT, INSERT",
     "alembic_version": "SELECT",
 }
 
@@ -27,3 +28,7 @@ def grant_app_role(connection: Connection, role: str) -> None:
     for table, privileges in APP_ROLE_GRANTS.items():
         connection.execute(text(f"GRANT {privileges} ON {table} TO {quoted}"))
     connection.execute(text(f"GRANT EXECUTE ON FUNCTION audit_object_id(timestamptz) TO {quoted}"))
+    # Runs as the owner: the background worker creates the coming months' partitions.
+    connection.execute(
+        text(f"GRANT EXECUTE ON FUNCTION audit_ensure_partitions(date, date) TO {quoted}")
+    )

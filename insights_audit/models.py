@@ -121,7 +121,11 @@ class AuditEntry(Base):
     user_id: Mapped[str] = mapped_column(Key)
     user_email: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=text("now()"))
+    # In the primary key because the table is partitioned by it; the id's first 4 bytes are
+    # its second, so a lookup by id reads one partition.
+    created_at: Mapped[datetime] = mapped_column(
+        TimestampTZ, primary_key=True, server_default=text("now()")
+    )
     request_id: Mapped[str | None] = mapped_column(Text)
     ip: Mapped[str | None] = mapped_column(Text)
     user_agent: Mapped[str | None] = mapped_column(Text)
@@ -274,6 +278,31 @@ class AuditCheckpoint(Base):
     version: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
 
 
+class RetentionRecord(Base):
+    """A signed record of entries of an org that retention removed (see ``retention``)."""
+
+    __tablename__ = "audit_retention_records"
+
+    org: Mapped[str] = mapped_column(Key, primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # Every entry created before this moment was removed (whole month partitions).
+    removed_before: Mapped[datetime] = mapped_column(TimestampTZ)
+    partitions: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    entries: Mapped[int] = mapped_column(BigInteger)
+    first_id: Mapped[str | None] = mapped_column(Key)
+    last_id: Mapped[str | None] = mapped_column(Key)
+    first_created_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    last_created_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    first_block: Mapped[int | None] = mapped_column(BigInteger)
+    last_block: Mapped[int | None] = mapped_column(BigInteger)
+    # The chain hash after the last removed entry.
+    head_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    removed_at: Mapped[datetime] = mapped_column(TimestampTZ)
+    key_id: Mapped[str] = mapped_column(Text)
+    record_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class IntegrityVerification(Base):
     """The last checkpoint of an org that the service verified, and when."""
 
@@ -296,4 +325,5 @@ TENANT_TABLES = (
     "dashboard_day_totals",
     "total_snapshots",
     "integrity_verifications",
+    "audit_retention_records",
 )

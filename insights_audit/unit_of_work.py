@@ -94,6 +94,15 @@ def request_work(*, snapshot: bool = False) -> UnitOfWork:
     return work
 
 
+def streamed(work: UnitOfWork, body: Callable[[Connection], Iterator[bytes]]) -> Iterator[bytes]:
+    """``body``'s chunks read inside ``work``, which begins when the first chunk is asked for
+    and ends after the last one (or when the server closes the response, if sooner)."""
+    try:
+        yield from body(work.connection)
+    finally:
+        work.close()
+
+
 def init_request_work(app: Flask) -> None:
     """Commit each request's work before its response leaves; close it at the end."""
 

@@ -32,14 +32,27 @@ def test_every_tenant_table_forces_row_level_security(app: Flask) -> None:
         with_org: list[str] = list(
             connection.execute(
                 text(
-                    "SELECT DISTINCT table_name FROM information_schema.columns"
-                    " WHERE column_name = 'org' AND table_schema = 'public'"
+                    "SELECT DISTINCT c.table_name FROM information_schema.columns AS c"
+                    " JOIN pg_class ON relname = c.table_name"
+                    " WHERE c.column_name = 'org' AND c.table_schema = 'public'"
+                    " AND NOT relispartition"
                 )
             ).scalars()
         )
+        partitions = connection.execute(
+            text(
+                "SELECT relname, relrowsecurity, relforcerowsecurity, count(polname)"
+                " FROM pg_inherits JOIN pg_class ON pg_class.oid = inhrelid"
+                " LEFT JOIN pg_policy ON polrelid = inhrelid"
+                " WHERE inhparent = 'audit_entries'::regclass GROUP BY 1, 2, 3"
+            )
+        ).all()
     assert sorted(rows) == sorted((table, True, True) for table in TENANT_TABLES)
     # Every table with an org column is covered, except the token lookup table.
     assert set(with_org) - set(TENANT_TABLES) == {"api_tokens"}
+    # So is every partition of the trail: read directly, a partition leaks nothing either.
+    assert len(partitions) >= 2
+    assert all(row[1:] == (True, True, 1) for row in partitions), partitions
 
 
 @pytest.fixture(scope="module")

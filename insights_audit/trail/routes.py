@@ -60,7 +60,7 @@ from insights_audit.trail.schemas import (
     SearchQuery,
     TrailQuery,
 )
-from insights_audit.unit_of_work import request_work
+from insights_audit.unit_of_work import request_work, streamed
 
 OWN_EMAIL_ONLY = "Your own entries carry your token's email; only on-behalf writes may name one."
 
@@ -258,12 +258,14 @@ class TrailExport(MethodView):
         however long it runs. Compressed with gzip when `Accept-Encoding` allows it.
         """
         fmt = query["format"]
-        # Opened here, so the snapshot is the state when the export began.
-        connection = request_work(snapshot=True).connection
         EXPORTS.labels(fmt).inc()
         org = current_principal().org
         wanted = service.trail_filter(query)
-        chunks = export_bytes(connection, org, wanted, fmt, EXPORTED_ENTRIES.inc)
+        # The snapshot begins with the first chunk, so a response never read holds nothing.
+        chunks = streamed(
+            request_work(snapshot=True),
+            lambda connection: export_bytes(connection, org, wanted, fmt, EXPORTED_ENTRIES.inc),
+        )
         headers = {
             "Content-Disposition": (
                 f'attachment; filename="{export_filename(datetime.now(UTC), fmt)}"'

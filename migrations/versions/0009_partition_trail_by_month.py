@@ -1,0 +1,269 @@
+"""The trail partitioned by month, and signed retention records.
+
+``audit_entries`` becomes a table partitioned by range of ``created_at``, one partition a
+month (``audit_entries_pYYYYMM``) plus a default partition, so retention drops whole months:
+seconds at any size, and the disk is freed at once. Month partitions: fine enough for a
+30-day minimum retention (at most a month more is kept), coarse enough that ten years are
+120 tables.
+
+Converting a database that has entries rewrites nothing: the existing table is renamed,
+given a validated ``CHECK`` on its time range (``VALIDATE`` takes a lock that lets writes
+through), and attached as the partition of everything before next month, so PostgreSQL
+need not scan it again; its indexes are attached to the parent's. The one index built on it
+is the primary key's, which must include ``created_at`` on a partitioned table. Retention
+can drop that first partition once its newest entry is past the horizon.
+
+Partitions of coming months are created ahead by ``audit_ensure_partitions`` (here, and by
+the background worker, which may call it as the app role: it runs as the tables' owner).
+Every partition has row-level security forced and refuses ``TRUNCATE`` like the parent.
+
+``audit_retention_records`` keeps, per org, a signed record of every removal.
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-11-27
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+INDEXES = {
+    "ix_audit_entries_trail": "(org, type, target_id, created_at DESC, id DESC)",
+    "ix_audit_entries_views_by_time": "(org, created_at) INCLUDE (target_id, user_id)"
+    " WHERE type = 'dashboard' AND action = 'view'",
+    "ix_audit_entries_chain": "(org, txid, id)",
+    "ix_audit_entries_time": "(org, created_at DESC, id DESC)",
+    "ix_audit_entries_user": "(org, user_id, created_at DESC, id DESC)",
+    "ix_audit_entries_action": "(org, action, created_at DESC, id DESC)"
+    " WHERE NOT (type = 'dashboard' AND action = 'view')",
+    "ix_audit_entries_text": "USING gin"
+    " (audit_search_text(action, user_id, user_email, details) gin_trgm_ops)",
+}
+
+RULE = (
+    "org = (SELECT current_setting('insights_audit.org', true))"
+    " OR (SELECT insights_audit_every_org())"
+)
+
+PARENT = """
+CREATE TABLE audit_entries (
+    id text COLLATE "C" NOT NULL,
+    org text COLLATE "C" NOT NULL,
+    type text COLLATE "C" NOT NULL,
+    action text COLLATE "C" NOT NULL,
+    target_id uuid NOT NULL,
+    user_id text COLLATE "C" NOT NULL,
+    user_email text,
+    details jsonb NOT NULL DEFAULT '{}'::jsonb,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    request_id text,
+    ip text,
+    user_agent text,
+    txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    recorded_by text COLLATE "C",
+    recorded_by_token bigint,
+    CONSTRAINT pk_audit_entries PRIMARY KEY (id, created_at),
+    CONSTRAINT ck_audit_entries_ck_audit_entries_id_is_object_id
+        CHECK (id ~ '^[0-9a-f]{24}$'),
+    CONSTRAINT ck_audit_entries_ck_audit_entries_known_type
+        CHECK (type IN ('dashboard', 'kpi', 'mapping'))
+) PARTITION BY RANGE (created_at)
+"""
+
+# Runs as the tables' owner whoever calls it: the app role's worker creates coming months.
+ENSURE_PARTITIONS = """
+CREATE FUNCTION audit_ensure_partitions(first_month date, last_month date) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    month date := date_trunc('month', first_month);
+    name text;
+    created integer := 0;
+BEGIN
+    WHILE month <= last_month LOOP
+        name := 'audit_entries_p' || to_char(month, 'YYYYMM');
+        IF to_regclass(name) IS NULL THEN
+            EXECUTE format(
+                'CREATE TABLE %I PARTITION OF audit_entries FOR VALUES FROM (%L) TO (%L)',
+                name, month::timestamptz AT TIME ZONE 'UTC',
+                (month + interval '1 month')::timestamp AT TIME ZONE 'UTC'
+            );
+            PERFORM audit_protect_partition(name);
+            created := created + 1;
+        END IF;
+        month := month + interval '1 month';
+    END LOOP;
+    RETURN created;
+END
+$$
+"""
+
+QUOTED_RULE = RULE.replace("'", "''")
+
+PROTECT_PARTITION = f"""
+CREATE FUNCTION audit_protect_partition(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', name);
+    EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', name);
+    EXECUTE format(
+        'CREATE POLICY tenant_isolation ON %I USING ({QUOTED_RULE}) WITH CHECK ({QUOTED_RULE})',
+        name
+    );
+    EXECUTE format(
+        'CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE ON %I'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION audit_entries_append_only()', name
+    );
+END
+$$
+"""
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE audit_entries RENAME TO audit_entries_before")
+    op.execute("ALTER INDEX pk_audit_entries RENAME TO audit_entries_before_id")
+    for index in INDEXES:
+        op.execute(f"ALTER INDEX {index} RENAME TO {index.replace('audit_entries', 'before')}")
+    op.execute("DROP TRIGGER audit_entries_no_update_or_delete ON audit_entries_before")
+    op.execute("DROP TRIGGER audit_entries_no_truncate ON audit_entries_before")
+    op.execute(PARENT)
+    for index, definition in INDEXES.items():
+        op.execute(f"CREATE INDEX {index} ON audit_entries {definition}")
+    op.execute(
+        "CREATE TRIGGER audit_entries_no_update_or_delete BEFORE UPDATE OR DELETE"
+        " ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_entries_append_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE"
+        " ON audit_entries FOR EACH STATEMENT EXECUTE FUNCTION audit_entries_append_only()"
+    )
+    op.execute(
+        f"CREATE POLICY tenant_isolation ON audit_entries USING ({RULE}) WITH CHECK ({RULE})"
+    )
+    op.execute("ALTER TABLE audit_entries ENABLE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE audit_entries FORCE ROW LEVEL SECURITY")
+    # Whoever could read and write the old table may do so on the new one.
+    op.execute(
+        """
+        DO $$
+        DECLARE grant_row record;
+        BEGIN
+            FOR grant_row IN
+                SELECT grantee, privilege_type FROM information_schema.role_table_grants
+                WHERE table_name = 'audit_entries_before' AND grantee <> current_user
+            LOOP
+                EXECUTE format('GRANT %s ON audit_entries TO %I',
+                               grant_row.privilege_type, grant_row.grantee);
+                EXECUTE format('REVOKE %s ON audit_entries_before FROM %I',
+                               grant_row.privilege_type, grant_row.grantee);
+            END LOOP;
+        END
+        $$
+        """
+    )
+    op.execute(PROTECT_PARTITION)
+    op.execute(ENSURE_PARTITIONS)
+    # Definer functions: only the roles granted them (db grant-app-role) may call them.
+    op.execute("REVOKE EXECUTE ON FUNCTION audit_protect_partition(text) FROM PUBLIC")
+    op.execute("REVOKE EXECUTE ON FUNCTION audit_ensure_partitions(date, date) FROM PUBLIC")
+    op.execute(
+        """
+        DO $$
+        DECLARE
+            next_month timestamptz := (date_trunc('month', now() AT TIME ZONE 'UTC')
+                                       + interval '1 month') AT TIME ZONE 'UTC';
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM audit_entries_before) THEN
+                DROP TABLE audit_entries_before;
+                PERFORM audit_ensure_partitions(
+                    (now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date);
+            ELSE
+                -- Validated first (writes go on meanwhile), so ATTACH need not scan.
+                EXECUTE format('ALTER TABLE audit_entries_before ADD CONSTRAINT'
+                               ' audit_entries_before_range CHECK (created_at < %L) NOT VALID',
+                               next_month);
+                ALTER TABLE audit_entries_before VALIDATE CONSTRAINT audit_entries_before_range;
+                CREATE UNIQUE INDEX audit_entries_before_pkey
+                    ON audit_entries_before (id, created_at);
+                ALTER TABLE audit_entries_before DROP CONSTRAINT audit_entries_before_id;
+                EXECUTE format('ALTER TABLE audit_entries ATTACH PARTITION audit_entries_before'
+                               ' FOR VALUES FROM (MINVALUE) TO (%L)', next_month);
+                CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE ON audit_entries_before
+                    FOR EACH STATEMENT EXECUTE FUNCTION audit_entries_append_only();
+            END IF;
+            PERFORM audit_ensure_partitions(
+                (next_month AT TIME ZONE 'UTC')::date,
+                (next_month AT TIME ZONE 'UTC' + interval '2 months')::date);
+        END
+        $$
+        """
+    )
+    op.execute("CREATE TABLE audit_entries_default PARTITION OF audit_entries DEFAULT")
+    op.execute("SELECT audit_protect_partition('audit_entries_default')")
+    op.execute(
+        """
+        CREATE TABLE audit_retention_records (
+            org text COLLATE "C" NOT NULL,
+            number bigint NOT NULL,
+            removed_before timestamptz NOT NULL,
+            partitions text[] NOT NULL,
+            entries bigint NOT NULL,
+            first_id text COLLATE "C",
+            last_id text COLLATE "C",
+            first_created_at timestamptz,
+            last_created_at timestamptz,
+            first_block bigint,
+            last_block bigint,
+            head_hash bytea,
+            removed_at timestamptz NOT NULL,
+            key_id text NOT NULL,
+            record_hash bytea NOT NULL,
+            signature bytea NOT NULL,
+            CONSTRAINT pk_audit_retention_records PRIMARY KEY (org, number)
+        )
+        """
+    )
+    op.execute(
+        f"CREATE POLICY tenant_isolation ON audit_retention_records USING ({RULE})"
+        f" WITH CHECK ({RULE})"
+    )
+    op.execute("ALTER TABLE audit_retention_records ENABLE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE audit_retention_records FORCE ROW LEVEL SECURITY")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE audit_retention_records")
+    op.execute("ALTER TABLE audit_entries RENAME TO audit_entries_partitioned")
+    op.execute(
+        """
+        CREATE TABLE audit_entries (LIKE audit_entries_partitioned INCLUDING DEFAULTS
+                                    INCLUDING CONSTRAINTS)
+        """
+    )
+    op.execute("ALTER TABLE audit_entries ALTER COLUMN txid SET DEFAULT pg_current_xact_id()")
+    op.execute("SET LOCAL insights_audit.org = '*'")
+    op.execute("INSERT INTO audit_entries SELECT * FROM audit_entries_partitioned")
+    op.execute("DROP TABLE audit_entries_partitioned CASCADE")
+    op.execute("DROP FUNCTION audit_ensure_partitions(date, date)")
+    op.execute("DROP FUNCTION audit_protect_partition(text)")
+    op.execute("ALTER TABLE audit_entries ADD CONSTRAINT pk_audit_entries PRIMARY KEY (id)")
+    for index, definition in INDEXES.items():
+        op.execute(f"CREATE INDEX {index} ON audit_entries {definition}")
+    op.execute(
+        "CREATE TRIGGER audit_entries_no_update_or_delete BEFORE UPDATE OR DELETE"
+        " ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_entries_append_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE"
+        " ON audit_entries FOR EACH STATEMENT EXECUTE FUNCTION audit_entries_append_only()"
+    )
+    op.execute(
+        f"CREATE POLICY tenant_isolation ON audit_entries USING ({RULE}) WITH CHECK ({RULE})"
+    )
+    op.execute("ALTER TABLE audit_entries ENABLE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE audit_entries FORCE ROW LEVEL SECURITY")

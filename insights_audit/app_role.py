@@ -13,7 +13,8 @@ APP_ROLE_GRANTS = {
     "dashboard_daily_views": "SELECT, INSERT, UPDATE",
     "dashboard_day_totals": "SELECT, INSERT",
     "total_snapshots": "SELECT, INSERT",
-    "idempotency_keys": "SELECT, INSERT, UPDATE",
+    # DELETE: the daily job purges expired keys (they are not part of the trail).
+    "idempotency_keys": "SELECT, INSERT, UPDATE, DELETE",
     "audit_checkpoints": "SELECT, INSERT",
     "integrity_verifications": "SELECT, INSERT, UPDATE",
     "audit_retention_records": "SELECT, INSERT",
@@ -28,7 +29,10 @@ def grant_app_role(connection: Connection, role: str) -> None:
     for table, privileges in APP_ROLE_GRANTS.items():
         connection.execute(text(f"GRANT {privileges} ON {table} TO {quoted}"))
     connection.execute(text(f"GRANT EXECUTE ON FUNCTION audit_object_id(timestamptz) TO {quoted}"))
-    # Runs as the owner: the background worker creates the coming months' partitions.
-    connection.execute(
-        text(f"GRANT EXECUTE ON FUNCTION audit_ensure_partitions(date, date) TO {quoted}")
-    )
+    # Run as the owner: the background worker creates coming months and applies retention.
+    for function in (
+        "audit_ensure_partitions(date, date)",
+        "audit_partition_orgs(text)",
+        "audit_drop_partition(text, timestamptz)",
+    ):
+        connection.execute(text(f"GRANT EXECUTE ON FUNCTION {function} TO {quoted}"))

@@ -6,6 +6,7 @@ import io
 import sys
 import time
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,7 +18,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from insights_audit import aggregates, demo, schema_migrations
+from insights_audit import aggregates, demo, retention, schema_migrations
 from insights_audit.app_role import grant_app_role
 from insights_audit.auth import KNOWN_ROLES, SCOPES
 from insights_audit.config import Settings
@@ -226,6 +227,7 @@ def audit_verify(org: str | None, against: Path | None, check_aggregates: bool) 
     public_key = signing_key(_settings()).public_key()
     exported_orgs = files.exported_orgs(against) if against is not None else ()
     checked = unsealed = 0
+    removals: list[str] = []
     for name in _orgs(org, exported_orgs):
         exported = files.read_exported(against, name) if against is not None else []
         with transaction(name) as connection:
@@ -238,6 +240,12 @@ def audit_verify(org: str | None, against: Path | None, check_aggregates: bool) 
             sys.exit(1)
         checked += verdict.checked
         unsealed += verdict.unsealed
+        if verdict.removed and verdict.retention is not None:
+            removals.append(
+                f"{name}: {verdict.removed} earlier sealed entries were removed by retention"
+                f" (created before {verdict.retention['removedBefore']}, removed on"
+                f" {verdict.retention['removedAt']}; record {verdict.retention['number']})"
+            )
         if check_aggregates:
             _verify_aggregates(name)
     if unsealed:
@@ -246,10 +254,12 @@ def audit_verify(org: str | None, against: Path | None, check_aggregates: bool) 
             " `insights-audit audit checkpoint` seals them.",
             err=True,
         )
-    if checked == 0:
+    if checked == 0 and not removals:
         click.echo("no entries to verify")
         sys.exit(2)
     click.echo(f"verified {checked} entries")
+    for line in removals:
+        click.echo(line)
 
 
 def _verify_aggregates(org: str) -> None:
@@ -326,6 +336,26 @@ def export_cli(
         work.close()
 
 
+@click.group("retention", cls=AppGroup, help="Removing entries older than AUDIT_RETENTION_DAYS.")
+def retention_cli() -> None:
+    pass
+
+
+@retention_cli.command("apply", help="Drop whole months past the horizon; sign what was removed.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, remove nothing.")
+def retention_apply(dry_run: bool) -> None:
+    days = _settings().audit_retention_days
+    if days is None:
+        click.echo("Retention is off (AUDIT_RETENTION_DAYS is unset): nothing is removed.")
+        return
+    with transaction() as connection:
+        now: datetime = connection.execute(select(func.now())).scalar_one()
+    horizon = now - timedelta(days=days)
+    key = signing_key(_settings())
+    for line in retention.apply(transaction, key, horizon, dry_run=dry_run):
+        click.echo(line)
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(tokens_cli)
@@ -333,6 +363,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(demo_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(export_cli)
+    app.cli.add_command(retention_cli)
 
 
 def main() -> None:

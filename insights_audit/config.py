@@ -23,6 +23,15 @@ def _names(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
 
 
+def _retention_days() -> int | None:
+    if not (os.environ.get("AUDIT_RETENTION_DAYS") or "").strip():
+        return None
+    days = _int("AUDIT_RETENTION_DAYS", 0)
+    if days < 30:
+        raise RuntimeError(f"AUDIT_RETENTION_DAYS must be at least 30, got {days}")
+    return days
+
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/insights_audit"
 
 
@@ -46,6 +55,8 @@ class Settings:
     audit_signing_key_file: str = ".data/audit-signing.key"
     audit_seal_interval_seconds: int = 30
     audit_export_dir: str | None = None
+    # Remove entries older than this many days (None: keep everything; at least 30).
+    audit_retention_days: int | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,6 +78,7 @@ class Settings:
                 "AUDIT_SEAL_INTERVAL_SECONDS", cls.audit_seal_interval_seconds
             ),
             audit_export_dir=os.environ.get("AUDIT_EXPORT_DIR") or None,
+            audit_retention_days=_retention_days(),
         )
 
 

@@ -194,11 +194,16 @@ def seed(
     Each stream commits on its own: if one fails the seed raises, and entries of the others
     may remain (seed a fresh org again). ``user_ids`` are made the plan's most active users.
     """
-    with engine.connect() as connection:
+    with engine.begin() as connection:
         now: datetime = connection.execute(text("SELECT now()")).scalar_one().astimezone(UTC)
-    first_day = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
-        days=plan.days - 1
-    )
+        first_day = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+            days=plan.days - 1
+        )
+        # A month partition for every month loaded (the trail is partitioned by month).
+        connection.execute(
+            text("SELECT audit_ensure_partitions(:first, :last)"),
+            {"first": first_day.date(), "last": now.date()},
+        )
     loaded = 0
     started = time.perf_counter()
     batches: queue.Queue[bytes | None] = queue.Queue(maxsize=2 * streams)

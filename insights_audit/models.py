@@ -297,6 +297,8 @@ class RetentionRecord(Base):
     last_block: Mapped[int | None] = mapped_column(BigInteger)
     # The chain hash after the last removed entry.
     head_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The org's previous record's hash: records form a chain too.
+    previous_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
     removed_at: Mapped[datetime] = mapped_column(TimestampTZ)
     key_id: Mapped[str] = mapped_column(Text)
     record_hash: Mapped[bytes] = mapped_column(LargeBinary)

@@ -530,6 +530,7 @@ def test_integrity_is_open_to_auditing_roles_and_both_scopes(
         "checkpoint": None,
         "unsealed": 0,
         "verifiedAt": None,
+        "retention": None,
     }
 
 

@@ -57,6 +57,14 @@ class Integrity(FastDumpSchema):
     unsealed = fields.Integer(
         required=True, metadata={"description": "Entries newer than the latest checkpoint"}
     )
+    retention = fields.Dict(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The latest signed retention record of the organisation (what"
+            " retention removed, up to when), or null"
+        },
+    )
     verifiedAt = Timestamp(
         required=True,
         allow_none=True,

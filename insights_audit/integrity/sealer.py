@@ -1,5 +1,6 @@
 """The background sealer: every ``AUDIT_SEAL_INTERVAL_SECONDS`` one gunicorn worker seals the
-entries written since the last checkpoint, for every org.
+entries written since the last checkpoint, for every org, creates the trail's partitions for
+the coming months and, once a day with ``AUDIT_RETENTION_DAYS``, applies retention.
 
 Writers never wait for it: they only insert (see ``sealing``). Workers take turns through a
 PostgreSQL advisory lock, so one seals while the others skip that round.
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from insights_audit import retention
 from insights_audit.extensions import engine
 from insights_audit.integrity.files import export
 from insights_audit.integrity.sealing import seal
@@ -23,6 +27,9 @@ from insights_audit.unit_of_work import transaction
 
 log = logging.getLogger(__name__)
 
+ENSURE_COMING_MONTHS = (
+    "SELECT audit_ensure_partitions(current_date, (current_date + interval '3 months')::date)"
+)
 # pg_try_advisory_lock key of the sealer (any constant; "seal" in ASCII).
 SEALER_LOCK = 0x7365616C
 
@@ -48,10 +55,29 @@ def seal_everything(app: Flask) -> int:
                 if checkpoints and export_dir:
                     with transaction(org) as connection:
                         export(connection, org, Path(export_dir))
+            keep_the_trail_tidy(app, key)
             return sealed
         finally:
             guard.scalar(select(func.pg_advisory_unlock(SEALER_LOCK)))
             guard.commit()
+
+
+RETENTION_EVERY = timedelta(days=1)
+LAST_RETENTION = "insights_audit.last_retention"
+
+
+def keep_the_trail_tidy(app: Flask, key: Ed25519PrivateKey) -> None:
+    """Partitions for the next months, and once a day retention (with AUDIT_RETENTION_DAYS)."""
+    with transaction() as connection:
+        connection.execute(text(ENSURE_COMING_MONTHS))
+        now: datetime = connection.execute(select(func.now())).scalar_one()
+    days = app.config["SETTINGS"].audit_retention_days
+    last = app.extensions.get(LAST_RETENTION)
+    if days is None or (last is not None and now - last < RETENTION_EVERY):
+        return
+    app.extensions[LAST_RETENTION] = now
+    for line in retention.apply(transaction, key, now - timedelta(days=days)):
+        log.info("retention: %s", line)
 
 
 def start(app: Flask) -> threading.Event | None:

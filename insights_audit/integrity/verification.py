@@ -28,7 +28,8 @@ from insights_audit.integrity.checkpoints import (
     public_checkpoint,
     signature_valid,
 )
-from insights_audit.models import AuditCheckpoint
+from insights_audit.models import AuditCheckpoint, RetentionRecord
+from insights_audit.retention import public_record, record_payload
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class Verdict:
     reason: str | None = None
     checkpoint: dict[str, Any] | None = None
     unsealed: int = 0
+    # Sealed entries that retention removed, and its latest record.
+    removed: int = 0
+    retention: dict[str, Any] | None = None
 
 
 FORGED = "entry is not in the sealed chain: inserted into sealed history"
@@ -59,8 +63,20 @@ def _split(blob: bytes, size: int) -> list[bytes]:
     return [blob[start : start + size] for start in range(0, len(blob), size)]
 
 
-def _check_block(connection: Connection, block: Row[Any], previous: Row[Any] | None) -> int:
-    """Compare one checkpoint's entries with the table; returns how many were checked."""
+def _removed_by_retention(entry_id: str, removed_before: float | None) -> bool:
+    """Whether a valid retention record says entries of this one's second are gone (an
+    entry id starts with the Unix second it was created in)."""
+    return removed_before is not None and int(entry_id[:8], 16) < removed_before
+
+
+def _check_block(
+    connection: Connection,
+    block: Row[Any],
+    previous: Row[Any] | None,
+    removed_before: float | None = None,
+) -> tuple[int, int]:
+    """Compare one checkpoint's entries with the table; how many were checked, and how many
+    retention removed."""
     listed = connection.execute(
         select(AuditCheckpoint.entry_ids, AuditCheckpoint.entry_hashes).where(
             AuditCheckpoint.org == block.org, AuditCheckpoint.block == block.block
@@ -77,33 +93,73 @@ def _check_block(connection: Connection, block: Row[Any], previous: Row[Any] | N
     ).all()
     present = {row.id for row in rows}
     head = previous.head_hash if previous is not None else ZERO_HASH
+    checked = removed = 0
     for index, entry_id in enumerate(ids):
-        row = rows[index] if index < len(rows) else None
+        row = rows[checked] if checked < len(rows) else None
         if entry_id not in present:
-            raise _Failure(
-                entry_id,
-                f"sealed entry {block.seq_from + index} is missing from its place in the chain"
-                " (deleted, or its org, txid or id changed)",
-                index,
-            )
-        if row is None or row.id != entry_id:
+            if not _removed_by_retention(entry_id, removed_before):
+                raise _Failure(
+                    entry_id,
+                    f"sealed entry {block.seq_from + index} is missing from its place in the"
+                    " chain (deleted, or its org, txid or id changed)",
+                    checked,
+                )
+            removed += 1
+        elif row is None or row.id != entry_id:
             # The sealed entry is further on: this one was put in front of it.
             forged = row.id if row is not None else entry_id
-            raise _Failure(forged, FORGED, index)
-        try:
-            unchanged = leaf_hash(row, block.version) == leaves[index]
-        except NotInForm:
-            unchanged = False
-        if not unchanged:
-            raise _Failure(entry_id, "entry differs from what was sealed (a field changed)", index)
+            raise _Failure(forged, FORGED, checked)
+        else:
+            try:
+                unchanged = leaf_hash(row, block.version) == leaves[index]
+            except NotInForm:
+                unchanged = False
+            if not unchanged:
+                raise _Failure(
+                    entry_id, "entry differs from what was sealed (a field changed)", checked
+                )
+            checked += 1
         head = chain_hash(head, leaves[index])
-    if len(rows) > len(ids):
-        raise _Failure(rows[len(ids)].id, FORGED, len(ids))
+    if len(rows) > checked:
+        raise _Failure(rows[checked].id, FORGED, checked)
     if head != block.head_hash:
         raise _Failure(
             block.first_id, f"entry hashes do not chain to checkpoint {block.block}'s head"
         )
-    return len(ids)
+    return checked, removed
+
+
+def _retention_records(
+    connection: Connection, org: str, public_key: Ed25519PublicKey
+) -> list[Row[Any]]:
+    """The org's retention records, each checked: signed by this key, numbered without gaps,
+    each naming the one before it."""
+    records = list(
+        connection.execute(
+            select(*RetentionRecord.__table__.columns)
+            .where(RetentionRecord.org == org)
+            .order_by(RetentionRecord.number)
+        )
+    )
+    previous = None
+    for record in records:
+        payload = record_payload(record)
+        if hashlib.sha256(canonical_json(payload)).digest() != record.record_hash or not (
+            signature_valid(public_key, payload, record.signature)
+        ):
+            raise _Failure(
+                record.first_id, f"retention record {record.number} is not signed by this key"
+            )
+        expected = (
+            previous.number + 1 if previous else 1,
+            previous.record_hash if previous else None,
+        )
+        if (record.number, record.previous_hash) != expected:
+            raise _Failure(
+                record.first_id, f"retention record {record.number} does not follow the one before"
+            )
+        previous = record
+    return records
 
 
 def _check_signature(
@@ -192,22 +248,37 @@ def verify(
         or 0
     )
     latest = public_checkpoint(last) if last is not None else None
-    checked = 0
+    checked = removed = 0
+    retention = None
     try:
+        records = _retention_records(connection, org, public_key)
+        retention = public_record(records[-1]) if records else None
+        removed_before = records[-1].removed_before.timestamp() if records else None
         by_number = _exported_by_number(exported, public_key)
         for block in blocks:
             _check_signature(block, previous, public_key)
             if block.block in by_number:
                 _check_exported(block, by_number[block.block])
-            checked += _check_block(connection, block, previous)
+            block_checked, block_removed = _check_block(connection, block, previous, removed_before)
+            checked += block_checked
+            removed += block_removed
             previous = block
         for number in sorted(by_number):
             if number > (last.block if last is not None else 0):
                 _check_exported(None, by_number[number])
     except _Failure as failure:
         checked += failure.verified
-        return Verdict("failed", checked, failure.entry_id, failure.reason, latest, unsealed)
-    if checked == 0:
+        return Verdict(
+            "failed",
+            checked,
+            failure.entry_id,
+            failure.reason,
+            latest,
+            unsealed,
+            removed,
+            retention,
+        )
+    if checked == 0 and removed == 0:
         reason = f"{unsealed} entries are not sealed yet" if unsealed else "no entries"
         return Verdict("no_data", 0, None, reason, latest, unsealed)
-    return Verdict("verified", checked, None, None, latest, unsealed)
+    return Verdict("verified", checked, None, None, latest, unsealed, removed, retention)

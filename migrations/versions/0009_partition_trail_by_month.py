@@ -84,13 +84,28 @@ DECLARE
     month date := date_trunc('month', first_month);
     name text;
     created integer := 0;
+    landed boolean;
 BEGIN
     WHILE month <= last_month LOOP
         name := 'audit_entries_p' || to_char(month, 'YYYYMM');
+        -- A month whose entries already landed in the default partition stays there.
+        PERFORM set_config('insights_audit.org', '*', true);
+        landed := false;
+        IF to_regclass('audit_entries_default') IS NOT NULL THEN
+            EXECUTE 'SELECT EXISTS (SELECT 1 FROM audit_entries_default'
+                    ' WHERE created_at >= $1 AND created_at < $2)'
+            INTO landed
+            USING month::timestamp AT TIME ZONE 'UTC',
+                  (month + interval '1 month')::timestamp AT TIME ZONE 'UTC';
+        END IF;
+        IF landed THEN
+            month := month + interval '1 month';
+            CONTINUE;
+        END IF;
         IF to_regclass(name) IS NULL THEN
             EXECUTE format(
                 'CREATE TABLE %I PARTITION OF audit_entries FOR VALUES FROM (%L) TO (%L)',
-                name, month::timestamptz AT TIME ZONE 'UTC',
+                name, month::timestamp AT TIME ZONE 'UTC',
                 (month + interval '1 month')::timestamp AT TIME ZONE 'UTC'
             );
             PERFORM audit_protect_partition(name);
@@ -119,6 +134,58 @@ BEGIN
         'CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE ON %I'
         ' FOR EACH STATEMENT EXECUTE FUNCTION audit_entries_append_only()', name
     );
+END
+$$
+"""
+
+
+# What retention needs to know of a partition, across orgs: the caller may be the app role,
+# which sees one org at a time.
+PARTITION_ORGS = """
+CREATE FUNCTION audit_partition_orgs(partition_name text)
+RETURNS TABLE (org text, entries bigint, first_id text, last_id text,
+               first_created_at timestamptz, last_created_at timestamptz,
+               first_txid text, last_txid text, chain_first_id text, chain_last_id text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_inherits
+                   WHERE inhparent = 'audit_entries'::regclass
+                     AND inhrelid = to_regclass(partition_name)) THEN
+        RAISE EXCEPTION '% is not a partition of audit_entries', partition_name;
+    END IF;
+    PERFORM set_config('insights_audit.org', '*', true);
+    RETURN QUERY EXECUTE format(
+        'SELECT e.org::text, count(*), min(e.id)::text, max(e.id)::text,'
+        ' min(e.created_at), max(e.created_at),'
+        ' (min(ARRAY[e.txid::text, e.id]))[1], (max(ARRAY[e.txid::text, e.id]))[1],'
+        ' (min(ARRAY[e.txid::text, e.id]))[2], (max(ARRAY[e.txid::text, e.id]))[2]'
+        ' FROM %I AS e GROUP BY e.org', partition_name);
+END
+$$
+"""
+
+# Drops a whole month partition entirely before ``horizon`` (at least 30 days ago).
+DROP_PARTITION = r"""
+CREATE FUNCTION audit_drop_partition(partition_name text, horizon timestamptz) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    bound text;
+    upper_bound timestamptz;
+BEGIN
+    IF horizon > now() - interval '30 days' THEN
+        RAISE EXCEPTION 'retention keeps at least 30 days';
+    END IF;
+    SELECT pg_get_expr(c.relpartbound, c.oid) INTO bound
+    FROM pg_inherits JOIN pg_class AS c ON c.oid = inhrelid
+    WHERE inhparent = 'audit_entries'::regclass AND inhrelid = to_regclass(partition_name);
+    IF bound IS NULL OR bound = 'DEFAULT' THEN
+        RAISE EXCEPTION '% is not a month partition of audit_entries', partition_name;
+    END IF;
+    upper_bound := substring(bound FROM 'TO \(''([^'']+)''\)')::timestamptz;
+    IF upper_bound > horizon THEN
+        RAISE EXCEPTION '% holds entries after the horizon', partition_name;
+    END IF;
+    EXECUTE format('DROP TABLE %I', partition_name);
 END
 $$
 """
@@ -168,9 +235,16 @@ def upgrade() -> None:
     )
     op.execute(PROTECT_PARTITION)
     op.execute(ENSURE_PARTITIONS)
+    op.execute(PARTITION_ORGS)
+    op.execute(DROP_PARTITION)
     # Definer functions: only the roles granted them (db grant-app-role) may call them.
-    op.execute("REVOKE EXECUTE ON FUNCTION audit_protect_partition(text) FROM PUBLIC")
-    op.execute("REVOKE EXECUTE ON FUNCTION audit_ensure_partitions(date, date) FROM PUBLIC")
+    for function in (
+        "audit_protect_partition(text)",
+        "audit_ensure_partitions(date, date)",
+        "audit_partition_orgs(text)",
+        "audit_drop_partition(text, timestamptz)",
+    ):
+        op.execute(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC")
     op.execute(
         """
         DO $$
@@ -220,6 +294,7 @@ def upgrade() -> None:
             first_block bigint,
             last_block bigint,
             head_hash bytea,
+            previous_hash bytea,
             removed_at timestamptz NOT NULL,
             key_id text NOT NULL,
             record_hash bytea NOT NULL,
@@ -250,6 +325,8 @@ def downgrade() -> None:
     op.execute("INSERT INTO audit_entries SELECT * FROM audit_entries_partitioned")
     op.execute("DROP TABLE audit_entries_partitioned CASCADE")
     op.execute("DROP FUNCTION audit_ensure_partitions(date, date)")
+    op.execute("DROP FUNCTION audit_partition_orgs(text)")
+    op.execute("DROP FUNCTION audit_drop_partition(text, timestamptz)")
     op.execute("DROP FUNCTION audit_protect_partition(text)")
     op.execute("ALTER TABLE audit_entries ADD CONSTRAINT pk_audit_entries PRIMARY KEY (id)")
     for index, definition in INDEXES.items():

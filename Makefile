@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean bench
+.PHONY: install run test lint format clean bench mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ clean:
 # BENCH_EVENTS (default 10000000) and BENCH_SECONDS (default 10): see BENCHMARKS.md.
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.bench
+
+# Mutation testing of auth, idempotency, cursors, body schemas and the integrity package
+# (slow; not in CI): MUTATION_MODULES=auth,idempotency limits it. See tools/mutation.py.
+mutation: $(INSTALLED)
+	$(PY) tools/mutation.py

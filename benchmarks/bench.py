@@ -18,6 +18,7 @@ from benchmarks.database import pgbench_view, seal_all, start_database
 from benchmarks.dataset import build_dataset, request_plans
 from benchmarks.load import ensure_tools, lua_script, start_gunicorn, stop_gunicorn, wrk
 from benchmarks.settings import DATA, EVENTS, READS, RESULTS, ROOT, SECONDS, log
+from benchmarks.trail_out import measure as measure_trail_out
 
 
 def main() -> int:
@@ -48,6 +49,8 @@ def main() -> int:
             f"  {name}: {throughput['rps']:.0f} rps,"
             f" c1 p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms"
         )
+    log("measuring search, export and feed ...")
+    trail_out = measure_trail_out(data.url)
     rss = stop_gunicorn(server)
     tps = pgbench_view(data, pgdata)
     log(f"  pgbench view: {tps:.0f} tps")
@@ -91,6 +94,7 @@ def main() -> int:
         "scaling_events": [small.events, EVENTS],
         "worker_rss_mb": round(rss, 1),
         "sealing_entries_per_s": round(sealing_rate),
+        "trail_out": trail_out,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

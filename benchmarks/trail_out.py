@@ -1,0 +1,127 @@
+"""Getting the trail out, measured against the running benchmark gunicorn: the big org's
+export (NDJSON and CSV, entries/s and time to the first byte), draining its feed, and the
+latency of typical searches."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import psycopg
+
+from benchmarks.settings import BASE, BIG_ORG, URL, log
+from insights_audit import create_app
+from insights_audit.config import Settings
+from insights_audit.tokens import create_token
+from insights_audit.unit_of_work import transaction
+
+SEARCHES = {
+    "no-filter": {},
+    "type": {"type": "kpi"},
+    "action-prefix": {"action": "kpi.*"},
+    "user": {"userId": "user-00042"},
+    "q-word": {"q": "threshold"},
+    "combined": {"type": "dashboard", "action": "view", "userId": "user-00001"},
+}
+
+
+def auditor_token(database_url: str) -> str:
+    app = create_app(Settings(database_url=database_url))
+    with app.app_context(), transaction() as connection:
+        _, secret = create_token(
+            connection,
+            org=BIG_ORG,
+            user_id="bench-auditor",
+            user_email=None,
+            roles=["Auditor"],
+            scopes=["api-readonly"],
+            name="bench",
+            expires_in_days=1,
+        )
+    return secret
+
+
+def count_entries(database_url: str) -> int:
+    with psycopg.connect(database_url) as connection:
+        connection.execute("SELECT set_config('insights_audit.org', %s, false)", (BIG_ORG,))
+        row = connection.execute(
+            "SELECT count(*) FROM audit_entries WHERE org = %s", (BIG_ORG,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def export(token: str, fmt: str) -> dict[str, float]:
+    curl = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-w",
+            "%{time_starttransfer} %{time_total} %{size_download}",
+            f"{URL}{BASE}/export?format={fmt}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    first, total, size = (float(part) for part in curl.stdout.split())
+    return {"first_byte_s": first, "total_s": total, "bytes": size}
+
+
+def drain_feed(token: str) -> dict[str, float]:
+    after, received, started = None, 0, time.perf_counter()
+    while True:
+        query = "limit=1000" + (f"&after={after}" if after else "")
+        request = urllib.request.Request(
+            f"{URL}{BASE}/feed?{query}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = json.loads(response.read())
+        received += len(body["data"])
+        after = body["pagination"]["nextCursor"]
+        if not body["pagination"]["hasMore"]:
+            break
+    return {"entries": received, "seconds": time.perf_counter() - started}
+
+
+def search_latency(token: str, query: dict[str, str], samples: int = 200) -> dict[str, float]:
+    url = f"{URL}{BASE}?{urllib.parse.urlencode(query)}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    timings = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+        timings.append((time.perf_counter() - started) * 1000)
+    timings.sort()
+    return {
+        "p50_ms": round(statistics.median(timings), 2),
+        "p99_ms": round(timings[int(len(timings) * 0.99) - 1], 2),
+    }
+
+
+def measure(database_url: str) -> dict[str, Any]:
+    token = auditor_token(database_url)
+    entries = count_entries(database_url)
+    results: dict[str, Any] = {"org_entries": entries}
+    for fmt in ("ndjson", "csv"):
+        run = export(token, fmt)
+        run["entries_per_s"] = round(entries / run["total_s"])
+        results[f"export_{fmt}"] = run
+        rate, first = run["entries_per_s"], run["first_byte_s"]
+        log(f"  export {fmt}: {rate:,.0f} entries/s, first byte {first:.3f} s")
+    feed = drain_feed(token)
+    results["feed"] = {**feed, "entries_per_s": round(feed["entries"] / feed["seconds"])}
+    log(f"  feed drain: {results['feed']['entries_per_s']:,} entries/s")
+    results["search"] = {name: search_latency(token, query) for name, query in SEARCHES.items()}
+    for name, timing in results["search"].items():
+        log(f"  search {name}: p50 {timing['p50_ms']} ms, p99 {timing['p99_ms']} ms")
+    return results

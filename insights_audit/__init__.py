@@ -56,13 +56,16 @@ def create_app(settings: Settings | None = None) -> Flask:
             x_host=settings.trusted_proxies,
         )
 
-    watch_pool(init_engine(app, settings))
+    engine = init_engine(app, settings)
+    if settings.metrics_enabled:
+        watch_pool(engine)
     init_token_cache(app, settings.token_cache_seconds)
     # after_request hooks run in reverse order of registration: the unit of work commits
     # first, so the metrics and the request log see the final status.
     init_request_ids(app)
     init_request_log(app)
-    init_request_metrics(app)
+    if settings.metrics_enabled:
+        init_request_metrics(app)
     init_options_answers(app)
     if not settings.public_base_url:
         init_trusted_hosts(app, settings.trusted_hosts)

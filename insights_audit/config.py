@@ -55,6 +55,8 @@ class Settings:
     audit_signing_key_file: str = ".data/audit-signing.key"
     audit_seal_interval_seconds: int = 30
     audit_export_dir: str | None = None
+    # Count requests, durations and pool use for /metrics (off: only the sealing gauges).
+    metrics_enabled: bool = True
     # Remove entries older than this many days (None: keep everything; at least 30).
     audit_retention_days: int | None = None
 
@@ -79,6 +81,8 @@ class Settings:
             ),
             audit_export_dir=os.environ.get("AUDIT_EXPORT_DIR") or None,
             audit_retention_days=_retention_days(),
+            metrics_enabled=(os.environ.get("METRICS_ENABLED") or "on").lower()
+            not in ("off", "0", "false", "no"),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -12,7 +13,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.dialects import postgresql
 
+from insights_audit.trail.queries import ENTRY_BY_ID
 from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view, run_sql
 
 ENTRY_FIELDS = {
@@ -647,3 +650,16 @@ def test_an_empty_time_window_is_refused(client: FlaskClient, token: str) -> Non
         f"{BASE}/kpi/{new_id()}?since={moment}&until={moment}", headers=bearer(token)
     )
     assert response.status_code == 400 and "until" in response.json["errors"]["query"]
+
+
+def test_reading_an_entry_by_id_touches_one_partition(
+    app: Flask, client: FlaskClient, token: str, org: str
+) -> None:
+    entry = record_event(client, token, type="kpi", action="edit", targetId=new_id())
+    second = datetime.fromtimestamp(int(entry["id"][:8], 16), UTC)
+    statement = ENTRY_BY_ID.params(
+        org=org, entry_id=entry["id"], second=second, next_second=second + timedelta(seconds=1)
+    ).compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    plan = "\n".join(row[0] for row in run_sql(app, f"EXPLAIN {statement}"))
+    scanned = set(re.findall(r"on (audit_entries_\w+)", plan))
+    assert len(scanned) == 1, plan

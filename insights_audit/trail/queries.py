@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -28,13 +28,26 @@ from insights_audit.cursors import TrailPosition
 from insights_audit.entries import ENTRY_COLUMNS
 from insights_audit.models import AuditEntry
 
+# The id's first 4 bytes are the second the entry was created in: bounding created_at to it
+# lets PostgreSQL read one month partition (pk_audit_entries is (id, created_at)).
 ENTRY_BY_ID = select(*ENTRY_COLUMNS).where(
-    AuditEntry.id == bindparam("entry_id"), AuditEntry.org == bindparam("org")
+    AuditEntry.id == bindparam("entry_id"),
+    AuditEntry.org == bindparam("org"),
+    AuditEntry.created_at >= bindparam("second"),
+    AuditEntry.created_at < bindparam("next_second"),
 )
+ONE_SECOND = timedelta(seconds=1)
 
 
 def entry_by_id(connection: Connection, org: str, entry_id: str) -> Row[Any] | None:
-    return connection.execute(ENTRY_BY_ID, {"org": org, "entry_id": entry_id}).one_or_none()
+    second = datetime.fromtimestamp(int(entry_id[:8], 16), UTC)
+    params = {
+        "org": org,
+        "entry_id": entry_id,
+        "second": second,
+        "next_second": second + ONE_SECOND,
+    }
+    return connection.execute(ENTRY_BY_ID, params).one_or_none()
 
 
 @cache

@@ -191,14 +191,9 @@ $$
 """
 
 
-def upgrade() -> None:
-    op.execute("ALTER TABLE audit_entries RENAME TO audit_entries_before")
-    op.execute("ALTER INDEX pk_audit_entries RENAME TO audit_entries_before_id")
-    for index in INDEXES:
-        op.execute(f"ALTER INDEX {index} RENAME TO {index.replace('audit_entries', 'before')}")
-    op.execute("DROP TRIGGER audit_entries_no_update_or_delete ON audit_entries_before")
-    op.execute("DROP TRIGGER audit_entries_no_truncate ON audit_entries_before")
-    op.execute(PARENT)
+def _index_and_protect_the_trail() -> None:
+    """The trail's indexes, append-only triggers and row-level security on ``audit_entries``
+    (partitioned or not: both directions build the same)."""
     for index, definition in INDEXES.items():
         op.execute(f"CREATE INDEX {index} ON audit_entries {definition}")
     op.execute(
@@ -214,6 +209,17 @@ def upgrade() -> None:
     )
     op.execute("ALTER TABLE audit_entries ENABLE ROW LEVEL SECURITY")
     op.execute("ALTER TABLE audit_entries FORCE ROW LEVEL SECURITY")
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE audit_entries RENAME TO audit_entries_before")
+    op.execute("ALTER INDEX pk_audit_entries RENAME TO audit_entries_before_id")
+    for index in INDEXES:
+        op.execute(f"ALTER INDEX {index} RENAME TO {index.replace('audit_entries', 'before')}")
+    op.execute("DROP TRIGGER audit_entries_no_update_or_delete ON audit_entries_before")
+    op.execute("DROP TRIGGER audit_entries_no_truncate ON audit_entries_before")
+    op.execute(PARENT)
+    _index_and_protect_the_trail()
     # Whoever could read and write the old table may do so on the new one.
     op.execute(
         """
@@ -329,18 +335,4 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION audit_drop_partition(text, timestamptz)")
     op.execute("DROP FUNCTION audit_protect_partition(text)")
     op.execute("ALTER TABLE audit_entries ADD CONSTRAINT pk_audit_entries PRIMARY KEY (id)")
-    for index, definition in INDEXES.items():
-        op.execute(f"CREATE INDEX {index} ON audit_entries {definition}")
-    op.execute(
-        "CREATE TRIGGER audit_entries_no_update_or_delete BEFORE UPDATE OR DELETE"
-        " ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_entries_append_only()"
-    )
-    op.execute(
-        "CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE"
-        " ON audit_entries FOR EACH STATEMENT EXECUTE FUNCTION audit_entries_append_only()"
-    )
-    op.execute(
-        f"CREATE POLICY tenant_isolation ON audit_entries USING ({RULE}) WITH CHECK ({RULE})"
-    )
-    op.execute("ALTER TABLE audit_entries ENABLE ROW LEVEL SECURITY")
-    op.execute("ALTER TABLE audit_entries FORCE ROW LEVEL SECURITY")
+    _index_and_protect_the_trail()

@@ -20,6 +20,9 @@ from benchmarks.load import ensure_tools, lua_script, start_gunicorn, stop_gunic
 from benchmarks.settings import DATA, EVENTS, READS, RESULTS, ROOT, SECONDS, log
 from benchmarks.trail_out import measure as measure_trail_out
 
+# Endpoints measured again with request metrics off, for what metrics cost.
+METRICS_PROBES = ("recently-viewed", "audit-log", "view")
+
 
 def main() -> int:
     ensure_tools()
@@ -52,6 +55,10 @@ def main() -> int:
     log("measuring search, export and feed ...")
     trail_out = measure_trail_out(data.url)
     rss = stop_gunicorn(server)
+    log("measuring the cost of request metrics (the same endpoints with METRICS_ENABLED=off) ...")
+    server = start_gunicorn(data.url, METRICS_ENABLED="off")
+    without_metrics = {name: wrk(scripts[name], 16)["rps"] for name in METRICS_PROBES}
+    stop_gunicorn(server)
     tps = pgbench_view(data, pgdata)
     log(f"  pgbench view: {tps:.0f} tps")
 
@@ -95,6 +102,14 @@ def main() -> int:
         "worker_rss_mb": round(rss, 1),
         "sealing_entries_per_s": round(sealing_rate),
         "trail_out": trail_out,
+        "metrics_cost": {
+            name: {
+                "rps_on": round(measured[name]["rps"], 1),
+                "rps_off": round(rps_off, 1),
+                "cost": round(1 - measured[name]["rps"] / rps_off, 3),
+            }
+            for name, rps_off in without_metrics.items()
+        },
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

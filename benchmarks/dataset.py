@@ -48,7 +48,9 @@ def build_dataset(server_url: str, events: int) -> Dataset:
     url = embedded.database_url(server_url, name)
     if manifest.exists():
         log(f"reusing {name} ({events:,} events)")
+        started = time.perf_counter()
         schema_migrations.upgrade(url)
+        log(f"  migrations applied in {time.perf_counter() - started:.1f} s")
         return Dataset(url=url, **json.loads(manifest.read_text()))
     log(f"building {name}: {events:,} events ...")
     embedded.drop_database(server_url, name)

@@ -82,13 +82,13 @@ def wrk(script: Path, connections: int) -> dict[str, float]:
     }
 
 
-def start_gunicorn(database_url: str) -> subprocess.Popen[bytes]:
+def start_gunicorn(database_url: str, **env: str) -> subprocess.Popen[bytes]:
     settle(database_url)
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{PORT}"],
         cwd=ROOT,
         # The service runs as the least-privileged app role, under row-level security.
-        env={**os.environ, "DATABASE_URL": as_app_role(database_url)},
+        env={**os.environ, "DATABASE_URL": as_app_role(database_url), **env},
         stdout=subprocess.DEVNULL,
         stderr=(DATA / "gunicorn.log").open("ab"),
     )

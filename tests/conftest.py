@@ -42,12 +42,22 @@ def _docker_answers() -> bool:
     return True
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A temporary folder of this run's own: runs at once never share or clean each other's."""
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="insights-audit-pytest-")
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """Admin URL of a real PostgreSQL: TEST_DATABASE_URL, else a container, else embedded."""
     configured = os.environ.get("TEST_DATABASE_URL")
     if configured:
-        yield configured
+        # Sealing waits for every older transaction on the server, so two runs on one server
+        # would hold each other's seals back: a run waits here for the other to finish.
+        with psycopg.connect(configured, autocommit=True) as lock:
+            lock.execute("SELECT pg_advisory_lock(hashtext('insights-audit test run'))")
+            yield configured
     elif _docker_answers():
         from testcontainers.postgres import PostgresContainer
 

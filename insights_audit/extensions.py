@@ -132,7 +132,8 @@ class ArgumentsParser(FlaskParser):
         return data
 
     def load_querystring(self, req: Any, schema: Any) -> Any:
-        if not all(storable(value) for value in req.args.values()):
+        # Every value of a repeated parameter (``type=a&type=b``), and the names too.
+        if not storable([[name, *values] for name, values in req.args.lists()]):
             abort(400, messages={"query": {"_schema": [UNSTORABLE_TEXT]}})
         return super().load_querystring(req, schema)
 

@@ -244,3 +244,13 @@ def test_bad_search_filters_are_400(
     response = client.get(f"{BASE}?{query}", headers=bearer(make_token(roles=AUDITOR)))
     assert response.status_code == 400, query
     assert response.json["errors"]["query"]
+
+
+@pytest.mark.parametrize("path", ["", "/export"])
+def test_a_nul_in_any_repeated_value_is_a_400(
+    client: FlaskClient, make_token: TokenFactory, path: str
+) -> None:
+    response = client.get(
+        f"{BASE}{path}?userId=a&userId=b%00c", headers=bearer(make_token(roles=AUDITOR))
+    )
+    assert response.status_code == 400 and response.json["errors"]["query"]

@@ -149,3 +149,31 @@ def test_a_database_sealed_before_recorded_by_still_verifies_after_the_upgrade(
         assert versions == [1, 2]
     assert (verdict.status, verdict.checked) == ("verified", 4)
     app.extensions[ENGINE_KEY].dispose()
+
+
+def test_a_database_with_entries_is_converted_without_moving_them(scratch_url: str) -> None:
+    schema_migrations.upgrade(scratch_url, "0008")
+    with psycopg.connect(scratch_url) as connection:
+        connection.execute(
+            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, created_at)"
+            " VALUES (audit_object_id(now() - interval '400 days'), 'o', 'kpi', 'edit',"
+            " gen_random_uuid(), 'u', now() - interval '400 days')"
+        )
+    schema_migrations.upgrade(scratch_url)
+    with psycopg.connect(scratch_url) as connection:
+        connection.execute("SELECT set_config('insights_audit.org', 'o', false)")
+        parts = connection.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits"
+            " WHERE inhparent = 'audit_entries'::regclass"
+        ).fetchall()
+        assert ("audit_entries_before",) in parts  # the old table, attached as it was
+        # Coming months next to the converted table: nothing overlaps, nothing fails.
+        connection.execute(
+            "SELECT audit_ensure_partitions(current_date, (current_date + 90)::date)"
+        )
+        connection.execute(
+            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id)"
+            " VALUES (audit_object_id(now()), 'o', 'kpi', 'edit', gen_random_uuid(), 'u')"
+        )
+        count = connection.execute("SELECT count(*) FROM audit_entries").fetchone()
+    assert count == (2,)

@@ -103,13 +103,18 @@ BEGIN
             CONTINUE;
         END IF;
         IF to_regclass(name) IS NULL THEN
-            EXECUTE format(
-                'CREATE TABLE %I PARTITION OF audit_entries FOR VALUES FROM (%L) TO (%L)',
-                name, month::timestamp AT TIME ZONE 'UTC',
-                (month + interval '1 month')::timestamp AT TIME ZONE 'UTC'
-            );
-            PERFORM audit_protect_partition(name);
-            created := created + 1;
+            BEGIN
+                EXECUTE format(
+                    'CREATE TABLE %I PARTITION OF audit_entries FOR VALUES FROM (%L) TO (%L)',
+                    name, month::timestamp AT TIME ZONE 'UTC',
+                    (month + interval '1 month')::timestamp AT TIME ZONE 'UTC'
+                );
+                PERFORM audit_protect_partition(name);
+                created := created + 1;
+            EXCEPTION WHEN invalid_object_definition THEN
+                -- Already covered by another partition (the converted table's first one).
+                NULL;
+            END;
         END IF;
         month := month + interval '1 month';
     END LOOP;

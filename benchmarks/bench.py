@@ -59,6 +59,8 @@ def main() -> int:
     server = start_gunicorn(data.url, METRICS_ENABLED="off")
     without_metrics = {name: wrk(scripts[name], 16)["rps"] for name in METRICS_PROBES}
     stop_gunicorn(server)
+    for name, rps_off in without_metrics.items():
+        log(f"  {name}: {measured[name]['rps']:.0f} rps with metrics, {rps_off:.0f} without")
     tps = pgbench_view(data, pgdata)
     log(f"  pgbench view: {tps:.0f} tps")
 

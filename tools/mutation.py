@@ -33,6 +33,8 @@ MODULES = {
             "tests/test_properties.py",
             "tests/test_tenancy.py",
             "tests/test_feed.py",
+            "tests/test_search.py",
+            "tests/test_hosts.py",
         ],
     ),
     "trail_schemas": (

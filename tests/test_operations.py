@@ -149,3 +149,19 @@ def test_text_logs_when_asked(database_url: str, tmp_path: Path) -> None:
         call(f"{url}/healthz", **{"X-Request-ID": "trace-text"})
     line = next(line for line in log.read_text().splitlines() if "trace-text" in line)
     assert re.search(r"INFO insights_audit.requests GET /healthz 200 [\d.]+ ms", line)
+
+
+def test_the_integrity_endpoint_through_gunicorn_answers_from_its_verified_head(
+    database_url: str, make_token: TokenFactory, org: str
+) -> None:
+    writer, auditor = make_token(), make_token(roles=("Auditor",))
+    env = {"AUDIT_SIGNING_KEY": TEST_SIGNING_KEY}
+    with running_gunicorn(database_url, **QUIET) as url:
+        for _ in range(3):
+            call(f"{url}{BASE}/dashboard/{new_id()}/view", writer, "POST")
+        assert cli(database_url, "audit", "checkpoint", "--org", org, env=env).returncode == 0
+        first = json.loads(call(f"{url}{BASE}/integrity", auditor)[2])["data"]
+        again = json.loads(call(f"{url}{BASE}/integrity", auditor)[2])["data"]
+    assert (first["status"], first["checked"], first["unsealed"]) == ("verified", 3, 0)
+    # Nothing sealed since: the second answer is the remembered verification, unchanged.
+    assert again == first

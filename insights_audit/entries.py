@@ -12,6 +12,9 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from insights_audit.models import AuditEntry, Key
 
+# Who wrote an entry; entries older than this record were written by their own user.
+RECORDED_BY = func.coalesce(AuditEntry.recorded_by, AuditEntry.user_id).label("recorded_by")
+
 ENTRY_COLUMNS = (
     AuditEntry.id,
     AuditEntry.type,
@@ -24,8 +27,7 @@ ENTRY_COLUMNS = (
     AuditEntry.request_id,
     AuditEntry.ip,
     AuditEntry.user_agent,
-    # Entries older than this record were written by their user.
-    func.coalesce(AuditEntry.recorded_by, AuditEntry.user_id).label("recorded_by"),
+    RECORDED_BY,
 )
 
 

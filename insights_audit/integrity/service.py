@@ -15,8 +15,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from insights_audit.integrity.verification import verify
-from insights_audit.models import IntegrityVerification, RetentionRecord
-from insights_audit.retention import public_record
+from insights_audit.models import IntegrityVerification
 
 _STATE = select(
     IntegrityVerification.block, IntegrityVerification.checked, IntegrityVerification.verified_at
@@ -41,16 +40,6 @@ def _advance(connection: Connection, org: str, block: int, checked: int) -> Any:
     return connection.execute(_STATE.where(IntegrityVerification.org == org)).one()
 
 
-def _latest_record(connection: Connection, org: str) -> dict[str, Any] | None:
-    record = connection.execute(
-        select(*RetentionRecord.__table__.columns)
-        .where(RetentionRecord.org == org)
-        .order_by(RetentionRecord.number.desc())
-        .limit(1)
-    ).first()
-    return public_record(record) if record is not None else None
-
-
 def integrity_of(connection: Connection, org: str, public_key: Ed25519PublicKey) -> dict[str, Any]:
     """The org's integrity: the checkpoints sealed since the last call verified, the head
     advanced, and the whole answer (``checked`` counts every entry verified so far)."""
@@ -72,5 +61,5 @@ def integrity_of(connection: Connection, org: str, public_key: Ed25519PublicKey)
         "checkpoint": verdict.checkpoint,
         "unsealed": verdict.unsealed,
         "verifiedAt": verified_at,
-        "retention": verdict.retention or _latest_record(connection, org),
+        "retention": verdict.retention,
     }

@@ -280,5 +280,5 @@ def verify(
         )
     if checked == 0 and removed == 0:
         reason = f"{unsealed} entries are not sealed yet" if unsealed else "no entries"
-        return Verdict("no_data", 0, None, reason, latest, unsealed)
+        return Verdict("no_data", 0, None, reason, latest, unsealed, retention=retention)
     return Verdict("verified", checked, None, None, latest, unsealed, removed, retention)

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from insights_audit import chain_order
 from insights_audit.chain_order import HORIZON
 from insights_audit.cursors import TrailPosition
-from insights_audit.entries import ENTRY_COLUMNS
+from insights_audit.entries import ENTRY_COLUMNS, RECORDED_BY
 from insights_audit.models import AuditEntry
 
 # The id's first 4 bytes are the second the entry was created in: bounding created_at to it
@@ -193,7 +193,7 @@ EXPORT_COLUMNS = (
     cast(AuditEntry.target_id, Text).label("target_id"),
     AuditEntry.user_id,
     AuditEntry.user_email,
-    func.coalesce(AuditEntry.recorded_by, AuditEntry.user_id).label("recorded_by"),
+    RECORDED_BY,
     cast(AuditEntry.details, Text).label("details"),
     func.to_char(
         func.timezone("UTC", AuditEntry.created_at), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'

@@ -7,7 +7,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Insert, Text, bindparam, func, insert
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Insert,
+    SQLColumnExpression,
+    Text,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from insights_audit.models import AuditEntry, Key
@@ -28,6 +38,34 @@ ENTRY_COLUMNS = (
     AuditEntry.ip,
     AuditEntry.user_agent,
     RECORDED_BY,
+)
+
+
+def api_timestamp(column: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """``column`` as the API writes a time: RFC 3339 in UTC, milliseconds, ``Z``."""
+    return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+
+
+def _json_object(**fields: SQLColumnExpression[Any]) -> ColumnElement[Any]:
+    pairs = [part for key, value in fields.items() for part in (literal_column(f"'{key}'"), value)]
+    return func.json_build_object(*pairs)
+
+
+# The entry exactly as the ``Entry`` response schema shows it, as one JSON value built by
+# PostgreSQL: a page of entries is served without converting a row in Python.
+ENTRY_JSON = _json_object(
+    id=AuditEntry.id,
+    type=AuditEntry.type,
+    action=AuditEntry.action,
+    targetId=AuditEntry.target_id,
+    userId=AuditEntry.user_id,
+    userEmail=AuditEntry.user_email,
+    recordedBy=func.coalesce(AuditEntry.recorded_by, AuditEntry.user_id),
+    details=AuditEntry.details,
+    createdAt=api_timestamp(AuditEntry.created_at),
+    requestId=AuditEntry.request_id,
+    ip=AuditEntry.ip,
+    userAgent=AuditEntry.user_agent,
 )
 
 

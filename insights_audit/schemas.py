@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import marshmallow as ma
+from flask import Response, current_app
 from marshmallow import fields, validate
 
 from insights_audit.errors import BadRequest
@@ -139,6 +141,21 @@ def envelope(
     if pagination is not None:
         attributes["pagination"] = fields.Nested(pagination, required=True)
     return FastDumpSchema.from_dict(attributes, name=name)
+
+
+def json_envelope(
+    data: str,
+    message: str,
+    pagination: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The success envelope around ``data``, JSON that PostgreSQL already wrote: the body a
+    schema built by ``envelope`` would dump, without parsing and re-encoding the data."""
+    rest: dict[str, Any] = {"message": message}
+    if pagination is not None:
+        rest["pagination"] = pagination
+    body = f'{{"data":{data},{json.dumps(rest, separators=(",", ":"))[1:]}\n'
+    return current_app.response_class(body, mimetype="application/json", headers=headers)
 
 
 Dumper = Callable[[Any], Any]

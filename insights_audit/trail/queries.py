@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -11,35 +12,99 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Row,
     Select,
+    SQLColumnExpression,
     Text,
+    UnaryExpression,
     bindparam,
     cast,
     func,
+    literal_column,
     or_,
     select,
     tuple_,
+    type_coerce,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 
 from insights_audit import chain_order
 from insights_audit.chain_order import HORIZON
 from insights_audit.cursors import TrailPosition
-from insights_audit.entries import ENTRY_COLUMNS, RECORDED_BY
+from insights_audit.entries import ENTRY_JSON, RECORDED_BY, api_timestamp
 from insights_audit.models import AuditEntry
+
+
+@dataclass(frozen=True)
+class EntryPage:
+    """A page of entries as PostgreSQL wrote it."""
+
+    # The JSON array of the page's entries, in order, as the API shows them.
+    data: str
+    # How many entries the page holds.
+    count: int
+    # Whether an entry follows the page.
+    more: bool
+    # The order key of the page's last entry (empty when the page is empty).
+    last: tuple[Any, ...]
+
+
+def json_page(
+    where: Sequence[ColumnElement[bool]], order: Sequence[SQLColumnExpression[Any]]
+) -> Select[Any]:
+    """The entries ``where`` keeps, in ``order``, as one row: the first ``:limit`` of them as
+    one JSON array (``EntryPage``). The order key travels with each entry so that the array
+    is aggregated in an explicit order, and a top-N sort or an index scan still stops at
+    ``:limit + 1`` rows."""
+    keys = [column.element if isinstance(column, UnaryExpression) else column for column in order]
+    page = (
+        select(ENTRY_JSON.label("entry"), *(key.label(f"key_{n}") for n, key in enumerate(keys)))
+        .where(*where)
+        .order_by(*order)
+        .limit(bindparam("limit") + 1)
+        .subquery("page")
+    )
+    page_order = [_reorder(column, page.c[f"key_{n}"]) for n, column in enumerate(order)]
+    ranked = select(page, func.row_number().over(order_by=page_order).label("n")).subquery("ranked")
+    in_page = ranked.c.n <= bindparam("limit")
+    last_first = ranked.c.n.desc()
+
+    def last(key: ColumnElement[Any]) -> ColumnElement[Any]:
+        values = func.array_agg(aggregate_order_by(key, last_first)).filter(in_page)
+        return type_coerce(values, ARRAY(key.type))[1]
+
+    array = func.json_agg(aggregate_order_by(ranked.c.entry, ranked.c.n)).filter(in_page)
+    return select(
+        cast(func.coalesce(array, literal_column("'[]'::json")), Text).label("data"),
+        func.count().filter(in_page).label("entries"),
+        (func.count() > bindparam("limit")).label("more"),
+        *(last(ranked.c[f"key_{n}"]) for n in range(len(keys))),
+    )
+
+
+def _reorder(column: SQLColumnExpression[Any], key: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``key`` in the direction ``column`` (an order-by expression) sorts."""
+    return key.desc() if isinstance(column, UnaryExpression) else key
+
+
+def read_page(connection: Connection, query: Select[Any], params: dict[str, Any]) -> EntryPage:
+    row = connection.execute(query, params).one()
+    return EntryPage(row.data, row.entries, row.more, tuple(row[3:]) if row.entries else ())
+
 
 # The id's first 4 bytes are the second the entry was created in: bounding created_at to it
 # lets PostgreSQL read one month partition (pk_audit_entries is (id, created_at)).
-ENTRY_BY_ID = select(*ENTRY_COLUMNS).where(
+ENTRY_BY_ID = select(cast(ENTRY_JSON, Text)).where(
     AuditEntry.id == bindparam("entry_id"),
     AuditEntry.org == bindparam("org"),
     AuditEntry.created_at >= bindparam("second"),
     AuditEntry.created_at < bindparam("next_second"),
 )
 ONE_SECOND = timedelta(seconds=1)
+NEWEST_FIRST = (AuditEntry.created_at.desc(), AuditEntry.id.desc())
 
 
-def entry_by_id(connection: Connection, org: str, entry_id: str) -> Row[Any] | None:
+def entry_by_id(connection: Connection, org: str, entry_id: str) -> str | None:
+    """The entry as one JSON object, if ``org`` has it."""
     second = datetime.fromtimestamp(int(entry_id[:8], 16), UTC)
     params = {
         "org": org,
@@ -47,33 +112,32 @@ def entry_by_id(connection: Connection, org: str, entry_id: str) -> Row[Any] | N
         "second": second,
         "next_second": second + ONE_SECOND,
     }
-    return connection.execute(ENTRY_BY_ID, params).one_or_none()
+    found: str | None = connection.scalar(ENTRY_BY_ID, params)
+    return found
 
 
 @cache
 def _trail_query(after: bool, since: bool, until: bool, action: bool, user_id: bool) -> Select[Any]:
-    """The trail query of one combination of filters, built once (ix_audit_entries_trail)."""
-    query = select(*ENTRY_COLUMNS).where(
+    """The trail page of one combination of filters, built once (ix_audit_entries_trail)."""
+    where = [
         AuditEntry.org == bindparam("org"),
         AuditEntry.type == bindparam("type"),
         AuditEntry.target_id == bindparam("target_id"),
-    )
+    ]
     if after:
-        query = query.where(
+        where.append(
             tuple_(AuditEntry.created_at, AuditEntry.id)
             < tuple_(bindparam("after_created_at"), bindparam("after_id"))
         )
     if since:
-        query = query.where(AuditEntry.created_at >= bindparam("since"))
+        where.append(AuditEntry.created_at >= bindparam("since"))
     if until:
-        query = query.where(AuditEntry.created_at < bindparam("until"))
+        where.append(AuditEntry.created_at < bindparam("until"))
     if action:
-        query = query.where(AuditEntry.action == bindparam("action"))
+        where.append(AuditEntry.action == bindparam("action"))
     if user_id:
-        query = query.where(AuditEntry.user_id == bindparam("user_id"))
-    return query.order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc()).limit(
-        bindparam("limit")
-    )
+        where.append(AuditEntry.user_id == bindparam("user_id"))
+    return json_page(where, NEWEST_FIRST)
 
 
 def trail_page(
@@ -88,8 +152,8 @@ def trail_page(
     until: datetime | None = None,
     action: str | None = None,
     user_id: str | None = None,
-) -> list[Row[Any]]:
-    """Up to ``limit + 1`` entries of a target, newest first."""
+) -> EntryPage:
+    """A page of a target's entries, newest first."""
     query = _trail_query(
         after is not None,
         since is not None,
@@ -101,7 +165,7 @@ def trail_page(
         "org": org,
         "type": type_,
         "target_id": target_id,
-        "limit": limit + 1,
+        "limit": limit,
         "since": since,
         "until": until,
         "action": action,
@@ -109,7 +173,7 @@ def trail_page(
     }
     if after is not None:
         params.update(after_created_at=after.created_at, after_id=after.id)
-    return list(connection.execute(query, params))
+    return read_page(connection, query, params)
 
 
 @dataclass(frozen=True)
@@ -174,19 +238,18 @@ def search_page(
     *,
     limit: int,
     after: TrailPosition | None = None,
-) -> list[Row[Any]]:
-    """Up to ``limit + 1`` of the org's entries that ``wanted`` keeps, newest first."""
-    query = select(*ENTRY_COLUMNS).where(*filter_conditions(org, wanted))
+) -> EntryPage:
+    """A page of the org's entries that ``wanted`` keeps, newest first."""
+    where = filter_conditions(org, wanted)
     if after is not None:
-        query = query.where(
+        where.append(
             tuple_(AuditEntry.created_at, AuditEntry.id) < tuple_(after.created_at, after.id)
         )
-    query = query.order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc()).limit(limit + 1)
-    return list(connection.execute(query))
+    return read_page(connection, json_page(where, NEWEST_FIRST), {"limit": limit})
 
 
 # The entry as the export writes it: text columns, the timestamp in the API's format.
-EXPORT_COLUMNS = (
+EXPORT_COLUMNS: tuple[SQLColumnExpression[Any], ...] = (
     AuditEntry.id,
     AuditEntry.type,
     AuditEntry.action,
@@ -195,9 +258,7 @@ EXPORT_COLUMNS = (
     AuditEntry.user_email,
     RECORDED_BY,
     cast(AuditEntry.details, Text).label("details"),
-    func.to_char(
-        func.timezone("UTC", AuditEntry.created_at), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
-    ).label("created_at"),
+    api_timestamp(AuditEntry.created_at).label("created_at"),
     AuditEntry.request_id,
     AuditEntry.ip,
     AuditEntry.user_agent,
@@ -213,15 +274,12 @@ def export_query(org: str, wanted: TrailFilter) -> Select[Any]:
     )
 
 
-def feed_page(
-    connection: Connection, org: str, position: tuple[str, str], limit: int
-) -> list[Row[Any]]:
-    """Up to ``limit + 1`` of the org's entries after ``position`` in chain order, only below
-    the horizon (ix_audit_entries_chain): none can commit behind them later."""
-    query = (
-        select(*ENTRY_COLUMNS, cast(AuditEntry.txid, Text).label("txid"))
-        .where(AuditEntry.org == org, chain_order.after(position), AuditEntry.txid < HORIZON)
-        .order_by(AuditEntry.txid, AuditEntry.id)
-        .limit(limit + 1)
+def feed_page(connection: Connection, org: str, position: tuple[str, str], limit: int) -> EntryPage:
+    """A page of the org's entries after ``position`` in chain order, only below the horizon
+    (ix_audit_entries_chain): none can commit behind them later. ``last`` is the page's
+    last position, ``(txid, id)``."""
+    query = json_page(
+        [AuditEntry.org == org, chain_order.after(position), AuditEntry.txid < HORIZON],
+        (AuditEntry.txid, AuditEntry.id),
     )
-    return list(connection.execute(query))
+    return read_page(connection, query, {"limit": limit})

@@ -40,7 +40,7 @@ from insights_audit.openapi_parameters import (
     MAPPING_ID_PARAMETER,
 )
 from insights_audit.request_context import request_meta
-from insights_audit.schemas import parse_audit_id, parse_target_id
+from insights_audit.schemas import json_envelope, parse_audit_id, parse_target_id
 from insights_audit.trail import service
 from insights_audit.trail.export import CSV_HEADER, FORMATS, export_bytes, export_filename, gzipped
 from insights_audit.trail.schemas import (
@@ -78,11 +78,11 @@ blp = Blueprint(
 TRAIL_LINK_HEADER = {"Link": {"description": "Next page", "schema": {"type": "string"}}}
 
 
-def _trail_page(type_: str, raw_id: str, query: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """One page of the trail of the ``type_`` whose id is ``raw_id``: body and headers."""
+def _trail_page(type_: str, raw_id: str, query: dict[str, Any]) -> Response:
+    """One page of the trail of the ``type_`` whose id is ``raw_id``."""
     target_id = parse_target_id(raw_id, type_)
     limit = query["limit"]
-    rows, after = service.trail_page(
+    data, after = service.trail_page(
         current_principal(),
         type_,
         target_id,
@@ -94,8 +94,7 @@ def _trail_page(type_: str, raw_id: str, query: dict[str, Any]) -> tuple[dict[st
         user_id=query.get("userId"),
     )
     pagination, headers = next_page(after, limit)
-    body = {"data": rows, "message": TRAIL_MESSAGES[type_], "pagination": pagination}
-    return body, headers
+    return json_envelope(data, TRAIL_MESSAGES[type_], pagination, headers)
 
 
 @blp.route("/dashboard/<dashboardId>", parameters=[DASHBOARD_ID_PARAMETER])
@@ -104,7 +103,7 @@ class DashboardTrail(MethodView):
     @blp.arguments(TrailQuery(), location="query")
     @blp.response(200, TRAIL_ENVELOPES["dashboard"], headers=TRAIL_LINK_HEADER)
     @blp.doc(operationId="listDashboardAuditLogs")
-    def get(self, query: dict[str, Any], dashboardId: str) -> tuple[dict[str, Any], Any]:
+    def get(self, query: dict[str, Any], dashboardId: str) -> Response:
         """Audit trail of one dashboard
 
         Entries whose `type` is `dashboard` and whose `targetId` is `{dashboardId}`, newest
@@ -120,7 +119,7 @@ class MappingTrail(MethodView):
     @blp.arguments(TrailQuery(), location="query")
     @blp.response(200, TRAIL_ENVELOPES["mapping"], headers=TRAIL_LINK_HEADER)
     @blp.doc(operationId="listMappingAuditLogs")
-    def get(self, query: dict[str, Any], mappingId: str) -> tuple[dict[str, Any], Any]:
+    def get(self, query: dict[str, Any], mappingId: str) -> Response:
         """Audit trail of one tool mapping
 
         Entries whose `type` is `mapping` and whose `targetId` is `{mappingId}`, newest first,
@@ -135,7 +134,7 @@ class KpiTrail(MethodView):
     @blp.arguments(TrailQuery(), location="query")
     @blp.response(200, TRAIL_ENVELOPES["kpi"], headers=TRAIL_LINK_HEADER)
     @blp.doc(operationId="listKpiAuditLogs")
-    def get(self, query: dict[str, Any], kpiId: str) -> tuple[dict[str, Any], Any]:
+    def get(self, query: dict[str, Any], kpiId: str) -> Response:
         """Audit trail of one KPI
 
         Entries whose `type` is `kpi` and whose `targetId` is `{kpiId}`, newest first, paged
@@ -151,13 +150,13 @@ class AuditLogEntry(MethodView):
     @blp.alt_response(400, response="BAD_REQUEST")
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.doc(operationId="getAuditLog")
-    def get(self, id: str) -> dict[str, Any]:
+    def get(self, id: str) -> Response:
         """One audit log entry
 
         Every field of the entry. An id unknown to the caller's organisation is a 404.
         """
         found = service.entry(current_principal(), parse_audit_id(id))
-        return {"data": found, "message": ENTRY_MESSAGE}
+        return json_envelope(found, ENTRY_MESSAGE)
 
 
 @blp.route("")
@@ -166,7 +165,7 @@ class AuditLogs(MethodView):
     @blp.arguments(SearchQuery(), location="query")
     @blp.response(200, SearchEnvelope, headers=TRAIL_LINK_HEADER)
     @blp.doc(operationId="searchAuditLogs")
-    def get(self, query: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    def get(self, query: dict[str, Any]) -> Response:
         """Search my organisation's trail
 
         Every filter is optional and they combine with AND: `type`, `action` (exact, or a
@@ -176,11 +175,11 @@ class AuditLogs(MethodView):
         For auditors and administrators.
         """
         limit = query["limit"]
-        rows, after = service.search_page(
+        data, after = service.search_page(
             current_principal(), service.trail_filter(query), limit, query.get("cursor")
         )
         pagination, headers = next_page(after, limit)
-        return {"data": rows, "message": SEARCH_MESSAGE, "pagination": pagination}, headers
+        return json_envelope(data, SEARCH_MESSAGE, pagination, headers)
 
     @requires(scopes=WRITE, roles=SITE_ROLES)
     @blp.arguments(IdempotencyHeaders(), location="headers", as_kwargs=True)
@@ -284,7 +283,7 @@ class TrailFeed(MethodView):
     @blp.arguments(FeedQuery(), location="query")
     @blp.response(200, FeedEnvelope)
     @blp.doc(operationId="getAuditLogFeed")
-    def get(self, query: dict[str, Any]) -> dict[str, Any]:
+    def get(self, query: dict[str, Any]) -> Response:
         """Follow my organisation's trail
 
         Entries in the order of the organisation's hash chain, from the first (no `after`)
@@ -295,14 +294,11 @@ class TrailFeed(MethodView):
         """
         principal = current_principal()
         limit = query["limit"]
-        rows, position, has_more = service.feed_page(
+        data, position, has_more, count = service.feed_page(
             principal, query.get("after", chain_order.START), limit
         )
         next_cursor = encode_feed_position(position, principal.org, cursor_key(current_app))
         FEED_REQUESTS.inc()
-        FEED_ENTRIES.inc(len(rows))
-        return {
-            "data": rows,
-            "message": FEED_MESSAGE,
-            "pagination": {"limit": limit, "nextCursor": next_cursor, "hasMore": has_more},
-        }
+        FEED_ENTRIES.inc(count)
+        pagination = {"limit": limit, "nextCursor": next_cursor, "hasMore": has_more}
+        return json_envelope(data, FEED_MESSAGE, pagination)

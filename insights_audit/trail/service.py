@@ -12,7 +12,7 @@ from insights_audit.cursors import TrailPosition
 from insights_audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry_params
 from insights_audit.errors import NotFound
 from insights_audit.trail import queries
-from insights_audit.trail.queries import TrailFilter
+from insights_audit.trail.queries import EntryPage, TrailFilter
 from insights_audit.unit_of_work import request_work
 from insights_audit.view_counts import dashboard_name_upsert, record_view
 
@@ -40,7 +40,8 @@ def record_entry(
     return db.execute(statement, params).one()
 
 
-def entry(principal: Principal, entry_id: str) -> Row[Any]:
+def entry(principal: Principal, entry_id: str) -> str:
+    """The entry as one JSON object; a 404 unless the principal's org has it."""
     found = queries.entry_by_id(request_work().connection, principal.org, entry_id)
     if found is None:
         raise NotFound(AUDIT_LOG_NOT_FOUND)
@@ -54,9 +55,10 @@ def trail_page(
     limit: int,
     cursor: TrailPosition | None,
     **filters: Any,
-) -> tuple[list[Row[Any]], TrailPosition | None]:
-    """One page of a target's entries, newest first, and the position after it if any."""
-    rows = queries.trail_page(
+) -> tuple[str, TrailPosition | None]:
+    """One page of a target's entries, newest first, as a JSON array, and the position after
+    it if there are more."""
+    page = queries.trail_page(
         request_work().connection,
         principal.org,
         type_,
@@ -65,16 +67,11 @@ def trail_page(
         after=cursor,
         **filters,
     )
-    return _page(rows, limit)
+    return _with_position(page)
 
 
-def _page(rows: list[Row[Any]], limit: int) -> tuple[list[Row[Any]], TrailPosition | None]:
-    """The first ``limit`` of ``limit + 1`` rows, and the position after them if there are
-    more."""
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], TrailPosition(last.created_at, last.id)
+def _with_position(page: EntryPage) -> tuple[str, TrailPosition | None]:
+    return page.data, TrailPosition(*page.last) if page.more else None
 
 
 def trail_filter(query: dict[str, Any]) -> TrailFilter:
@@ -92,23 +89,22 @@ def trail_filter(query: dict[str, Any]) -> TrailFilter:
 
 def search_page(
     principal: Principal, wanted: TrailFilter, limit: int, cursor: TrailPosition | None
-) -> tuple[list[Row[Any]], TrailPosition | None]:
-    """One page of the org's entries that ``wanted`` keeps, newest first, and the position
-    after it if any."""
-    rows = queries.search_page(
+) -> tuple[str, TrailPosition | None]:
+    """One page of the org's entries that ``wanted`` keeps, newest first, as a JSON array,
+    and the position after it if there are more."""
+    page = queries.search_page(
         request_work().connection, principal.org, wanted, limit=limit, after=cursor
     )
-    return _page(rows, limit)
+    return _with_position(page)
 
 
 def feed_page(
     principal: Principal, position: tuple[str, str], limit: int
-) -> tuple[list[Row[Any]], tuple[str, str], bool]:
+) -> tuple[str, tuple[str, str], bool, int]:
     """The entries after ``position`` in chain order that no transaction can precede any
-    more, the position after them (``position`` itself when there are none), and whether
-    more are ready."""
-    rows = queries.feed_page(request_work().connection, principal.org, position, limit)
-    page = rows[:limit]
-    if page:
-        position = (page[-1].txid, page[-1].id)
-    return page, position, len(rows) > limit
+    more, as a JSON array; the position after them (``position`` itself when there are none);
+    whether more are ready; and how many entries the array holds."""
+    page = queries.feed_page(request_work().connection, principal.org, position, limit)
+    if page.last:
+        position = (str(page.last[0]), page.last[1])
+    return page.data, position, page.more, page.count

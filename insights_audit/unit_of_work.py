@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from flask import Flask, Response, g
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 
 from insights_audit.auth import current_principal
@@ -29,11 +29,13 @@ from insights_audit.extensions import engine, waiting_for_connection
 WORK_KEY = "_insights_audit_work"
 # ``insights_audit.org`` of maintenance across orgs: only the tables' owner may use it.
 EVERY_ORG = "*"
+TENANT_SQL = "SELECT set_config('insights_audit.org', %(org)s, true)"
 
 
 def set_tenant(connection: Connection, org: str) -> None:
     """Scope the connection's transaction to ``org`` for row-level security."""
-    connection.execute(select(func.set_config("insights_audit.org", org, True)))
+    # Plain SQL: every request runs it, and it needs no compiling or caching.
+    connection.exec_driver_sql(TENANT_SQL, {"org": org})
 
 
 class UnitOfWork:

@@ -6,7 +6,9 @@ killed / survived per module and writes the survivors to ``.data/mutation/surviv
 Mutants listed in ``tools/equivalent-mutants.txt`` (``path operator occurrence  # reason``)
 are equivalent to the original code and set aside. Slow (minutes per module): not in CI.
 
-``MUTATION_MODULES=auth,idempotency make mutation`` runs some modules only.
+``MUTATION_MODULES=auth,idempotency make mutation`` runs some modules only. A run that was
+stopped goes on where it stopped with ``MUTATION_RESUME=1`` (the mutants already tried keep
+their results; the source must not have changed in between).
 """
 
 from __future__ import annotations
@@ -75,8 +77,9 @@ def run_module(name: str, path: str, tests: list[str]) -> list[dict[str, object]
         "[cosmic-ray.distributor]\n"
         'name = "local"\n'
     )
-    session.unlink(missing_ok=True)
-    subprocess.run([BIN / "cosmic-ray", "init", config, session], cwd=ROOT, check=True)
+    if not (os.environ.get("MUTATION_RESUME") and session.exists()):
+        session.unlink(missing_ok=True)
+        subprocess.run([BIN / "cosmic-ray", "init", config, session], cwd=ROOT, check=True)
     subprocess.run([BIN / "cosmic-ray", "exec", config, session], cwd=ROOT, check=True)
     dumped = subprocess.run(
         [BIN / "cosmic-ray", "dump", session], cwd=ROOT, check=True, capture_output=True, text=True

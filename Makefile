@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean bench mutation
+.PHONY: install run test lint format clean bench bench-partitioning mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ clean:
 # BENCH_EVENTS (default 10000000) and BENCH_SECONDS (default 10): see BENCHMARKS.md.
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.bench
+
+# Converting an unpartitioned trail and retention at BENCH_EVENTS (benchmarks/partitioning.py).
+bench-partitioning: $(INSTALLED)
+	$(PY) -m benchmarks.partitioning
 
 # Mutation testing of auth, idempotency, cursors, body schemas and the integrity package
 # (slow; not in CI): MUTATION_MODULES=auth,idempotency limits it. See tools/mutation.py.

@@ -12,7 +12,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
 from insights_audit import create_app, embedded, keys, schema_migrations
@@ -149,6 +149,50 @@ def test_a_database_sealed_before_recorded_by_still_verifies_after_the_upgrade(
         assert versions == [1, 2]
     assert (verdict.status, verdict.checked) == ("verified", 4)
     app.extensions[ENGINE_KEY].dispose()
+
+
+@pytest.fixture
+def owner_url(server_url: str) -> Iterator[str]:
+    """A scratch database owned by a role that is not a superuser, as on a managed server:
+    row-level security applies to it."""
+    suffix = uuid.uuid4().hex[:8]
+    role, name = f"trail_owner_{suffix}", f"insights_audit_own_{suffix}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    url = embedded.ensure_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} OWNER TO {role}")
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"ALTER SCHEMA public OWNER TO {role}")
+    yield make_url(url).set(username=role).render_as_string(hide_password=False)
+    embedded.drop_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"DROP ROLE {role}")
+
+
+def test_an_owner_that_is_not_a_superuser_converts_the_trail_keeping_every_entry(
+    owner_url: str,
+) -> None:
+    schema_migrations.upgrade(owner_url, "0008")
+    with psycopg.connect(owner_url) as connection:
+        connection.execute("SELECT set_config('insights_audit.org', 'o', true)")
+        connection.execute(
+            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, created_at)"
+            " SELECT audit_object_id(now() - n * interval '1 day'), 'o', 'kpi', 'edit',"
+            " gen_random_uuid(), 'u', now() - n * interval '1 day'"
+            " FROM generate_series(0, 99) AS n"
+        )
+    schema_migrations.upgrade(owner_url)
+    with psycopg.connect(owner_url) as connection:
+        connection.execute("SELECT set_config('insights_audit.org', 'o', true)")
+        count = connection.execute("SELECT count(*) FROM audit_entries").fetchone()
+        # The converted table has one index on (id, created_at): its primary key, built once.
+        keys = connection.execute(
+            "SELECT indisprimary FROM pg_index WHERE indrelid = 'audit_entries_before'::regclass"
+            " AND pg_get_indexdef(indexrelid) LIKE '%(id, created_at)'"
+        ).fetchall()
+    assert count == (100,)
+    assert keys == [(True,)]
 
 
 def test_a_database_with_entries_is_converted_without_moving_them(scratch_url: str) -> None:

@@ -6,12 +6,19 @@ seconds at any size, and the disk is freed at once. Month partitions: fine enoug
 30-day minimum retention (at most a month more is kept), coarse enough that ten years are
 120 tables.
 
-Converting a database that has entries rewrites nothing: the existing table is renamed,
-given a validated ``CHECK`` on its time range (``VALIDATE`` takes a lock that lets writes
-through), and attached as the partition of everything before next month, so PostgreSQL
-need not scan it again; its indexes are attached to the parent's. The one index built on it
-is the primary key's, which must include ``created_at`` on a partitioned table. Retention
-can drop that first partition once its newest entry is past the horizon.
+Converting a database that has entries rewrites nothing and blocks the service only for a
+moment. First, outside any transaction and while reads and writes go on, the one index the
+conversion needs is built (``CREATE INDEX CONCURRENTLY``: the primary key of a partitioned
+table must include ``created_at``) and a ``CHECK`` on the time range is added and validated
+(``VALIDATE`` lets reads and writes through). Then, in one short transaction, the table is
+renamed, the new index becomes its primary key, and it is attached as the partition of
+everything before the month after next: the validated ``CHECK`` spares the scan, and its
+indexes are attached to the parent's. The bound is a month further out than needed so that
+a conversion running across a month's end cannot reject a write. Retention can drop that
+first partition once its newest entry is past the horizon.
+
+The owner sees every org's rows only with ``insights_audit.org = '*'`` (row-level security
+is forced on the owner too), so the migration sets it before looking at the rows.
 
 Partitions of coming months are created ahead by ``audit_ensure_partitions`` (here, and by
 the background worker, which may call it as the app role: it runs as the tables' owner).
@@ -27,6 +34,7 @@ Create Date: 2026-11-27
 from collections.abc import Sequence
 
 from alembic import op
+from sqlalchemy import text
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -216,7 +224,38 @@ def _index_and_protect_the_trail() -> None:
     op.execute("ALTER TABLE audit_entries FORCE ROW LEVEL SECURITY")
 
 
+# The first instant of the month after next, UTC: the converted table's upper bound.
+BOUND = """
+SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '2 months') AT TIME ZONE 'UTC'
+"""
+EVERY_ORG = "SET LOCAL insights_audit.org = '*'"
+
+
+def _prepare_while_the_service_runs(bound: str) -> None:
+    """What takes time, done without blocking readers or writers: the new primary key's
+    index and a validated CHECK that the rows lie before ``bound``. Repeatable after a
+    failure (an interrupted concurrent build leaves an invalid index behind)."""
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS audit_entries_before_pkey")
+        op.execute(
+            "CREATE UNIQUE INDEX CONCURRENTLY audit_entries_before_pkey"
+            " ON audit_entries (id, created_at)"
+        )
+        op.execute("ALTER TABLE audit_entries DROP CONSTRAINT IF EXISTS audit_entries_before_range")
+        op.execute(
+            "ALTER TABLE audit_entries ADD CONSTRAINT audit_entries_before_range"
+            f" CHECK (created_at < '{bound}') NOT VALID"
+        )
+        op.execute("ALTER TABLE audit_entries VALIDATE CONSTRAINT audit_entries_before_range")
+
+
 def upgrade() -> None:
+    op.execute(EVERY_ORG)
+    bind = op.get_bind()
+    bound = bind.execute(text(BOUND)).scalar_one().isoformat()
+    if bind.execute(text("SELECT EXISTS (SELECT 1 FROM audit_entries)")).scalar_one():
+        _prepare_while_the_service_runs(bound)
+        op.execute(EVERY_ORG)
     op.execute("ALTER TABLE audit_entries RENAME TO audit_entries_before")
     op.execute("ALTER INDEX pk_audit_entries RENAME TO audit_entries_before_id")
     for index in INDEXES:
@@ -257,7 +296,7 @@ def upgrade() -> None:
     ):
         op.execute(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC")
     op.execute(
-        """
+        f"""
         DO $$
         DECLARE
             next_month timestamptz := (date_trunc('month', now() AT TIME ZONE 'UTC')
@@ -268,16 +307,12 @@ def upgrade() -> None:
                 PERFORM audit_ensure_partitions(
                     (now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date);
             ELSE
-                -- Validated first (writes go on meanwhile), so ATTACH need not scan.
-                EXECUTE format('ALTER TABLE audit_entries_before ADD CONSTRAINT'
-                               ' audit_entries_before_range CHECK (created_at < %L) NOT VALID',
-                               next_month);
-                ALTER TABLE audit_entries_before VALIDATE CONSTRAINT audit_entries_before_range;
-                CREATE UNIQUE INDEX audit_entries_before_pkey
-                    ON audit_entries_before (id, created_at);
                 ALTER TABLE audit_entries_before DROP CONSTRAINT audit_entries_before_id;
-                EXECUTE format('ALTER TABLE audit_entries ATTACH PARTITION audit_entries_before'
-                               ' FOR VALUES FROM (MINVALUE) TO (%L)', next_month);
+                ALTER TABLE audit_entries_before ADD CONSTRAINT audit_entries_before_pkey
+                    PRIMARY KEY USING INDEX audit_entries_before_pkey;
+                -- The validated CHECK implies the bound: no scan.
+                ALTER TABLE audit_entries ATTACH PARTITION audit_entries_before
+                    FOR VALUES FROM (MINVALUE) TO ('{bound}');
                 CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE ON audit_entries_before
                     FOR EACH STATEMENT EXECUTE FUNCTION audit_entries_append_only();
             END IF;

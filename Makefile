@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean bench bench-partitioning mutation
+.PHONY: install run test lint format clean bench bench-profile bench-partitioning mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ clean:
 # BENCH_EVENTS (default 10000000) and BENCH_SECONDS (default 10): see BENCHMARKS.md.
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.bench
+
+# Where a gunicorn worker's CPU goes, per endpoint, sampled by py-spy (benchmarks/profile.py).
+bench-profile: $(INSTALLED)
+	$(PY) -m benchmarks.profile
 
 # Converting an unpartitioned trail and retention at BENCH_EVENTS (benchmarks/partitioning.py).
 bench-partitioning: $(INSTALLED)

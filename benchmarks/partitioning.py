@@ -114,9 +114,8 @@ def convert(url: str) -> dict[str, Any]:
     return result
 
 
-def retention_run(server_url: str, events: int) -> dict[str, Any]:
-    """Seed one org over a year into month partitions, seal it, and remove the oldest months."""
-    name = f"retention_{events}"
+def build_retention_database(server_url: str, name: str, events: int) -> None:
+    """One org of ``events`` events over a year, loaded into month partitions."""
     url = embedded.database_url(server_url, name)
     embedded.drop_database(server_url, name)
     embedded.ensure_database(server_url, name)
@@ -143,6 +142,17 @@ def retention_run(server_url: str, events: int) -> dict[str, Any]:
         env={**os.environ, "DATABASE_URL": url},
         check=True,
     )
+
+
+def retention_run(server_url: str, events: int) -> dict[str, Any]:
+    """Seed one org over a year into month partitions (or, with ``BENCH_REUSE_RETENTION``,
+    reuse it), seal it, and remove the months older than ``BENCH_RETENTION_DAYS``."""
+    name = f"retention_{events}"
+    url = embedded.database_url(server_url, name)
+    if os.environ.get("BENCH_REUSE_RETENTION") and revision(url):
+        log(f"reusing {name}")
+    else:
+        build_retention_database(server_url, name, events)
     seal_all(url)
     app = create_app(replace(Settings.from_env(), database_url=url))
     key = signing_key(app.config["SETTINGS"])

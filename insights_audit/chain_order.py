@@ -35,6 +35,15 @@ def up_to(position: tuple[str, str]) -> ColumnElement[bool]:
     return tuple_(AuditEntry.txid, AuditEntry.id) <= tuple_(text_xid(position[0]), position[1])
 
 
+def read_in_chain_order(connection: Connection) -> None:
+    """Have the rest of the transaction read the chain in index order, partition by partition
+    (a merge of ``ix_audit_entries_chain`` scans), never by sorting everything after a
+    position. A bulk load's entries share a few transaction ids, past which the planner
+    cannot estimate: it then took "the next 10,000" for a handful of rows and sorted the whole
+    rest of the chain, 5 s instead of 9 ms at 10M entries, which the statement timeout cut."""
+    connection.exec_driver_sql("SET LOCAL enable_sort = off")
+
+
 def current_horizon(connection: Connection) -> str:
     """The oldest transaction still running: every older one has ended."""
     return str(connection.scalar(select(cast(HORIZON, Text))))

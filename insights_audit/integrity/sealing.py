@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, func, insert, select
 
-from insights_audit.chain_order import current_horizon, text_xid
+from insights_audit.chain_order import current_horizon, read_in_chain_order, text_xid
 from insights_audit.integrity.canonical import (
     CHAIN_VERSION,
     ZERO_HASH,
@@ -50,6 +50,7 @@ def seal_batch(
     connection.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"seal:{org}", 0))))
     horizon = horizon or current_horizon(connection)
     last = last_checkpoint(connection, org)
+    read_in_chain_order(connection)
     rows = connection.execute(
         entries_between(org, position_after(last))
         .where(AuditEntry.txid < text_xid(str(horizon)))

@@ -282,4 +282,5 @@ def feed_page(connection: Connection, org: str, position: tuple[str, str], limit
         [AuditEntry.org == org, chain_order.after(position), AuditEntry.txid < HORIZON],
         (AuditEntry.txid, AuditEntry.id),
     )
+    chain_order.read_in_chain_order(connection)
     return read_page(connection, query, {"limit": limit})

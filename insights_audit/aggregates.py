@@ -16,6 +16,8 @@ from insights_audit.models import (
     DashboardTotal,
     TotalSnapshot,
     ViewLog,
+    WindowCount,
+    WindowSnapshot,
 )
 
 REBUILD_VIEW_LOGS = text(
@@ -86,7 +88,16 @@ REBUILD_TOTALS = text(
 def rebuild(connection: Connection, org: str) -> None:
     """Replace the org's aggregates by what its audit trail implies, in the caller's transaction
     on ``org``."""
-    for table in (TotalSnapshot, DashboardDayTotal, DashboardDailyViews, DashboardTotal, ViewLog):
+    derived = (
+        WindowCount,
+        WindowSnapshot,
+        TotalSnapshot,
+        DashboardDayTotal,
+        DashboardDailyViews,
+        DashboardTotal,
+        ViewLog,
+    )
+    for table in derived:
         connection.execute(delete(table).where(table.org == org))
     connection.execute(REBUILD_VIEW_LOGS, {"org": org})
     # Fresh statistics, or the planner joins the new rows as if there were none.

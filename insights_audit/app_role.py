@@ -18,6 +18,9 @@ APP_ROLE_GRANTS = {
     "audit_checkpoints": "SELECT, INSERT",
     "integrity_verifications": "SELECT, INSERT, UPDATE",
     "audit_retention_records": "SELECT, INSERT",
+    # Derived counts of most-viewed windows, recounted in place (migration 0010).
+    "window_snapshots": "SELECT, INSERT, UPDATE",
+    "window_counts": "SELECT, INSERT, UPDATE, DELETE",
     "alembic_version": "SELECT",
 }
 

@@ -43,6 +43,15 @@ class XID8(UserDefinedType[str]):
         return "xid8"
 
 
+class Snapshot(UserDefinedType[str]):
+    """PostgreSQL's ``pg_snapshot``: which transactions a statement saw; read as text."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "pg_snapshot"
+
+
 # Keys compare bytewise (see migration 0001).
 Key = Text(collation="C")
 
@@ -316,6 +325,44 @@ class IntegrityVerification(Base):
     verified_at: Mapped[datetime] = mapped_column(TimestampTZ)
 
 
+class WindowSnapshot(Base):
+    """A ``most-viewed?days=`` window kept counted for an org (migration 0010): its counts in
+    ``window_counts`` are those of every view visible in ``snapshot``, taken at ``as_of``."""
+
+    __tablename__ = "window_snapshots"
+
+    org: Mapped[str] = mapped_column(Key, primary_key=True)
+    days: Mapped[int] = mapped_column(Integer, primary_key=True)
+    as_of: Mapped[datetime] = mapped_column(TimestampTZ)
+    snapshot: Mapped[str] = mapped_column(Snapshot)
+    # When a request last asked for the window (kept to within 5 minutes): the background
+    # worker recounts only windows asked for in the last hour.
+    requested_at: Mapped[datetime] = mapped_column(TimestampTZ)
+
+
+class WindowCount(Base):
+    """Views of one dashboard in a kept window, as of its ``WindowSnapshot``."""
+
+    __tablename__ = "window_counts"
+    __table_args__ = (
+        # The window's top dashboards in order, for the ones no view has changed since.
+        Index(
+            "ix_window_counts_top",
+            "org",
+            "days",
+            text("views DESC"),
+            text("last_viewed_at DESC"),
+            "dashboard_id",
+        ),
+    )
+
+    org: Mapped[str] = mapped_column(Key, primary_key=True)
+    days: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    views: Mapped[int] = mapped_column(BigInteger)
+    last_viewed_at: Mapped[datetime] = mapped_column(TimestampTZ)
+
+
 # Tables whose rows belong to one org, under forced row-level security (migration 0005).
 # ``api_tokens`` is not: a token is looked up by its hash before its org is known.
 TENANT_TABLES = (
@@ -328,4 +375,6 @@ TENANT_TABLES = (
     "total_snapshots",
     "integrity_verifications",
     "audit_retention_records",
+    "window_snapshots",
+    "window_counts",
 )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from insights_audit.integrity.sealer import keep_windows_counted
 from tests.conftest import (
     BASE,
     TokenFactory,
@@ -370,10 +373,81 @@ def test_most_viewed_windows_match_a_brute_force_count(
     assert snapshots == (9,)
 
 
-def assert_windows_match(
-    client: FlaskClient, token: str, views: list[tuple[str, str, datetime]], dashboards: list[str]
+def test_kept_window_counts_stay_exact_as_views_slide_out_and_arrive(
+    client: FlaskClient, app: Flask, make_token: TokenFactory, org: str
 ) -> None:
-    for days in range(1, 10):
+    token = make_token()
+    leaving, staying = new_id(), new_id()
+    now = datetime.now(UTC)
+    # Three views about to leave the 1-day window, two well inside it.
+    views = [
+        (leaving, f"user-{n}", now - timedelta(days=1) + timedelta(seconds=3)) for n in range(3)
+    ]
+    views += [(staying, "user-9", now - timedelta(hours=2)) for _ in range(2)]
+    for d, user, when in views:
+        append_view_entry(app, org, d, user, when)
+    rebuild_aggregates(app, org)
+    first = get_data(client, token, "/dashboard/most-viewed?days=1")
+    assert [(i["dashboardId"], i["viewCount"]) for i in first] == [(leaving, 3), (staying, 2)]
+    (kept,) = run_sql(app, "SELECT count(*) FROM window_counts WHERE org = :org", org=org)
+    assert kept == (2,)  # the window's counts are kept, with the snapshot they saw
+    time.sleep(4)  # the three slide out of the window; the kept counts still hold them
+    record_view(client, token, staying)
+    views.append((staying, "user-1", datetime.now(UTC)))
+    assert_windows_match(client, token, views, [leaving, staying], windows=(1,))
+
+
+def test_kept_window_counts_do_not_count_twice_past_a_transaction_left_open(
+    client: FlaskClient, app: Flask, database_url: str, make_token: TokenFactory, org: str
+) -> None:
+    token = make_token()
+    d = new_id()
+    with psycopg.connect(database_url) as idle:
+        # An older transaction still open: the kept snapshot's xmin stays behind the views
+        # below, which it nevertheless saw.
+        idle.execute("SELECT pg_current_xact_id()")
+        for _ in range(3):
+            record_view(client, token, d)
+        kept = get_data(client, token, "/dashboard/most-viewed?days=3")
+        again = get_data(client, token, "/dashboard/most-viewed?days=3")
+    assert [i["viewCount"] for i in kept] == [i["viewCount"] for i in again] == [3]
+
+
+def test_the_background_worker_counts_asked_for_windows_again(
+    client: FlaskClient, app: Flask, make_token: TokenFactory, org: str
+) -> None:
+    token = make_token()
+    d = new_id()
+    record_view(client, token, d)
+    get_data(client, token, "/dashboard/most-viewed?days=7")
+    # Counts two minutes old: nothing has changed since, so moving as_of back keeps them true.
+    run_sql(
+        app,
+        "UPDATE window_snapshots SET as_of = as_of - interval '2 minutes' WHERE org = :org",
+        org=org,
+    )
+    record_view(client, token, d)
+    with app.app_context():
+        keep_windows_counted(org)
+    ((fresh, count),) = run_sql(
+        app,
+        "SELECT s.as_of > now() - interval '1 minute', c.views FROM window_snapshots AS s"
+        " JOIN window_counts AS c USING (org, days) WHERE s.org = :org",
+        org=org,
+    )
+    assert fresh and count == 2
+    items = get_data(client, token, "/dashboard/most-viewed?days=7")
+    assert [(i["dashboardId"], i["viewCount"]) for i in items] == [(d, 2)]
+
+
+def assert_windows_match(
+    client: FlaskClient,
+    token: str,
+    views: list[tuple[str, str, datetime]],
+    dashboards: list[str],
+    windows: tuple[int, ...] = tuple(range(1, 10)),
+) -> None:
+    for days in windows:
         since = datetime.now(UTC) - timedelta(days=days)
         counted = {
             d: (

@@ -15,6 +15,7 @@ from sqlalchemy import (
 )
 
 from insights_audit.models import DashboardTotal, ViewLog
+from insights_audit.window_counts import KEEP_WINDOW, WINDOW_START
 
 TOP_VIEWERS = 10
 
@@ -69,57 +70,53 @@ def most_viewed_all_time(connection: Connection, org: str, limit: int) -> list[R
     return list(connection.execute(MOST_VIEWED, {"org": org, "limit": limit}))
 
 
-WINDOW_START = text(
+# The top of the window from its kept counts, exact now: the views the kept snapshot did not
+# see are added (a transaction id at or past the snapshot's xmin: ix_audit_entries_chain), the
+# views that slid out of the window since the counts were kept are taken away
+# (ix_audit_entries_views_by_time). Only dashboards with such views change; the others keep
+# their kept order, so the top :limit of them plus the changed ones hold the top :limit.
+MOST_VIEWED_KEPT = text(
     """
-    WITH bounds AS (
-        SELECT now() - make_interval(days => :days) AS since
-    ), snapshot AS (
-        SELECT (since AT TIME ZONE 'UTC')::date - 1 AS day FROM bounds
-    ), marker AS (
-        INSERT INTO total_snapshots (org, day)
-        SELECT :org, day FROM snapshot
-        ON CONFLICT DO NOTHING
-        RETURNING day
-    ), filled AS (
-        -- First use of this day: each dashboard's running total at its end, looked up once.
-        INSERT INTO dashboard_day_totals (org, day, dashboard_id, total_views)
-        SELECT :org, marker.day, t.dashboard_id, earlier.total_views
-        FROM marker
-        JOIN dashboard_totals AS t ON t.org = :org
-        JOIN LATERAL (
-            SELECT d.total_views FROM dashboard_daily_views AS d
-            WHERE d.org = :org AND d.dashboard_id = t.dashboard_id AND d.day <= marker.day
-            ORDER BY d.day DESC LIMIT 1
-        ) AS earlier ON true
-        RETURNING 1
-    )
-    SELECT bounds.since, snapshot.day FROM bounds, snapshot
-    """
-)
-
-MOST_VIEWED_SINCE = text(
-    """
-    WITH before_window AS (
-        -- Views of the window's first day that came before the window (raw entries, < 1 day).
+    WITH kept AS (
+        SELECT as_of, snapshot FROM window_snapshots WHERE org = :org AND days = :days
+    ), added AS (
         SELECT e.target_id AS dashboard_id, count(*) AS views
-        FROM audit_entries AS e
-        WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
-          AND e.created_at >= date_trunc('day', CAST(:since AS timestamptz))
-          AND e.created_at < :since
+        FROM kept, audit_entries AS e
+        WHERE e.org = :org AND e.txid >= pg_snapshot_xmin(kept.snapshot)
+          AND NOT pg_visible_in_snapshot(e.txid, kept.snapshot)
+          AND e.type = 'dashboard' AND e.action = 'view' AND e.created_at >= :since
         GROUP BY e.target_id
-    ), in_window AS (
-        -- Views in the window = all views - the total at the end of the day before the
-        -- window's first day - that first day's views before the window.
-        SELECT t.dashboard_id, t.name, t.last_viewed_at,
-               t.view_count - coalesce(s.total_views, 0) - coalesce(b.views, 0) AS view_count
-        FROM dashboard_totals AS t
-        LEFT JOIN dashboard_day_totals AS s
-               ON s.org = :org AND s.day = :snapshot_day AND s.dashboard_id = t.dashboard_id
-        LEFT JOIN before_window AS b ON b.dashboard_id = t.dashboard_id
-        WHERE t.org = :org AND t.last_viewed_at >= :since
+    ), slid_out AS (
+        SELECT e.target_id AS dashboard_id, count(*) AS views
+        FROM kept, audit_entries AS e
+        WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
+          AND e.created_at >= kept.as_of - make_interval(days => :days)
+          AND e.created_at < :since
+          AND pg_visible_in_snapshot(e.txid, kept.snapshot)
+        GROUP BY e.target_id
+    ), changed AS (
+        SELECT dashboard_id FROM added UNION SELECT dashboard_id FROM slid_out
+    ), candidates AS (
+        (SELECT w.dashboard_id, w.views
+         FROM window_counts AS w
+         WHERE w.org = :org AND w.days = :days
+           AND w.dashboard_id NOT IN (SELECT dashboard_id FROM changed)
+         ORDER BY w.views DESC, w.last_viewed_at DESC, w.dashboard_id
+         LIMIT :limit)
+        UNION ALL
+        SELECT c.dashboard_id,
+               coalesce(w.views, 0) + coalesce(a.views, 0) - coalesce(s.views, 0)
+        FROM changed AS c
+        LEFT JOIN window_counts AS w
+               ON w.org = :org AND w.days = :days AND w.dashboard_id = c.dashboard_id
+        LEFT JOIN added AS a ON a.dashboard_id = c.dashboard_id
+        LEFT JOIN slid_out AS s ON s.dashboard_id = c.dashboard_id
     ), top AS (
-        SELECT * FROM in_window
-        ORDER BY view_count DESC, last_viewed_at DESC, dashboard_id
+        SELECT c.dashboard_id, t.name, t.last_viewed_at, c.views AS view_count
+        FROM candidates AS c
+        JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = c.dashboard_id
+        WHERE c.views > 0
+        ORDER BY c.views DESC, t.last_viewed_at DESC, c.dashboard_id
         LIMIT :limit
     )
     SELECT top.dashboard_id, top.name, top.view_count,
@@ -145,11 +142,24 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     """Dashboards by views in the last ``days`` x 24 h.
 
     The running totals at the end of each past day never change, so the first request that
-    needs a day stores them (``dashboard_day_totals``); every later one reads them back.
+    needs a day stores them (``dashboard_day_totals``); every later one reads them back. The
+    window's counts of every dashboard are kept (``window_counts``, recounted by the first
+    request and then by the background worker), and each request corrects them to the
+    moment (``MOST_VIEWED_KEPT``).
     """
-    since, snapshot_day = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
-    params = {"org": org, "limit": limit, "since": since, "snapshot_day": snapshot_day}
-    return list(connection.execute(MOST_VIEWED_SINCE, params))
+    since, snapshot_day, kept = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
+    if not kept:
+        connection.execute(
+            KEEP_WINDOW, {"org": org, "days": days, "since": since, "snapshot_day": snapshot_day}
+        )
+    params = {
+        "org": org,
+        "days": days,
+        "limit": limit,
+        "since": since,
+        "snapshot_day": snapshot_day,
+    }
+    return list(connection.execute(MOST_VIEWED_KEPT, params))
 
 
 DASHBOARD_STATS = text(

@@ -24,6 +24,7 @@ from insights_audit.integrity.sealing import seal
 from insights_audit.keys import app_signing_key
 from insights_audit.orgs import chained_orgs
 from insights_audit.unit_of_work import transaction
+from insights_audit.window_counts import keep_window, windows_to_keep
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def seal_everything(app: Flask) -> int:
                     with transaction(org) as connection:
                         export(connection, org, Path(export_dir))
             keep_the_trail_tidy(app, key)
+            for org in orgs:
+                keep_windows_counted(org)
             return sealed
         finally:
             guard.scalar(select(func.pg_advisory_unlock(SEALER_LOCK)))
@@ -64,6 +67,16 @@ def seal_everything(app: Flask) -> int:
 
 RETENTION_EVERY = timedelta(days=1)
 LAST_RETENTION = "insights_audit.last_retention"
+
+
+def keep_windows_counted(org: str) -> None:
+    """Count again the org's most-viewed windows that clients asked for in the last hour, so
+    that a request corrects counts at most a minute or so old."""
+    with transaction(org) as connection:
+        windows = windows_to_keep(connection, org)
+    for days in windows:
+        with transaction(org) as connection:
+            keep_window(connection, org, days)
 
 
 def keep_the_trail_tidy(app: Flask, key: Ed25519PrivateKey) -> None:

@@ -1,0 +1,122 @@
+"""Most-viewed windows kept counted: for each org and ``days`` that clients ask for, every
+dashboard's views in the window, kept with the snapshot they saw (migration 0010).
+
+The dashboards resource reads them (``MOST_VIEWED_KEPT``); the first request for a window,
+and then the background worker about every minute, counts them again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+WINDOW_START = text(
+    """
+    WITH bounds AS (
+        SELECT now() - make_interval(days => :days) AS since
+    ), snapshot AS (
+        SELECT (since AT TIME ZONE 'UTC')::date - 1 AS day FROM bounds
+    ), marker AS (
+        INSERT INTO total_snapshots (org, day)
+        SELECT :org, day FROM snapshot
+        ON CONFLICT DO NOTHING
+        RETURNING day
+    ), filled AS (
+        -- First use of this day: each dashboard's running total at its end, looked up once.
+        INSERT INTO dashboard_day_totals (org, day, dashboard_id, total_views)
+        SELECT :org, marker.day, t.dashboard_id, earlier.total_views
+        FROM marker
+        JOIN dashboard_totals AS t ON t.org = :org
+        JOIN LATERAL (
+            SELECT d.total_views FROM dashboard_daily_views AS d
+            WHERE d.org = :org AND d.dashboard_id = t.dashboard_id AND d.day <= marker.day
+            ORDER BY d.day DESC LIMIT 1
+        ) AS earlier ON true
+        RETURNING 1
+    ), asked AS (
+        -- The window is in demand: its counts are kept (written at most every 5 minutes).
+        UPDATE window_snapshots SET requested_at = now()
+        WHERE org = :org AND days = :days AND requested_at < now() - interval '5 minutes'
+        RETURNING 1
+    )
+    SELECT bounds.since, snapshot.day,
+           -- Kept counts younger than KEPT_FOR are used; older ones are counted again.
+           EXISTS (SELECT 1 FROM window_snapshots AS w
+                   WHERE w.org = :org AND w.days = :days
+                     AND w.as_of > now() - interval '10 minutes') AS kept
+    FROM bounds, snapshot
+    """
+)
+
+# Views in the window [:since, now] of every dashboard viewed in it = all views - the total
+# at the end of the day before the window's first day - that first day's views before the
+# window (raw entries, < 1 day).
+IN_WINDOW = """
+    before_window AS (
+        SELECT e.target_id AS dashboard_id, count(*) AS views
+        FROM audit_entries AS e
+        WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
+          AND e.created_at >= date_trunc('day', CAST(:since AS timestamptz))
+          AND e.created_at < :since
+        GROUP BY e.target_id
+    ), in_window AS (
+        SELECT t.dashboard_id, t.name, t.last_viewed_at,
+               t.view_count - coalesce(s.total_views, 0) - coalesce(b.views, 0) AS view_count
+        FROM dashboard_totals AS t
+        LEFT JOIN dashboard_day_totals AS s
+               ON s.org = :org AND s.day = :snapshot_day AND s.dashboard_id = t.dashboard_id
+        LEFT JOIN before_window AS b ON b.dashboard_id = t.dashboard_id
+        WHERE t.org = :org AND t.last_viewed_at >= :since
+    )
+"""
+
+# Counts the window again and keeps the counts with the snapshot they saw: one statement, so
+# the counts and ``pg_current_snapshot()`` describe the same views. Rows in dashboard order,
+# so that two recounts of one window lock them in the same order.
+KEEP_WINDOW = text(
+    f"""
+    WITH {IN_WINDOW}, kept AS (
+        INSERT INTO window_snapshots (org, days, as_of, snapshot, requested_at)
+        VALUES (:org, :days, now(), pg_current_snapshot(), now())
+        ON CONFLICT (org, days) DO UPDATE
+        SET as_of = excluded.as_of, snapshot = excluded.snapshot
+        RETURNING 1
+    ), gone AS (
+        DELETE FROM window_counts AS w
+        WHERE w.org = :org AND w.days = :days
+          AND w.dashboard_id NOT IN (SELECT dashboard_id FROM in_window)
+        RETURNING 1
+    )
+    INSERT INTO window_counts (org, days, dashboard_id, views, last_viewed_at)
+    SELECT :org, :days, dashboard_id, view_count, last_viewed_at
+    FROM in_window
+    ORDER BY dashboard_id
+    ON CONFLICT (org, days, dashboard_id) DO UPDATE
+    SET views = excluded.views, last_viewed_at = excluded.last_viewed_at
+    """
+)
+
+
+def keep_window(connection: Connection, org: str, days: int) -> tuple[Any, Any]:
+    """Count ``org``'s ``days`` window again and keep the counts; its start and the day
+    before it."""
+    since, snapshot_day, _ = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
+    params = {"org": org, "days": days, "since": since, "snapshot_day": snapshot_day}
+    connection.execute(KEEP_WINDOW, params)
+    return since, snapshot_day
+
+
+# Windows asked for in the last hour whose counts are older than a minute.
+WINDOWS_TO_KEEP = text(
+    """
+    SELECT days FROM window_snapshots
+    WHERE org = :org AND requested_at > now() - interval '1 hour'
+      AND as_of < now() - interval '1 minute'
+    ORDER BY days
+    """
+)
+
+
+def windows_to_keep(connection: Connection, org: str) -> list[int]:
+    return list(connection.scalars(WINDOWS_TO_KEEP, {"org": org}))

@@ -18,11 +18,11 @@ from benchmarks.dataset import Dataset
 from benchmarks.settings import BIG_ORG, BIG_SHAPE, DATA, OTHER_ORGS, SECONDS, SERVER_SETTINGS, log
 from insights_audit import create_app, devserver, embedded
 from insights_audit.config import Settings
-from insights_audit.dashboards.queries import WINDOW_START
 from insights_audit.devserver import APP_ROLE
 from insights_audit.entries import Actor, RequestMeta, entry_params
 from insights_audit.integrity import sealer
 from insights_audit.view_counts import RECORD_VIEW
+from insights_audit.window_counts import WINDOW_START
 
 
 def start_database() -> tuple[str, Path]:

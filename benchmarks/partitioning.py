@@ -40,7 +40,7 @@ RETENTION_DAYS = int(os.environ.get("BENCH_RETENTION_DAYS", "180"))
 TRAIL_SIZE = """
     SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)
     FROM pg_class AS c
-    WHERE c.relkind = 'r' AND (c.relname = 'audit_entries' OR c.relname LIKE 'audit_entries_%')
+    WHERE c.relkind = 'r' AND (c.relname = 'audit_entries' OR c.relname LIKE 'audit_entries_%%')
 """
 TRAIL_LOCKS = """
     SELECT c.relname, l.mode
@@ -158,7 +158,7 @@ def retention_run(server_url: str, events: int) -> dict[str, Any]:
     key = signing_key(app.config["SETTINGS"])
     with app.app_context():
         with transaction(EVERY_ORG) as connection:
-            before: int = connection.exec_driver_sql(TRAIL_SIZE).scalar_one()
+            before = int(connection.exec_driver_sql(TRAIL_SIZE).scalar_one())
             horizon = connection.execute(select(func.now())).scalar_one() - timedelta(
                 days=RETENTION_DAYS
             )
@@ -166,7 +166,7 @@ def retention_run(server_url: str, events: int) -> dict[str, Any]:
         lines = retention.apply(transaction, key, horizon)
         seconds = time.perf_counter() - started
         with transaction(EVERY_ORG) as connection:
-            after: int = connection.exec_driver_sql(TRAIL_SIZE).scalar_one()
+            after = int(connection.exec_driver_sql(TRAIL_SIZE).scalar_one())
             left: int = connection.exec_driver_sql(
                 "SELECT count(*) FROM audit_entries"
             ).scalar_one()

@@ -40,12 +40,13 @@ WINDOW_START = text(
         WHERE org = :org AND days = :days AND requested_at < now() - interval '5 minutes'
         RETURNING 1
     )
-    SELECT bounds.since, snapshot.day,
-           -- Kept counts younger than KEPT_FOR are used; older ones are counted again.
-           EXISTS (SELECT 1 FROM window_snapshots AS w
-                   WHERE w.org = :org AND w.days = :days
-                     AND w.as_of > now() - interval '10 minutes') AS kept
-    FROM bounds, snapshot
+    -- The kept counts' moment and snapshot if younger than 10 minutes (older ones are
+    -- counted again), given back so that the next statement can use them as constants.
+    SELECT bounds.since, snapshot.day, w.as_of, CAST(w.snapshot AS text) AS snapshot,
+           CAST(pg_snapshot_xmin(w.snapshot) AS text) AS xmin
+    FROM bounds CROSS JOIN snapshot
+    LEFT JOIN window_snapshots AS w
+           ON w.org = :org AND w.days = :days AND w.as_of > now() - interval '10 minutes'
     """
 )
 
@@ -81,19 +82,24 @@ KEEP_WINDOW = text(
         VALUES (:org, :days, now(), pg_current_snapshot(), now())
         ON CONFLICT (org, days) DO UPDATE
         SET as_of = excluded.as_of, snapshot = excluded.snapshot
-        RETURNING 1
+        RETURNING as_of, CAST(snapshot AS text) AS snapshot,
+                  CAST(pg_snapshot_xmin(snapshot) AS text) AS xmin
     ), gone AS (
         DELETE FROM window_counts AS w
         WHERE w.org = :org AND w.days = :days
           AND w.dashboard_id NOT IN (SELECT dashboard_id FROM in_window)
         RETURNING 1
     )
-    INSERT INTO window_counts (org, days, dashboard_id, views, last_viewed_at)
-    SELECT :org, :days, dashboard_id, view_count, last_viewed_at
-    FROM in_window
-    ORDER BY dashboard_id
-    ON CONFLICT (org, days, dashboard_id) DO UPDATE
-    SET views = excluded.views, last_viewed_at = excluded.last_viewed_at
+    , counted AS (
+        INSERT INTO window_counts (org, days, dashboard_id, views, last_viewed_at)
+        SELECT :org, :days, dashboard_id, view_count, last_viewed_at
+        FROM in_window
+        ORDER BY dashboard_id
+        ON CONFLICT (org, days, dashboard_id) DO UPDATE
+        SET views = excluded.views, last_viewed_at = excluded.last_viewed_at
+        RETURNING 1
+    )
+    SELECT as_of, snapshot, xmin FROM kept
     """
 )
 
@@ -101,7 +107,7 @@ KEEP_WINDOW = text(
 def keep_window(connection: Connection, org: str, days: int) -> tuple[Any, Any]:
     """Count ``org``'s ``days`` window again and keep the counts; its start and the day
     before it."""
-    since, snapshot_day, _ = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
+    since, snapshot_day, *_ = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
     params = {"org": org, "days": days, "since": since, "snapshot_day": snapshot_day}
     connection.execute(KEEP_WINDOW, params)
     return since, snapshot_day

@@ -71,28 +71,27 @@ def most_viewed_all_time(connection: Connection, org: str, limit: int) -> list[R
 
 
 # The top of the window from its kept counts, exact now: the views the kept snapshot did not
-# see are added (a transaction id at or past the snapshot's xmin: ix_audit_entries_chain), the
+# see are added (a transaction id at or past the snapshot's xmin: ix_audit_entries_chain;
+# the snapshot comes in as a constant, so the planner can use the index), the
 # views that slid out of the window since the counts were kept are taken away
 # (ix_audit_entries_views_by_time). Only dashboards with such views change; the others keep
 # their kept order, so the top :limit of them plus the changed ones hold the top :limit.
 MOST_VIEWED_KEPT = text(
     """
-    WITH kept AS (
-        SELECT as_of, snapshot FROM window_snapshots WHERE org = :org AND days = :days
-    ), added AS (
+    WITH added AS (
         SELECT e.target_id AS dashboard_id, count(*) AS views
-        FROM kept, audit_entries AS e
-        WHERE e.org = :org AND e.txid >= pg_snapshot_xmin(kept.snapshot)
-          AND NOT pg_visible_in_snapshot(e.txid, kept.snapshot)
+        FROM audit_entries AS e
+        WHERE e.org = :org AND e.txid >= CAST(:xmin AS xid8)
+          AND NOT pg_visible_in_snapshot(e.txid, CAST(:snapshot AS pg_snapshot))
           AND e.type = 'dashboard' AND e.action = 'view' AND e.created_at >= :since
         GROUP BY e.target_id
     ), slid_out AS (
         SELECT e.target_id AS dashboard_id, count(*) AS views
-        FROM kept, audit_entries AS e
+        FROM audit_entries AS e
         WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
-          AND e.created_at >= kept.as_of - make_interval(days => :days)
+          AND e.created_at >= CAST(:as_of AS timestamptz) - make_interval(days => :days)
           AND e.created_at < :since
-          AND pg_visible_in_snapshot(e.txid, kept.snapshot)
+          AND pg_visible_in_snapshot(e.txid, CAST(:snapshot AS pg_snapshot))
         GROUP BY e.target_id
     ), changed AS (
         SELECT dashboard_id FROM added UNION SELECT dashboard_id FROM slid_out
@@ -147,17 +146,24 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     request and then by the background worker), and each request corrects them to the
     moment (``MOST_VIEWED_KEPT``).
     """
-    since, snapshot_day, kept = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
-    if not kept:
-        connection.execute(
-            KEEP_WINDOW, {"org": org, "days": days, "since": since, "snapshot_day": snapshot_day}
+    since, snapshot_day, *kept = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
+    if kept[0] is None:
+        kept = list(
+            connection.execute(
+                KEEP_WINDOW,
+                {"org": org, "days": days, "since": since, "snapshot_day": snapshot_day},
+            ).one()
         )
+    as_of, snapshot, xmin = kept
     params = {
         "org": org,
         "days": days,
         "limit": limit,
         "since": since,
         "snapshot_day": snapshot_day,
+        "as_of": as_of,
+        "snapshot": snapshot,
+        "xmin": xmin,
     }
     return list(connection.execute(MOST_VIEWED_KEPT, params))
 

@@ -10,6 +10,7 @@ Prints a table and writes ``benchmarks/results/latest.json``.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from typing import Any
@@ -20,6 +21,8 @@ from benchmarks.load import ensure_tools, lua_script, start_gunicorn, stop_gunic
 from benchmarks.settings import DATA, EVENTS, READS, RESULTS, ROOT, SECONDS, log
 from benchmarks.trail_out import measure as measure_trail_out
 
+# BENCH_TRAIL_OUT=off skips export, feed and search (minutes at 10M), for repeated runs.
+TRAIL_OUT = os.environ.get("BENCH_TRAIL_OUT", "on") != "off"
 # Endpoints measured again with request metrics off, for what metrics cost.
 METRICS_PROBES = ("recently-viewed", "audit-log", "view")
 
@@ -52,8 +55,10 @@ def main() -> int:
             f"  {name}: {throughput['rps']:.0f} rps,"
             f" c1 p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms"
         )
-    log("measuring search, export and feed ...")
-    trail_out = measure_trail_out(data.url)
+    trail_out: dict[str, Any] = {}
+    if TRAIL_OUT:
+        log("measuring search, export and feed ...")
+        trail_out = measure_trail_out(data.url)
     rss = stop_gunicorn(server)
     log("measuring the cost of request metrics (the same endpoints with METRICS_ENABLED=off) ...")
     server = start_gunicorn(data.url, METRICS_ENABLED="off")

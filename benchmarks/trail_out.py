@@ -5,6 +5,7 @@ latency of typical searches."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import time
@@ -92,7 +93,13 @@ def drain_feed(token: str) -> dict[str, float]:
     return {"entries": received, "seconds": time.perf_counter() - started}
 
 
-def search_latency(token: str, query: dict[str, str], samples: int = 200) -> dict[str, float]:
+# Sequential requests per search (BENCH_SEARCHES).
+SEARCH_SAMPLES = int(os.environ.get("BENCH_SEARCHES", "200"))
+
+
+def search_latency(
+    token: str, query: dict[str, str], samples: int = SEARCH_SAMPLES
+) -> dict[str, float]:
     url = f"{URL}{BASE}?{urllib.parse.urlencode(query)}"
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     timings = []

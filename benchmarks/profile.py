@@ -2,8 +2,9 @@
 
 Starts gunicorn on ``bench_<BENCH_EVENTS>`` (built by ``make bench``), drives each endpoint
 named in ``BENCH_PROFILE`` (default: three reads and the view) with wrk at ``-c 16`` for
-``BENCH_SECONDS`` while py-spy samples the workers, and prints, per endpoint, the share of
-on-CPU samples by the layer of the innermost frame: the service's own code, SQLAlchemy,
+``BENCH_SECONDS`` while py-spy samples the thread holding the GIL in each worker (Python's
+own CPU time; waiting on PostgreSQL or a socket is not sampled), and prints, per endpoint,
+the share of samples by the layer of the innermost frame: the service's own code, SQLAlchemy,
 psycopg, Flask and its extensions, JSON, metrics and logging, gunicorn, the rest.
 """
 
@@ -71,6 +72,8 @@ def profile(name: str, script: Path, server_pid: int) -> Counter[str]:
             "--pid",
             str(server_pid),
             "--subprocesses",
+            # Only the thread holding the GIL: Python's CPU, not threads waiting on sockets.
+            "--gil",
             "--format",
             "raw",
             "--rate",
@@ -101,7 +104,7 @@ def main() -> int:
             method, requests = plans[name]
             counts = profile(name, lua_script(name, method, requests), server.pid)
             total = sum(counts.values()) or 1
-            log(f"{name}: {total} on-CPU samples")
+            log(f"{name}: {total} samples holding the GIL")
             for part, samples in counts.most_common():
                 log(f"  {100 * samples / total:5.1f}%  {part}")
     finally:

@@ -252,7 +252,7 @@ def _prepare_while_the_service_runs(bound: str) -> None:
 def upgrade() -> None:
     op.execute(EVERY_ORG)
     bind = op.get_bind()
-    bound = bind.execute(text(BOUND)).scalar_one().isoformat()
+    bound: str = bind.execute(text(BOUND)).scalar_one().isoformat()
     if bind.execute(text("SELECT EXISTS (SELECT 1 FROM audit_entries)")).scalar_one():
         _prepare_while_the_service_runs(bound)
         op.execute(EVERY_ORG)

@@ -62,34 +62,39 @@ def build_dataset(server_url: str, events: int) -> Dataset:
     ]
     started = time.perf_counter()
     for n, (org, count, shape) in enumerate(plans):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "insights_audit.cli",
-                "demo",
-                "seed",
-                "--org",
-                org,
-                "--events",
-                str(count),
-                "--users",
-                str(shape["users"]),
-                "--dashboards",
-                str(shape["dashboards"]),
-                "--days",
-                str(shape["days"]),
-                "--seed",
-                str(n + 1),
-            ],
-            env={**os.environ, "DATABASE_URL": url},
-            check=True,
-        )
+        seed_org(url, org, count, shape, n + 1)
     log(f"seeded {events:,} events in {time.perf_counter() - started:.0f} s")
     dataset = sample(url, events)
     fields = {k: v for k, v in dataset.__dict__.items() if k != "url"}
     manifest.write_text(json.dumps(fields))
     return dataset
+
+
+def seed_org(url: str, org: str, events: int, shape: dict[str, int], seed: int = 1) -> None:
+    """``insights-audit demo seed`` of one org into ``url``: ``events`` events of ``shape``."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "insights_audit.cli",
+            "demo",
+            "seed",
+            "--org",
+            org,
+            "--events",
+            str(events),
+            "--users",
+            str(shape["users"]),
+            "--dashboards",
+            str(shape["dashboards"]),
+            "--days",
+            str(shape["days"]),
+            "--seed",
+            str(seed),
+        ],
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+    )
 
 
 def sample(url: str, events: int) -> Dataset:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ import psycopg
 from sqlalchemy import func, select
 
 from benchmarks.database import seal_all, start_database
+from benchmarks.dataset import seed_org
 from benchmarks.settings import BIG_SHAPE, EVENTS, ROOT, log
 from insights_audit import create_app, embedded, retention, schema_migrations
 from insights_audit.config import Settings
@@ -121,27 +121,7 @@ def build_retention_database(server_url: str, name: str, events: int) -> None:
     embedded.ensure_database(server_url, name)
     schema_migrations.upgrade(url)
     log(f"building {name}: {events:,} events over 365 days ...")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "insights_audit.cli",
-            "demo",
-            "seed",
-            "--org",
-            "retention-org",
-            "--events",
-            str(events),
-            "--users",
-            str(BIG_SHAPE["users"]),
-            "--dashboards",
-            str(BIG_SHAPE["dashboards"]),
-            "--days",
-            "365",
-        ],
-        env={**os.environ, "DATABASE_URL": url},
-        check=True,
-    )
+    seed_org(url, "retention-org", events, BIG_SHAPE)
 
 
 def retention_run(server_url: str, events: int) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.sql import operators
 
 from insights_audit import chain_order
 from insights_audit.chain_order import HORIZON
@@ -83,8 +84,9 @@ def json_page(
 
 
 def _reorder(column: SQLColumnExpression[Any], key: ColumnElement[Any]) -> ColumnElement[Any]:
-    """``key`` in the direction ``column`` (an order-by expression) sorts."""
-    return key.desc() if isinstance(column, UnaryExpression) else key
+    """``key`` in the direction ``column`` (a column, or a column's ``desc()``) sorts."""
+    descending = isinstance(column, UnaryExpression) and column.modifier is operators.desc_op
+    return key.desc() if descending else key
 
 
 def read_page(connection: Connection, query: Select[Any], params: dict[str, Any]) -> EntryPage:

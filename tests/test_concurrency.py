@@ -232,6 +232,53 @@ def test_each_token_gets_back_its_own_answer_to_a_shared_key(
     assert again_b.get_data() == answer_b.get_data()
 
 
+def test_a_shared_key_replays_each_token_its_own_answer_whichever_wrote_first(
+    app: Flask, make_token: TokenFactory
+) -> None:
+    client = app.test_client()
+    key, board = f"shared-{new_id()}", new_id()
+    older, newer = make_token(user="a"), make_token(user="b")
+    # The newer token (the higher id) answers first this time.
+    answer_newer = view_with_key(client, newer, board, key)
+    answer_older = view_with_key(client, older, board, key)
+    assert view_with_key(client, newer, board, key).get_data() == answer_newer.get_data()
+    assert view_with_key(client, older, board, key).get_data() == answer_older.get_data()
+
+
+def test_each_of_a_tokens_keys_replays_its_own_answer(app: Flask, token: str) -> None:
+    client = app.test_client()
+    prefix = new_id()
+    # The middle key first, then the keys on either side of it.
+    keys = [f"{prefix}-b", f"{prefix}-a", f"{prefix}-c"]
+    boards = {key: new_id() for key in keys}
+    answers = {key: view_with_key(client, token, boards[key], key).get_data() for key in keys}
+    for key in keys:
+        again = view_with_key(client, token, boards[key], key)
+        assert again.get_data() == answers[key] and again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_retry_listing_details_in_another_order_is_the_same_request(
+    app: Flask, token: str
+) -> None:
+    client = app.test_client()
+    target, headers = new_id(), {**bearer(token), "Idempotency-Key": f"order-{new_id()}"}
+    body = {"type": "kpi", "action": "edit", "targetId": target}
+    first = client.post(BASE, json={**body, "details": {"field": "a", "to": 1}}, headers=headers)
+    again = client.post(BASE, json={**body, "details": {"to": 1, "field": "a"}}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.get_data() == first.get_data() and again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_an_idempotency_key_is_1_to_255_characters(app: Flask, token: str) -> None:
+    client = app.test_client()
+    longest = view_with_key(client, token, new_id(), "k" * 255)
+    assert longest.json["data"]["viewCount"] == 1
+    empty = client.post(
+        f"{BASE}/dashboard/{new_id()}/view", headers={**bearer(token), "Idempotency-Key": ""}
+    )
+    assert empty.status_code == 400 and "Idempotency-Key" in empty.json["errors"]["headers"]
+
+
 def test_a_key_still_replays_just_before_24_hours(app: Flask, token: str) -> None:
     client = app.test_client()
     key, board = f"young-{new_id()}", new_id()

@@ -34,11 +34,6 @@ WINDOW_START = text(
             ORDER BY d.day DESC LIMIT 1
         ) AS earlier ON true
         RETURNING 1
-    ), asked AS (
-        -- The window is in demand: its counts are kept (written at most every 5 minutes).
-        UPDATE window_snapshots SET requested_at = now()
-        WHERE org = :org AND days = :days AND requested_at < now() - interval '5 minutes'
-        RETURNING 1
     )
     -- The kept counts' moment and snapshot if younger than 10 minutes (older ones are
     -- counted again), given back so that the next statement can use them as constants.
@@ -104,13 +99,20 @@ KEEP_WINDOW = text(
 )
 
 
-def keep_window(connection: Connection, org: str, days: int) -> tuple[Any, Any]:
-    """Count ``org``'s ``days`` window again and keep the counts; its start and the day
-    before it."""
-    since, snapshot_day, *_ = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
+def keep_counts(
+    connection: Connection, org: str, days: int, since: Any, snapshot_day: Any
+) -> tuple[Any, str, str]:
+    """Count the window that starts at ``since`` again and keep the counts (``snapshot_day``:
+    the day before it, from ``WINDOW_START``); the kept moment, snapshot and its xmin."""
     params = {"org": org, "days": days, "since": since, "snapshot_day": snapshot_day}
-    connection.execute(KEEP_WINDOW, params)
-    return since, snapshot_day
+    kept = connection.execute(KEEP_WINDOW, params).one()
+    return kept.as_of, kept.snapshot, kept.xmin
+
+
+def keep_window(connection: Connection, org: str, days: int) -> None:
+    """Count ``org``'s ``days`` window again from now and keep the counts."""
+    since, snapshot_day, *_ = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
+    keep_counts(connection, org, days, since, snapshot_day)
 
 
 # Windows asked for in the last hour whose counts are older than a minute.

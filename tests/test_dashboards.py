@@ -440,6 +440,32 @@ def test_the_background_worker_counts_asked_for_windows_again(
     assert [(i["dashboardId"], i["viewCount"]) for i in items] == [(d, 2)]
 
 
+def test_the_workers_own_recounts_do_not_keep_a_window_in_demand(
+    client: FlaskClient, app: Flask, make_token: TokenFactory, org: str
+) -> None:
+    token = make_token()
+    record_view(client, token, new_id())
+    get_data(client, token, "/dashboard/most-viewed?days=5")
+    # Last asked for 30 minutes ago, counted 2 minutes ago (nothing changed since).
+    run_sql(
+        app,
+        "UPDATE window_snapshots SET requested_at = now() - interval '30 minutes',"
+        " as_of = as_of - interval '2 minutes' WHERE org = :org",
+        org=org,
+    )
+    with app.app_context():
+        keep_windows_counted(org)
+    ((recounted, asked_minutes_ago),) = run_sql(
+        app,
+        "SELECT as_of > now() - interval '1 minute',"
+        " round(extract(epoch FROM now() - requested_at) / 60) FROM window_snapshots"
+        " WHERE org = :org",
+        org=org,
+    )
+    # Recounted, yet still last asked for 30 minutes ago: unasked, it stops after an hour.
+    assert recounted and asked_minutes_ago == 30
+
+
 def assert_windows_match(
     client: FlaskClient,
     token: str,

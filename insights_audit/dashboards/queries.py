@@ -15,7 +15,7 @@ from sqlalchemy import (
 )
 
 from insights_audit.models import DashboardTotal, ViewLog
-from insights_audit.window_counts import KEEP_WINDOW, WINDOW_START
+from insights_audit.window_counts import WINDOW_START, keep_counts
 
 TOP_VIEWERS = 10
 
@@ -78,7 +78,13 @@ def most_viewed_all_time(connection: Connection, org: str, limit: int) -> list[R
 # their kept order, so the top :limit of them plus the changed ones hold the top :limit.
 MOST_VIEWED_KEPT = text(
     """
-    WITH added AS (
+    WITH asked AS (
+        -- The window is in demand, so the background worker keeps it counted (written at
+        -- most every 5 minutes; only requests mark it, never the worker's own recounts).
+        UPDATE window_snapshots SET requested_at = now()
+        WHERE org = :org AND days = :days AND requested_at < now() - interval '5 minutes'
+        RETURNING 1
+    ), added AS (
         SELECT e.target_id AS dashboard_id, count(*) AS views
         FROM audit_entries AS e
         WHERE e.org = :org AND e.txid >= CAST(:xmin AS xid8)
@@ -148,12 +154,7 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     """
     since, snapshot_day, *kept = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
     if kept[0] is None:
-        kept = list(
-            connection.execute(
-                KEEP_WINDOW,
-                {"org": org, "days": days, "since": since, "snapshot_day": snapshot_day},
-            ).one()
-        )
+        kept = list(keep_counts(connection, org, days, since, snapshot_day))
     as_of, snapshot, xmin = kept
     params = {
         "org": org,

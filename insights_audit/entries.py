@@ -23,7 +23,8 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from insights_audit.models import AuditEntry, Key
 
 # Who wrote an entry; entries older than this record were written by their own user.
-RECORDED_BY = func.coalesce(AuditEntry.recorded_by, AuditEntry.user_id).label("recorded_by")
+WRITER = func.coalesce(AuditEntry.recorded_by, AuditEntry.user_id)
+RECORDED_BY = WRITER.label("recorded_by")
 
 ENTRY_COLUMNS = (
     AuditEntry.id,
@@ -60,7 +61,7 @@ ENTRY_JSON = _json_object(
     targetId=AuditEntry.target_id,
     userId=AuditEntry.user_id,
     userEmail=AuditEntry.user_email,
-    recordedBy=func.coalesce(AuditEntry.recorded_by, AuditEntry.user_id),
+    recordedBy=WRITER,
     details=AuditEntry.details,
     createdAt=api_timestamp(AuditEntry.created_at),
     requestId=AuditEntry.request_id,

@@ -71,6 +71,8 @@ def test_recorded_event_is_returned_whole_and_read_back(client: FlaskClient, tok
     response = client.get(f"{BASE}/{str(entry['id']).upper()}", headers=bearer(token))
     assert response.status_code == 200
     assert response.json == {"data": entry, "message": "Successfully retrieved audit log"}
+    # Built by PostgreSQL, read back in the schema's field order too.
+    assert list(response.json["data"]) == list(entry)
 
 
 def test_request_id_is_recorded_and_echoed(client: FlaskClient, token: str) -> None:

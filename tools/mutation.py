@@ -3,7 +3,8 @@
 Each module is mutated by cosmic-ray (every operator, module-level code and decorated
 functions included), one mutant at a time, and run against its own tests only. Prints tried /
 killed / survived per module and writes the survivors to ``.data/mutation/survivors.txt``.
-Mutants listed in ``tools/equivalent-mutants.txt`` (``path operator occurrence  # reason``)
+Mutants inside type annotations (never evaluated under ``from __future__ import annotations``)
+and those listed in ``tools/equivalent-mutants.txt`` (``path operator occurrence  # reason``)
 are equivalent to the original code and set aside. Slow (minutes per module): not in CI.
 
 ``MUTATION_MODULES=auth,idempotency make mutation`` runs some modules only. A run that was
@@ -13,11 +14,15 @@ their results; the source must not have changed in between).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from cosmic_ray.work_db import WorkDB, use_db
+from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".data" / "mutation"
@@ -64,6 +69,38 @@ def equivalent() -> set[tuple[str, str, int]]:
     return found
 
 
+def annotation_lines(path: str) -> set[int]:
+    """Lines inside a type annotation: under ``from __future__ import annotations`` they are
+    never evaluated, so every mutant there is equivalent to the original."""
+    lines: set[int] = set()
+    for node in ast.walk(ast.parse((ROOT / path).read_text())):
+        annotations = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args
+            every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+            every += [a for a in (arguments.vararg, arguments.kwarg) if a]
+            annotations = [a.annotation for a in every if a.annotation] + [node.returns]
+        elif isinstance(node, ast.AnnAssign):
+            annotations = [node.annotation]
+        for annotation in filter(None, annotations):
+            end = annotation.end_lineno or annotation.lineno
+            lines.update(range(annotation.lineno, end + 1))
+    return lines
+
+
+def set_aside_before_running(session: Path, path: str, known: set[tuple[str, str, int]]) -> None:
+    """Mark the mutants known to be equivalent as skipped, so that no time is spent on them."""
+    in_annotations = annotation_lines(path)
+    skipped = WorkResult(worker_outcome=WorkerOutcome.SKIPPED)
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item in db.pending_work_items:
+            mutation = item.mutations[0]
+            line = mutation.start_pos[0]
+            listed = (path, mutation.operator_name, mutation.occurrence) in known
+            if listed or (line in in_annotations and mutation.end_pos[0] in in_annotations):
+                db.set_result(item.job_id, skipped)
+
+
 def run_module(name: str, path: str, tests: list[str]) -> list[dict[str, object]]:
     """Mutate ``path``, run ``tests`` against each mutant; one result per mutant."""
     config, session = WORK / f"{name}.toml", WORK / f"{name}.sqlite"
@@ -80,6 +117,7 @@ def run_module(name: str, path: str, tests: list[str]) -> list[dict[str, object]
     if not (os.environ.get("MUTATION_RESUME") and session.exists()):
         session.unlink(missing_ok=True)
         subprocess.run([BIN / "cosmic-ray", "init", config, session], cwd=ROOT, check=True)
+        set_aside_before_running(session, path, equivalent())
     subprocess.run([BIN / "cosmic-ray", "exec", config, session], cwd=ROOT, check=True)
     dumped = subprocess.run(
         [BIN / "cosmic-ray", "dump", session], cwd=ROOT, check=True, capture_output=True, text=True
@@ -94,7 +132,11 @@ def run_module(name: str, path: str, tests: list[str]) -> list[dict[str, object]
                 "operator": mutation["operator_name"],
                 "occurrence": mutation["occurrence"],
                 "line": mutation["start_pos"][0],
-                "outcome": (result or {}).get("test_outcome"),
+                "outcome": (
+                    "equivalent"
+                    if (result or {}).get("worker_outcome") == WorkerOutcome.SKIPPED
+                    else (result or {}).get("test_outcome")
+                ),
             }
         )
     return results
@@ -111,7 +153,12 @@ def main() -> int:
     for name in wanted:
         path, tests = MODULES[name]
         results = run_module(name, path, tests)
-        known = [r for r in results if (r["path"], r["operator"], r["occurrence"]) in set_aside]
+        known = [
+            r
+            for r in results
+            if r["outcome"] == "equivalent"
+            or (r["path"], r["operator"], r["occurrence"]) in set_aside
+        ]
         counted = [r for r in results if r not in known and r["outcome"] != "incompetent"]
         killed = [r for r in counted if r["outcome"] == "killed"]
         survived = [r for r in counted if r["outcome"] != "killed"]

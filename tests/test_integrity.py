@@ -220,13 +220,14 @@ def test_checkpoints_link_up_and_cover_the_chain(app: Flask, org: str, sealed_or
     rows = run_sql(
         app,
         "SELECT block, seq_from, seq_to, first_id, last_id, previous_hash IS NULL,"
-        " length(entry_ids), length(entry_hashes) FROM audit_checkpoints"
+        " length(entry_ids), length(entry_hashes), version FROM audit_checkpoints"
         " WHERE org = :org ORDER BY block",
         org=org,
     )
+    # Sealed now: in form 2, the one with who wrote each entry (the README's checkpoint format).
     assert rows == [
-        (1, 1, 3, sealed_org[0], sealed_org[2], True, 36, 96),
-        (2, 4, 6, sealed_org[3], sealed_org[5], False, 36, 96),
+        (1, 1, 3, sealed_org[0], sealed_org[2], True, 36, 96, 2),
+        (2, 4, 6, sealed_org[3], sealed_org[5], False, 36, 96, 2),
     ]
     assert seal(app, org) == []  # nothing new: no empty checkpoint
 

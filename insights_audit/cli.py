@@ -28,7 +28,7 @@ from insights_audit.keys import signing_key
 from insights_audit.orgs import chained_orgs, orgs_with_entries
 from insights_audit.tokens import create_token, list_tokens, revoke_token
 from insights_audit.trail.export import export_bytes
-from insights_audit.trail.queries import export_query
+from insights_audit.trail.queries import export_count
 from insights_audit.trail.schemas import EXPORT_FORMATS, ExportQuery
 from insights_audit.trail.service import trail_filter
 from insights_audit.unit_of_work import UnitOfWork, batch_transaction, transaction
@@ -320,13 +320,7 @@ def export_cli(
     work = UnitOfWork(engine(), org, snapshot=True)
     try:
         # A progress bar only for a person watching (one count first, in the same snapshot).
-        total = (
-            work.connection.scalar(
-                select(func.count()).select_from(export_query(org, wanted).subquery())
-            )
-            if sys.stderr.isatty()
-            else None
-        )
+        total = work.connection.scalar(export_count(org, wanted)) if sys.stderr.isatty() else None
         with click.progressbar(
             length=total or 0, label="Exporting", file=sys.stderr if total else io.StringIO()
         ) as bar:

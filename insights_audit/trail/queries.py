@@ -18,21 +18,23 @@ from sqlalchemy import (
     Text,
     UnaryExpression,
     bindparam,
+    case,
     cast,
     func,
+    literal,
     literal_column,
     or_,
     select,
     tuple_,
     type_coerce,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.sql import operators
 
 from insights_audit import chain_order
 from insights_audit.chain_order import HORIZON
 from insights_audit.cursors import TrailPosition
-from insights_audit.entries import ENTRY_JSON, RECORDED_BY, api_timestamp
+from insights_audit.entries import ENTRY_JSON, WRITER, api_timestamp
 from insights_audit.models import AuditEntry
 
 
@@ -265,30 +267,110 @@ def search_page(
     return read_page(connection, json_page(where, NEWEST_FIRST), {"limit": limit})
 
 
-# The entry as the export writes it: text columns, the timestamp in the API's format.
-EXPORT_COLUMNS: tuple[SQLColumnExpression[Any], ...] = (
-    AuditEntry.id,
-    AuditEntry.type,
-    AuditEntry.action,
-    cast(AuditEntry.target_id, Text).label("target_id"),
-    AuditEntry.user_id,
-    AuditEntry.user_email,
-    RECORDED_BY,
-    cast(AuditEntry.details, Text).label("details"),
-    api_timestamp(AuditEntry.created_at).label("created_at"),
-    AuditEntry.request_id,
-    AuditEntry.ip,
-    AuditEntry.user_agent,
+# The export's lines are written by PostgreSQL, byte for byte what orjson and Python's csv
+# module wrote before; the service only joins them (twice the entries/s of building them in
+# Python).
+
+# jsonb writes ", " and ": " between items; outside strings those are its only spaces. Each
+# match keeps a whole string or a run of other characters and drops a lone space: compact JSON.
+COMPACT_JSON = r'("(?:[^"\\]|\\.)*"|[^" ]+)| '
+# Spreadsheets run a cell that starts with these as a formula: such cells get a leading '.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(text: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """A text column as one RFC 4180 cell, guarded against formula injection ('' for null)."""
+    guarded = case((func.left(text, 1).in_(FORMULA_STARTS), "'" + text), else_=text)
+    quoted = '"' + func.replace(guarded, '"', '""') + '"'
+    return func.coalesce(case((text.regexp_match('[",\r\n]'), quoted), else_=guarded), "")
+
+
+def _json_cell(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """A jsonb object as one cell of compact JSON: it starts with '{' (never a formula) and,
+    unless empty, holds quotes, so it is quoted."""
+    compact = _compact_json(value)
+    empty = type_coerce(value, JSONB) == literal_column("'{}'::jsonb")
+    return case((empty, "{}"), else_='"' + func.replace(compact, '"', '""') + '"')
+
+
+def _json_text(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """``value`` as JSON text ('null' for null)."""
+    return func.coalesce(cast(func.to_json(value), Text), "null")
+
+
+def _json_string(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """A value the service writes itself (an id, a time): nothing in it needs escaping."""
+    return '"' + cast(value, Text) + '"'
+
+
+def _compact_json(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    return func.regexp_replace(cast(value, Text), COMPACT_JSON, "\\1", "g")
+
+
+def _joined(parts: Sequence[ColumnElement[str]], separator: str = "") -> ColumnElement[str]:
+    """The parts joined by ``||`` (PostgreSQL runs it faster than ``concat``)."""
+    line = parts[0]
+    for part in parts[1:]:
+        line = line + literal(separator, Text) + part if separator else line + part
+    return line
+
+
+# The entry as the ``Entry`` schema shows it, as compact JSON text: joining the fields with
+# || costs PostgreSQL about half of what ``json_build_object`` does.
+NDJSON_FIELDS = {
+    "id": _json_string(AuditEntry.id),
+    "type": _json_string(AuditEntry.type),
+    "action": _json_text(AuditEntry.action),
+    "targetId": _json_string(AuditEntry.target_id),
+    "userId": _json_text(AuditEntry.user_id),
+    "userEmail": _json_text(AuditEntry.user_email),
+    "recordedBy": _json_text(WRITER),
+    "details": cast(AuditEntry.details, Text),
+    "createdAt": _json_string(api_timestamp(AuditEntry.created_at)),
+    "requestId": _json_text(AuditEntry.request_id),
+    "ip": _json_text(AuditEntry.ip),
+    "userAgent": _json_text(AuditEntry.user_agent),
+}
+NDJSON_LINE = _joined(
+    [
+        literal("{", Text),
+        _joined([literal(f'"{key}":', Text) + value for key, value in NDJSON_FIELDS.items()], ","),
+        literal("}", Text),
+    ]
 )
 
+# The cells in CSV_HEADER's order. The service writes ids, the validated type and the time
+# itself: those need no guard.
+CSV_CELLS = (
+    cast(AuditEntry.id, Text),
+    cast(AuditEntry.type, Text),
+    _csv_cell(AuditEntry.action),
+    cast(AuditEntry.target_id, Text),
+    _csv_cell(AuditEntry.user_id),
+    _csv_cell(AuditEntry.user_email),
+    _csv_cell(WRITER),
+    api_timestamp(AuditEntry.created_at),
+    _csv_cell(AuditEntry.request_id),
+    _csv_cell(AuditEntry.ip),
+    _csv_cell(AuditEntry.user_agent),
+    _json_cell(AuditEntry.details),
+)
+EXPORT_LINES = {"ndjson": NDJSON_LINE, "csv": _joined(CSV_CELLS, ",")}
 
-def export_query(org: str, wanted: TrailFilter) -> Select[Any]:
-    """The org's entries that ``wanted`` keeps, oldest first (ix_audit_entries_time backwards)."""
+
+def export_query(org: str, wanted: TrailFilter, fmt: str) -> Select[Any]:
+    """One line of the export file per entry of the org that ``wanted`` keeps, built by
+    PostgreSQL, oldest first (ix_audit_entries_time backwards)."""
     return (
-        select(*EXPORT_COLUMNS)
+        select(EXPORT_LINES[fmt])
         .where(*filter_conditions(org, wanted))
         .order_by(AuditEntry.created_at, AuditEntry.id)
     )
+
+
+def export_count(org: str, wanted: TrailFilter) -> Select[int]:
+    """How many lines ``export_query`` gives."""
+    return select(func.count()).select_from(AuditEntry).where(*filter_conditions(org, wanted))
 
 
 def feed_page(connection: Connection, org: str, position: tuple[str, str], limit: int) -> EntryPage:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import (
     SQLColumnExpression,
     Text,
     bindparam,
+    cast,
     func,
     insert,
     literal_column,
@@ -47,26 +49,54 @@ def api_timestamp(column: SQLColumnExpression[Any]) -> ColumnElement[str]:
     return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 
 
-def _json_object(**fields: SQLColumnExpression[Any]) -> ColumnElement[Any]:
-    pairs = [part for key, value in fields.items() for part in (literal_column(f"'{key}'"), value)]
-    return func.json_build_object(*pairs)
+def constant(text: str) -> ColumnElement[str]:
+    """``text`` written into the SQL (a bind parameter costs each execution); an E'' string
+    means the same whatever ``standard_conforming_strings`` says."""
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'")
+    return literal_column(f"E'{escaped}'", Text)
 
 
-# The entry exactly as the ``Entry`` response schema shows it, as one JSON value built by
-# PostgreSQL: a page of entries is served without converting a row in Python.
-ENTRY_JSON = _json_object(
-    id=AuditEntry.id,
-    type=AuditEntry.type,
-    action=AuditEntry.action,
-    targetId=AuditEntry.target_id,
-    userId=AuditEntry.user_id,
-    userEmail=AuditEntry.user_email,
-    recordedBy=WRITER,
-    details=AuditEntry.details,
-    createdAt=api_timestamp(AuditEntry.created_at),
-    requestId=AuditEntry.request_id,
-    ip=AuditEntry.ip,
-    userAgent=AuditEntry.user_agent,
+def joined(parts: Sequence[ColumnElement[str]], separator: str = "") -> ColumnElement[str]:
+    """The parts joined by ``||`` (PostgreSQL runs it faster than ``concat``)."""
+    line = parts[0]
+    for part in parts[1:]:
+        line = line + constant(separator) + part if separator else line + part
+    return line
+
+
+def _json_value(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """``value`` as JSON text ('null' for null)."""
+    return func.coalesce(cast(func.to_json(value), Text), constant("null"))
+
+
+def _json_string(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """A value the service writes itself (an id, a uuid, a time): nothing in it to escape."""
+    return constant('"') + cast(value, Text) + constant('"')
+
+
+# The entry exactly as the ``Entry`` response schema shows it, as JSON text written by
+# PostgreSQL: a page of entries is served without converting a row in Python. Joining the
+# fields' JSON with || costs PostgreSQL half of what ``json_build_object`` does.
+ENTRY_FIELDS = {
+    "id": _json_string(AuditEntry.id),
+    "type": _json_string(AuditEntry.type),
+    "action": _json_value(AuditEntry.action),
+    "targetId": _json_string(AuditEntry.target_id),
+    "userId": _json_value(AuditEntry.user_id),
+    "userEmail": _json_value(AuditEntry.user_email),
+    "recordedBy": _json_value(WRITER),
+    "details": cast(AuditEntry.details, Text),
+    "createdAt": _json_string(api_timestamp(AuditEntry.created_at)),
+    "requestId": _json_value(AuditEntry.request_id),
+    "ip": _json_value(AuditEntry.ip),
+    "userAgent": _json_value(AuditEntry.user_agent),
+}
+ENTRY_JSON = joined(
+    [
+        constant("{"),
+        joined([constant(f'"{key}":') + value for key, value in ENTRY_FIELDS.items()], ","),
+        constant("}"),
+    ]
 )
 
 

@@ -4,15 +4,16 @@ latency of typical searches."""
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
 import time
 import urllib.parse
 import urllib.request
+from datetime import timedelta
 from typing import Any
 
+import orjson
 import psycopg
 
 from benchmarks.settings import BASE, BIG_ORG, URL, log
@@ -24,11 +25,55 @@ from insights_audit.unit_of_work import transaction
 SEARCHES = {
     "no-filter": {},
     "type": {"type": "kpi"},
-    "action-prefix": {"action": "kpi.*"},
+    "action-prefix": {"action": "threshold.*"},
     "user": {"userId": "user-00042"},
     "q-word": {"q": "threshold"},
     "combined": {"type": "dashboard", "action": "view", "userId": "user-00001"},
 }
+# Pages followed before the deep searches are timed.
+DEEP_PAGES = 50
+
+
+def data_searches(database_url: str) -> dict[str, dict[str, str]]:
+    """Searches whose values come from the data: a busy KPI, one day, and a word (a user id,
+    in the searchable text of the entries that user wrote) found in about 0.1% of the org's
+    entries."""
+    with psycopg.connect(database_url) as connection:
+        connection.execute("SELECT set_config('insights_audit.org', %s, false)", (BIG_ORG,))
+        target, day = connection.execute(
+            "SELECT target_id::text, date_trunc('day', created_at - interval '100 days')"
+            " FROM audit_entries WHERE org = %s AND type = 'kpi'"
+            " ORDER BY created_at DESC LIMIT 1",
+            (BIG_ORG,),
+        ).fetchone() or (None, None)
+        word = connection.execute(
+            "SELECT user_id FROM audit_entries WHERE org = %s AND action <> 'view'"
+            " GROUP BY user_id"
+            " ORDER BY abs(count(*) - 0.001 * (SELECT count(*) FROM audit_entries"
+            "  WHERE org = %s)) LIMIT 1",
+            (BIG_ORG, BIG_ORG),
+        ).fetchone()
+    since = day.strftime("%Y-%m-%dT%H:%M:%SZ")
+    until = (day + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "target": {"type": "kpi", "targetId": str(target)},
+        "day": {"since": since, "until": until},
+        "q-0.1%": {"q": word[0] if word else "user-00042"},
+    }
+
+
+def deep_query(token: str, query: dict[str, str]) -> dict[str, str]:
+    """``query`` with the cursor of its page ``DEEP_PAGES + 1`` (or of its last page)."""
+    deep = dict(query)
+    for _ in range(DEEP_PAGES):
+        url = f"{URL}{BASE}?{urllib.parse.urlencode(deep)}"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            cursor = orjson.loads(response.read())["pagination"]["nextCursor"]
+        if not cursor:
+            break
+        deep["cursor"] = cursor
+    return deep
 
 
 def auditor_token(database_url: str) -> str:
@@ -85,7 +130,7 @@ def drain_feed(token: str) -> dict[str, float]:
             f"{URL}{BASE}/feed?{query}", headers={"Authorization": f"Bearer {token}"}
         )
         with urllib.request.urlopen(request, timeout=60) as response:
-            body = json.loads(response.read())
+            body = orjson.loads(response.read())  # as a SIEM's client would parse it
         received += len(body["data"])
         after = body["pagination"]["nextCursor"]
         if not body["pagination"]["hasMore"]:
@@ -128,7 +173,9 @@ def measure(database_url: str) -> dict[str, Any]:
     feed = drain_feed(token)
     results["feed"] = {**feed, "entries_per_s": round(feed["entries"] / feed["seconds"])}
     log(f"  feed drain: {results['feed']['entries_per_s']:,} entries/s")
-    results["search"] = {name: search_latency(token, query) for name, query in SEARCHES.items()}
+    searches = {**SEARCHES, **data_searches(database_url)}
+    searches.update({f"{name}-deep": deep_query(token, query) for name, query in searches.items()})
+    results["search"] = {name: search_latency(token, query) for name, query in searches.items()}
     for name, timing in results["search"].items():
         log(f"  search {name}: p50 {timing['p50_ms']} ms, p99 {timing['p99_ms']} ms")
     return results

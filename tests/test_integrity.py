@@ -14,13 +14,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Text, cast, func, literal, select, text, update
 
-from insights_audit import create_app, keys, orgs
+from insights_audit import create_app, embedded, keys, orgs
 from insights_audit.extensions import ENGINE_KEY, engine
 from insights_audit.integrity import canonical, checkpoints, files, sealer, sealing, verification
 from insights_audit.models import AuditCheckpoint
@@ -508,6 +509,74 @@ def test_cli_checkpoint_export_and_verify_exit_codes(
     bad = audit_cli(database_url, "verify", "--org", org)
     assert bad.returncode == 1
     assert target in bad.stdout and "a field changed" in bad.stdout
+
+
+def test_exporting_again_writes_only_the_new_checkpoints_in_a_stable_form(
+    app: Flask, client: FlaskClient, token: str, org: str, tmp_path: Path
+) -> None:
+    """Exported files are evidence: an export never rewrites one, each later export adds the
+    checkpoints sealed since, and a file is the same bytes whoever writes it (sorted keys, two
+    spaces), so copies can be compared and hashed. The folder may not exist yet."""
+    root = tmp_path / "evidence" / "checkpoints"
+    write_entries(client, token, 2)
+    seal(app, org)
+    with app.app_context(), transaction(org) as connection:
+        assert files.export(connection, org, root) == 1
+    (first,) = (root / org).glob("*.json")
+    before = first.read_bytes()
+    write_entries(client, token, 2)
+    seal(app, org)
+    with app.app_context(), transaction(org) as connection:
+        assert files.export(connection, org, root) == 1
+    paths = sorted((root / org).glob("*.json"))
+    assert [path.name for path in paths] == ["000000000001.json", "000000000002.json"]
+    assert first.read_bytes() == before
+    for path in paths:
+        text_ = path.read_text()
+        assert text_ == json.dumps(json.loads(text_), indent=2, sort_keys=True) + "\n"
+        assert list(json.loads(text_)) == sorted(json.loads(text_))
+
+
+def test_an_org_deleted_whole_is_caught_by_its_exported_checkpoints(
+    server_url: str, tmp_path: Path
+) -> None:
+    """Every entry and checkpoint of an org deleted: the database no longer knows the org,
+    but ``verify --against`` checks every org the exported folder holds."""
+    name = f"insights_audit_gone_{uuid.uuid4().hex[:8]}"
+    url = embedded.ensure_database(server_url, name)
+    try:
+        assert cli(url, "db", "upgrade").returncode == 0
+        for seed, org in enumerate(("org-gone", "org-kept"), 1):
+            seeded = cli(
+                url,
+                "demo",
+                "seed",
+                "--org",
+                org,
+                "--events",
+                "20",
+                "--days",
+                "2",
+                "--seed",
+                str(seed),
+            )
+            assert seeded.returncode == 0, seeded.stderr
+        (tmp_path / "not-an-org.txt").write_text("a stray file is not an org\n")
+        made = audit_cli(url, "checkpoint", "--out", str(tmp_path))
+        assert made.returncode == 0, made.stderr
+        ok = audit_cli(url, "verify", "--against", str(tmp_path))
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("SET insights_audit.maintenance = 'on'")
+            for table in ("audit_entries", "audit_checkpoints"):
+                connection.execute(f"DELETE FROM {table} WHERE org = 'org-gone'")
+        alone = audit_cli(url, "verify")
+        assert alone.returncode == 0, "the database alone cannot tell"
+        caught = audit_cli(url, "verify", "--against", str(tmp_path))
+        assert caught.returncode == 1
+        assert caught.stdout.startswith("FAILED org-gone:")
+    finally:
+        embedded.drop_database(server_url, name)
 
 
 # --- the endpoint ---------------------------------------------------------------------------

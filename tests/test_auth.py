@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import replace
 
@@ -225,10 +226,12 @@ def test_a_valid_token_under_another_scheme_is_unauthorized(
     assert_unauthorized(client.get(path, headers={"Authorization": f"{scheme} {token}"}))
 
 
+# 1 s: the shortest cache there is (TOKEN_CACHE_SECONDS is whole seconds) is still a cache.
+@pytest.mark.parametrize("seconds", [1, 60])
 def test_a_repeat_request_is_answered_from_the_token_cache(
-    app: Flask, make_token: TokenFactory, org: str
+    app: Flask, make_token: TokenFactory, org: str, seconds: int
 ) -> None:
-    cached = create_app(dataclasses.replace(app.config["SETTINGS"], token_cache_seconds=60))
+    cached = create_app(dataclasses.replace(app.config["SETTINGS"], token_cache_seconds=seconds))
     client = cached.test_client()
     secret = make_token()
     path = f"{BASE}/dashboard/recently-viewed"
@@ -239,3 +242,43 @@ def test_a_repeat_request_is_answered_from_the_token_cache(
     # A cache of another worker (a fresh app) looks it up and refuses it.
     fresh = create_app(dataclasses.replace(app.config["SETTINGS"], token_cache_seconds=60))
     assert_unauthorized(fresh.test_client().get(path, headers=bearer(secret)))
+
+
+def test_a_new_secret_is_the_prefix_and_256_random_bits(make_token: TokenFactory) -> None:
+    secrets_ = {make_token() for _ in range(3)}
+    assert len(secrets_) == 3
+    for secret in secrets_:
+        # 32 bytes in URL-safe base64 without padding: 43 characters.
+        assert re.fullmatch(r"iat_[A-Za-z0-9_-]{43}", secret), secret
+
+
+@pytest.mark.parametrize(
+    ("named", "user", "email"),
+    [
+        ({}, "admin", "admin@example.com"),
+        ({"userId": "admin"}, "admin", "admin@example.com"),
+        ({"userId": "bob"}, "bob", None),
+        ({"userId": "aaron"}, "aaron", None),  # sorts before "admin", as "bob" sorts after
+        ({"userId": "bob", "userEmail": "bob@example.com"}, "bob", "bob@example.com"),
+    ],
+)
+def test_an_administrator_writes_as_itself_unless_it_names_another_user(
+    client: FlaskClient, make_token: TokenFactory, named: dict, user: str, email: str | None
+) -> None:
+    """Naming itself is the administrator's own entry (its email from the token); naming
+    another user records that user, and the administrator as the one who wrote it."""
+    admin = make_token(user="admin", email="admin@example.com", roles=("Administrator",))
+    body = {"type": "kpi", "action": "update", "targetId": new_id(), **named}
+    response = client.post(BASE, json=body, headers=bearer(admin))
+    assert response.status_code == 201, response.json
+    entry = response.json["data"]
+    assert (entry["userId"], entry["userEmail"], entry["recordedBy"]) == (user, email, "admin")
+
+
+def test_protected_operations_keep_their_own_documentation(client: FlaskClient) -> None:
+    """The authorization wrapper keeps each operation's name and docstring for OpenAPI."""
+    spec = client.get("/openapi.json").json
+    feed = spec["paths"][f"{BASE}/feed"]["get"]
+    assert feed["summary"] == "Follow my organisation's trail"
+    assert "exactly once" in feed["description"]
+    assert feed["security"] == [{"bearerAuth": []}]

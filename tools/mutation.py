@@ -4,7 +4,8 @@ Each module is mutated by cosmic-ray (every operator, module-level code and deco
 functions included), one mutant at a time, and run against its own tests only. Prints tried /
 killed / survived per module and writes the survivors to ``.data/mutation/survivors.txt``.
 Mutants inside type annotations (never evaluated under ``from __future__ import annotations``)
-and those listed in ``tools/equivalent-mutants.txt`` (``path operator occurrence  # reason``)
+or ``metadata=`` arguments (OpenAPI examples and descriptions), and those listed in
+``tools/equivalent-mutants.txt`` (``path operator occurrence  # reason``)
 are equivalent to the original code and set aside. Slow (minutes per module): not in CI.
 
 ``MUTATION_MODULES=auth,idempotency make mutation`` runs some modules only. A run that was
@@ -69,35 +70,43 @@ def equivalent() -> set[tuple[str, str, int]]:
     return found
 
 
-def annotation_lines(path: str) -> set[int]:
-    """Lines inside a type annotation: under ``from __future__ import annotations`` they are
-    never evaluated, so every mutant there is equivalent to the original."""
-    lines: set[int] = set()
+Span = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _span(node: ast.expr) -> Span:
+    return (node.lineno, node.col_offset), (node.end_lineno or 0, node.end_col_offset or 0)
+
+
+def never_run_spans(path: str) -> list[Span]:
+    """Where a mutant cannot change what the program does, so it is equivalent to the
+    original: type annotations (never evaluated under ``from __future__ import annotations``)
+    and ``metadata=`` arguments (examples and descriptions for the OpenAPI document, which
+    no request reads)."""
+    spans: list[Span] = []
     for node in ast.walk(ast.parse((ROOT / path).read_text())):
-        annotations = []
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             arguments = node.args
             every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
             every += [a for a in (arguments.vararg, arguments.kwarg) if a]
-            annotations = [a.annotation for a in every if a.annotation] + [node.returns]
+            found = [a.annotation for a in every if a.annotation] + [node.returns]
+            spans += [_span(annotation) for annotation in found if annotation]
         elif isinstance(node, ast.AnnAssign):
-            annotations = [node.annotation]
-        for annotation in filter(None, annotations):
-            end = annotation.end_lineno or annotation.lineno
-            lines.update(range(annotation.lineno, end + 1))
-    return lines
+            spans.append(_span(node.annotation))
+        elif isinstance(node, ast.keyword) and node.arg == "metadata":
+            spans.append(_span(node.value))
+    return spans
 
 
 def set_aside_before_running(session: Path, path: str, known: set[tuple[str, str, int]]) -> None:
     """Mark the mutants known to be equivalent as skipped, so that no time is spent on them."""
-    in_annotations = annotation_lines(path)
+    spans = never_run_spans(path)
     skipped = WorkResult(worker_outcome=WorkerOutcome.SKIPPED)
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item in db.pending_work_items:
             mutation = item.mutations[0]
-            line = mutation.start_pos[0]
+            start, end = tuple(mutation.start_pos), tuple(mutation.end_pos)
             listed = (path, mutation.operator_name, mutation.occurrence) in known
-            if listed or (line in in_annotations and mutation.end_pos[0] in in_annotations):
+            if listed or any(low <= start and end <= high for low, high in spans):
                 db.set_result(item.job_id, skipped)
 
 
@@ -117,7 +126,7 @@ def run_module(name: str, path: str, tests: list[str]) -> list[dict[str, object]
     if not (os.environ.get("MUTATION_RESUME") and session.exists()):
         session.unlink(missing_ok=True)
         subprocess.run([BIN / "cosmic-ray", "init", config, session], cwd=ROOT, check=True)
-        set_aside_before_running(session, path, equivalent())
+    set_aside_before_running(session, path, equivalent())
     subprocess.run([BIN / "cosmic-ray", "exec", config, session], cwd=ROOT, check=True)
     dumped = subprocess.run(
         [BIN / "cosmic-ray", "dump", session], cwd=ROOT, check=True, capture_output=True, text=True

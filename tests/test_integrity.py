@@ -233,6 +233,26 @@ def test_checkpoints_link_up_and_cover_the_chain(app: Flask, org: str, sealed_or
     assert seal(app, org) == []  # nothing new: no empty checkpoint
 
 
+def test_a_checkpoint_seals_at_most_10000_entries(app: Flask, org: str) -> None:
+    """A backlog is sealed in checkpoints of 10,000 entries (the README's batch), the rest in
+    the next."""
+    run_sql(
+        app,
+        "INSERT INTO audit_entries (id, org, type, action, target_id, user_id)"
+        " SELECT audit_object_id(now()), :org, 'kpi', 'update', gen_random_uuid(), 'bulk'"
+        " FROM generate_series(1, 10001)",
+        org=org,
+    )
+    seal(app, org)
+    rows = run_sql(
+        app,
+        "SELECT seq_from, seq_to FROM audit_checkpoints WHERE org = :org ORDER BY block",
+        org=org,
+    )
+    assert rows == [(1, 10_000), (10_001, 10_001)]
+    assert verify(app, org).checked == 10_001
+
+
 def test_an_open_transaction_holds_sealing_back_until_it_commits(
     app: Flask, client: FlaskClient, token: str, org: str
 ) -> None:

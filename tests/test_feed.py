@@ -187,6 +187,13 @@ def test_the_feed_is_for_auditors_and_administrators(
     assert client.get(f"{BASE}/feed", headers=bearer(make_token(roles=(role,)))).status_code == 403
 
 
+def test_a_feed_page_holds_500_entries_unless_told(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
+    body = client.get(f"{BASE}/feed", headers=bearer(make_token(roles=AUDITOR))).json
+    assert body["pagination"]["limit"] == 500
+
+
 @pytest.mark.parametrize("query", ["limit=0", "limit=1001", "type=kpi", "cursor=x"])
 def test_bad_feed_queries_are_400(
     client: FlaskClient, make_token: TokenFactory, query: str

@@ -254,3 +254,31 @@ def test_a_nul_in_any_repeated_value_is_a_400(
         f"{BASE}{path}?userId=a&userId=b%00c", headers=bearer(make_token(roles=AUDITOR))
     )
     assert response.status_code == 400 and response.json["errors"]["query"]
+
+
+def test_a_user_id_filter_takes_1_to_255_characters(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
+    token = make_token(roles=AUDITOR)
+    for value, status in (("u", 200), ("u" * 255, 200), ("u" * 256, 400), ("", 400)):
+        response = client.get(f"{BASE}?userId={value}", headers=bearer(token))
+        assert response.status_code == status, len(value)
+
+
+def test_a_search_page_holds_100_entries_unless_told(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
+    body = client.get(BASE, headers=bearer(make_token(roles=AUDITOR))).json
+    assert body["pagination"]["limit"] == 100
+
+
+def test_the_openapi_document_gives_lists_and_required_fields(client: FlaskClient) -> None:
+    """What generated clients rely on: the pages' data are lists of entries, and the feed's
+    pagination always has its three fields."""
+    schemas = client.get("/openapi.json").json["components"]["schemas"]
+    entries = {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}}
+    for name in ("DashboardAuditLogs", "KpiAuditLogs", "MappingAuditLogs", "AuditLogSearch"):
+        assert schemas[name]["properties"]["data"] == entries, name
+        assert set(schemas[name]["required"]) == {"data", "message", "pagination"}
+    assert schemas["AuditLogFeed"]["properties"]["data"] == entries
+    assert set(schemas["FeedPagination"]["required"]) == {"limit", "nextCursor", "hasMore"}

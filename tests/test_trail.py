@@ -636,6 +636,8 @@ def test_user_ids_and_emails_have_exact_length_limits(
 ) -> None:
     admin = make_token(user="admin", roles=("Administrator",))
     assert post_entry(client, admin, userId="u" * 255).status_code == 201
+    empty = post_entry(client, admin, userId="")
+    assert empty.status_code == 400 and "userId" in empty.json["errors"]["json"]
     too_long = post_entry(client, admin, userId="u" * 256)
     assert too_long.status_code == 400 and "userId" in too_long.json["errors"]["json"]
     domain = ".".join(["d" * 60] * 4) + ".com"  # 248 characters

@@ -47,7 +47,7 @@ MODULES = {
     ),
     "trail_schemas": (
         "insights_audit/trail/schemas.py",
-        ["tests/test_trail.py", "tests/test_search.py"],
+        ["tests/test_trail.py", "tests/test_search.py", "tests/test_feed.py"],
     ),
     "canonical": ("insights_audit/integrity/canonical.py", ["tests/test_integrity.py"]),
     "checkpoints": ("insights_audit/integrity/checkpoints.py", ["tests/test_integrity.py"]),

@@ -10,7 +10,8 @@ are equivalent to the original code and set aside. Slow (minutes per module): no
 
 ``MUTATION_MODULES=auth,idempotency make mutation`` runs some modules only. A run that was
 stopped goes on where it stopped with ``MUTATION_RESUME=1`` (the mutants already tried keep
-their results; the source must not have changed in between).
+their results; the source must not have changed in between); with ``MUTATION_RETRY_SURVIVORS=1``
+as well, the survivors run again, against the tests written since.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -123,7 +125,12 @@ def run_module(name: str, path: str, tests: list[str]) -> list[dict[str, object]
         "[cosmic-ray.distributor]\n"
         'name = "local"\n'
     )
-    if not (os.environ.get("MUTATION_RESUME") and session.exists()):
+    resuming = os.environ.get("MUTATION_RESUME") and session.exists()
+    if resuming and os.environ.get("MUTATION_RETRY_SURVIVORS"):
+        # Survivors run again (against tests written since); every other result is kept.
+        with sqlite3.connect(session) as db:
+            db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+    if not resuming:
         session.unlink(missing_ok=True)
         subprocess.run([BIN / "cosmic-ray", "init", config, session], cwd=ROOT, check=True)
     set_aside_before_running(session, path, equivalent())

@@ -187,6 +187,15 @@ def test_the_feed_is_for_auditors_and_administrators(
     assert client.get(f"{BASE}/feed", headers=bearer(make_token(roles=(role,)))).status_code == 403
 
 
+@pytest.mark.parametrize("limit", [1, 1000])
+def test_a_feed_limit_of_1_to_1000_is_accepted(
+    client: FlaskClient, make_token: TokenFactory, limit: int
+) -> None:
+    token = make_token(roles=AUDITOR)
+    response = client.get(f"{BASE}/feed?limit={limit}", headers=bearer(token))
+    assert response.status_code == 200 and response.json["pagination"]["limit"] == limit
+
+
 def test_a_feed_page_holds_500_entries_unless_told(
     client: FlaskClient, make_token: TokenFactory
 ) -> None:

@@ -282,3 +282,10 @@ def test_the_openapi_document_gives_lists_and_required_fields(client: FlaskClien
         assert set(schemas[name]["required"]) == {"data", "message", "pagination"}
     assert schemas["AuditLogFeed"]["properties"]["data"] == entries
     assert set(schemas["FeedPagination"]["required"]) == {"limit", "nextCursor", "hasMore"}
+
+
+def test_search_limits_are_inclusive(client: FlaskClient, make_token: TokenFactory) -> None:
+    """``limit`` 1..1000 and ``q`` up to 200 characters are accepted, both ends included."""
+    token = make_token(roles=AUDITOR)
+    for query in ("limit=1", "limit=1000", "q=" + "x" * 200):
+        assert client.get(f"{BASE}?{query}", headers=bearer(token)).status_code == 200, query

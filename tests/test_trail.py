@@ -371,6 +371,7 @@ def test_entry_ids_carry_no_counter_shared_across_orgs(
     ("body", "field"),
     [
         ({"action": "x", "targetId": "123e4567-e89b-12d3-a456-426614174000"}, "type"),
+        ({"type": "kpi", "targetId": "123e4567-e89b-12d3-a456-426614174000"}, "action"),
         (
             {"type": "report", "action": "x", "targetId": "123e4567-e89b-12d3-a456-426614174000"},
             "type",
@@ -667,3 +668,17 @@ def test_reading_an_entry_by_id_touches_one_partition(
     plan = "\n".join(row[0] for row in run_sql(app, f"EXPLAIN {statement}"))
     scanned = set(re.findall(r"on (audit_entries_\w+)", plan))
     assert len(scanned) == 1, plan
+
+
+def test_a_trail_user_filter_takes_1_to_255_characters(client: FlaskClient, token: str) -> None:
+    path = f"{BASE}/kpi/{new_id()}?userId="
+    for value, status in (("u" * 255, 200), ("u" * 256, 400)):
+        assert client.get(path + value, headers=bearer(token)).status_code == status
+
+
+def test_the_openapi_document_marks_the_fields_an_entry_may_leave_null(
+    client: FlaskClient,
+) -> None:
+    entry = client.get("/openapi.json").json["components"]["schemas"]["Entry"]["properties"]
+    nullable = {name for name, field in entry.items() if field.get("nullable")}
+    assert nullable == {"userEmail", "requestId", "ip", "userAgent"}

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean bench bench-profile bench-partitioning mutation
+.PHONY: install run test lint format clean bench bench-profile bench-partitioning bench-view-indexes mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench-profile: $(INSTALLED)
 # Converting an unpartitioned trail and retention at BENCH_EVENTS (benchmarks/partitioning.py).
 bench-partitioning: $(INSTALLED)
 	$(PY) -m benchmarks.partitioning
+
+# A view's throughput with and without the search indexes, side by side on one database.
+bench-view-indexes: $(INSTALLED)
+	$(PY) -m benchmarks.view_indexes
 
 # Mutation testing of auth, idempotency, cursors, body schemas and the integrity package
 # (slow; not in CI): MUTATION_MODULES=auth,idempotency limits it. See tools/mutation.py.

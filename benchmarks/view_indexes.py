@@ -3,7 +3,7 @@ them, side by side on one database (BENCH_EVENTS // 10 events, the scaling datab
 
 Measures with the indexes, drops the search indexes that hold view rows, measures again,
 builds them back and measures a third time; prints the rps of each run and the ratio.
-``python -m benchmarks.view_indexes``.
+``make bench-view-indexes``.
 """
 
 from __future__ import annotations

@@ -409,7 +409,7 @@ def test_deleting_a_middle_entry_names_it(app: Flask, org: str, sealed_org: list
     run_sql(app, "DELETE FROM audit_entries WHERE id = :id", maintenance=True, id=sealed_org[2])
     verdict = verify(app, org)
     assert (verdict.status, verdict.first_bad_id, verdict.checked) == ("failed", sealed_org[2], 2)
-    assert "missing" in (verdict.reason or "")
+    assert "sealed entry 3 is missing" in (verdict.reason or "")  # its number in the chain
 
 
 SWAPPED: tuple[str, ...] = ("type", "action", "target_id", "user_id", "user_email", "details")
@@ -444,6 +444,22 @@ def test_a_forged_entry_in_sealed_history_is_named(
     verdict = verify(app, org)
     assert (verdict.status, verdict.first_bad_id) == ("failed", forged)
     assert "not in the sealed chain" in (verdict.reason or "")
+
+
+@pytest.mark.parametrize("stored", [bytes(32), b"\xff" * 32])
+def test_a_rewritten_checkpoint_hash_is_caught_on_the_last_checkpoint_too(
+    app: Flask, org: str, sealed_org: list[str], stored: bytes
+) -> None:
+    """No later checkpoint links to the last one's hash: its own recomputation must catch it."""
+    run_sql(
+        app,
+        "UPDATE audit_checkpoints SET checkpoint_hash = :stored WHERE org = :org AND block = 2",
+        org=org,
+        stored=stored,
+    )
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[3])
+    assert "checkpoint 2 is not signed by this key" in (verdict.reason or "")
 
 
 def test_rewriting_a_checkpoint_breaks_its_signature(

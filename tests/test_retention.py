@@ -143,6 +143,41 @@ def test_a_removed_or_edited_record_fails_verification(
     assert verdict.status == "failed" and reason in (verdict.reason or "")
 
 
+def test_a_retention_record_taken_out_of_the_middle_fails_verification(
+    app: Flask, org: str, old_trail: str
+) -> None:
+    """A signed record per dropped month; the middle one deleted: the next no longer follows."""
+    apply(app)
+    numbers = run_sql(app, "SELECT number FROM audit_retention_records WHERE org = :org", org=org)
+    assert sorted(numbers) == [(1,), (2,), (3,)]
+    run_sql(app, "DELETE FROM audit_retention_records WHERE org = :org AND number = 2", org=org)
+    verdict = verify(app, org)
+    assert verdict.status == "failed"
+    assert "retention record 3 does not follow the one before" in (verdict.reason or "")
+
+
+def test_an_entry_forged_before_entries_retention_removed_is_named(app: Flask, org: str) -> None:
+    """One checkpoint holds an April entry and, in a later transaction, February and March
+    entries; retention removes the latter. An entry forged into that later transaction's
+    place, after the kept April entry and before the removed ones, is still caught."""
+    board = new_id()
+    backdate(app, org, board, MONTHS[3])
+    backdate(app, org, board, MONTHS[1], MONTHS[2])
+    seal_and_count(app, org)
+    apply(app)
+    forged = run_sql(
+        app,
+        "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, created_at, txid)"
+        " SELECT '000000000000000000000000', :org, 'dashboard', 'view', :board, 'mallory',"
+        " TIMESTAMPTZ '2020-04-20T00:00:00Z', CAST(CAST(last_txid AS text) AS xid8)"
+        " FROM audit_checkpoints WHERE org = :org AND block = 1 RETURNING id",
+        org=org,
+        board=board,
+    )[0][0]
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", forged)
+
+
 def test_a_partition_dropped_by_hand_fails_verification(
     app: Flask, org: str, old_trail: str
 ) -> None:

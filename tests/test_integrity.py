@@ -167,6 +167,13 @@ def chain_order(app: Flask, org: str) -> list[str]:
     return [entry_id for (entry_id,) in rows]
 
 
+def assert_fails(app: Flask, org: str, entry_id: str, reason: str) -> None:
+    """Verification of ``org`` fails, naming ``entry_id``, for ``reason``."""
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", entry_id)
+    assert reason in (verdict.reason or "")
+
+
 def write_entries(client: FlaskClient, token: str, count: int) -> None:
     """Views and named dashboard events, with a request id, IP and user agent on each."""
     for index in range(count):
@@ -457,9 +464,7 @@ def test_a_rewritten_checkpoint_hash_is_caught_on_the_last_checkpoint_too(
         org=org,
         stored=stored,
     )
-    verdict = verify(app, org)
-    assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[3])
-    assert "checkpoint 2 is not signed by this key" in (verdict.reason or "")
+    assert_fails(app, org, sealed_org[3], "checkpoint 2 is not signed by this key")
 
 
 def test_rewriting_a_checkpoint_breaks_its_signature(
@@ -781,9 +786,7 @@ def test_changing_an_entry_and_its_stored_hash_is_caught_by_the_signed_head(
         leaf=forged_leaf,
         org=org,
     )
-    verdict = verify(app, org)
-    assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[3])
-    assert "do not chain to checkpoint 2's head" in (verdict.reason or "")
+    assert_fails(app, org, sealed_org[3], "do not chain to checkpoint 2's head")
 
 
 def resign(app: Flask, org: str, number: int, changes: dict[str, Any]) -> None:

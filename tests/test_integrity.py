@@ -258,6 +258,12 @@ def test_a_checkpoint_seals_at_most_10000_entries(app: Flask, org: str) -> None:
     )
     assert rows == [(1, 10_000), (10_001, 10_001)]
     assert verify(app, org).checked == 10_001
+    # The last entry of the big checkpoint deleted: named, however many came before it.
+    last = run_sql(
+        app, "SELECT last_id FROM audit_checkpoints WHERE org = :org AND block = 1", org=org
+    )[0][0]
+    run_sql(app, "DELETE FROM audit_entries WHERE id = :id", maintenance=True, id=last)
+    assert_fails(app, org, last, "sealed entry 10000 is missing")
 
 
 def test_an_open_transaction_holds_sealing_back_until_it_commits(
@@ -576,6 +582,8 @@ def test_exporting_again_writes_only_the_new_checkpoints_in_a_stable_form(
         text_ = path.read_text()
         assert text_ == json.dumps(json.loads(text_), indent=2, sort_keys=True) + "\n"
         assert list(json.loads(text_)) == sorted(json.loads(text_))
+    # Copies of every checkpoint, the database untouched: they agree.
+    assert verify(app, org, files.read_exported(root, org)).status == "verified"
 
 
 def test_an_org_deleted_whole_is_caught_by_its_exported_checkpoints(
@@ -723,6 +731,19 @@ def test_an_altered_exported_checkpoint_is_refused(
     verdict = verify(app, org, exported)
     assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[3])
     assert "exported checkpoint 2 is not signed" in (verdict.reason or "")
+
+
+@pytest.mark.parametrize("signature", [5, None, "not base64!"])
+def test_an_exported_checkpoint_with_a_malformed_signature_is_refused(
+    app: Flask, org: str, sealed_org: list[str], tmp_path: Path, signature: Any
+) -> None:
+    with app.app_context(), transaction(org) as connection:
+        files.export(connection, org, tmp_path)
+    exported = files.read_exported(tmp_path, org)
+    exported[0]["signature"] = signature
+    verdict = verify(app, org, exported)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", sealed_org[0])
+    assert "exported checkpoint 1 is not signed" in (verdict.reason or "")
 
 
 def test_the_sealer_as_the_app_role_seals_the_orgs_with_tokens(

@@ -143,6 +143,46 @@ def test_a_removed_or_edited_record_fails_verification(
     assert verdict.status == "failed" and reason in (verdict.reason or "")
 
 
+def test_a_rewritten_record_hash_fails_verification(app: Flask, org: str, old_trail: str) -> None:
+    apply(app)
+    run_sql(
+        app,
+        "UPDATE audit_retention_records SET record_hash = :zero WHERE org = :org AND number = 3",
+        org=org,
+        zero=bytes(32),
+    )
+    verdict = verify(app, org)
+    assert verdict.status == "failed"
+    assert "retention record 3 is not signed by this key" in (verdict.reason or "")
+
+
+def test_an_entry_of_the_cut_second_is_not_taken_for_one_retention_removed(
+    app: Flask, org: str, old_trail: str
+) -> None:
+    """Retention removes what was created before the cut; an entry created in the cut's own
+    second stays, and deleting it by hand is caught."""
+    run_sql(
+        app,
+        "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, created_at)"
+        " VALUES (audit_object_id(TIMESTAMPTZ '2020-04-01T00:00:00.5Z'), :org, 'dashboard',"
+        " 'view', :board, 'viewer', TIMESTAMPTZ '2020-04-01T00:00:00.5Z') RETURNING id",
+        org=org,
+        board=old_trail,
+    )
+    seal_and_count(app, org)
+    apply(app)
+    kept = run_sql(
+        app,
+        "SELECT id FROM audit_entries WHERE org = :org AND created_at < '2020-04-01T00:00:01Z'"
+        " AND created_at >= '2020-04-01'",
+        org=org,
+    )[0][0]
+    run_sql(app, "DELETE FROM audit_entries WHERE id = :id", maintenance=True, id=kept)
+    verdict = verify(app, org)
+    assert (verdict.status, verdict.first_bad_id) == ("failed", kept)
+    assert "missing" in (verdict.reason or "")
+
+
 def test_a_retention_record_taken_out_of_the_middle_fails_verification(
     app: Flask, org: str, old_trail: str
 ) -> None:

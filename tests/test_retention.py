@@ -3,16 +3,21 @@ holds afterwards, but for entries that vanish any other way."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import select, update
 
 from insights_audit import aggregates, keys, retention
 from insights_audit.integrity import sealing, verification
+from insights_audit.integrity.canonical import canonical_json
+from insights_audit.models import RetentionRecord
 from insights_audit.unit_of_work import transaction
 from tests.conftest import BASE, TEST_SIGNING_KEY, TokenFactory, bearer, new_id, run_sql
 from tests.test_cli import cli
@@ -181,6 +186,31 @@ def test_an_entry_of_the_cut_second_is_not_taken_for_one_retention_removed(
     verdict = verify(app, org)
     assert (verdict.status, verdict.first_bad_id) == ("failed", kept)
     assert "missing" in (verdict.reason or "")
+
+
+def test_a_record_signed_again_after_another_one_fails_verification(
+    app: Flask, org: str, old_trail: str
+) -> None:
+    """Record 2 made to follow something else and signed again with the service's key (a
+    thief of the key): its signature holds, its link to record 1 does not."""
+    apply(app)
+    where = (RetentionRecord.org == org, RetentionRecord.number == 2)
+    with app.app_context(), transaction(org) as connection:
+        row = connection.execute(select(*RetentionRecord.__table__.columns).where(*where)).one()
+        changed = SimpleNamespace(**{**row._asdict(), "previous_hash": bytes(32)})
+        signed = canonical_json(retention.record_payload(changed))
+        connection.execute(
+            update(RetentionRecord)
+            .where(*where)
+            .values(
+                previous_hash=bytes(32),
+                record_hash=hashlib.sha256(signed).digest(),
+                signature=keys.app_signing_key(app).sign(signed),
+            )
+        )
+    verdict = verify(app, org)
+    assert verdict.status == "failed"
+    assert "retention record 2 does not follow the one before" in (verdict.reason or "")
 
 
 def test_a_retention_record_taken_out_of_the_middle_fails_verification(

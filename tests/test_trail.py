@@ -672,7 +672,7 @@ def test_reading_an_entry_by_id_touches_one_partition(
 
 def test_a_trail_user_filter_takes_1_to_255_characters(client: FlaskClient, token: str) -> None:
     path = f"{BASE}/kpi/{new_id()}?userId="
-    for value, status in (("u" * 255, 200), ("u" * 256, 400)):
+    for value, status in (("u", 200), ("u" * 255, 200), ("u" * 256, 400)):
         assert client.get(path + value, headers=bearer(token)).status_code == status
 
 

@@ -58,6 +58,11 @@ def verify(app: Flask, org: str) -> verification.Verdict:
         return verification.verify(connection, org, keys.app_signing_key(app).public_key())
 
 
+def assert_fails(app: Flask, org: str, reason: str) -> None:
+    verdict = verify(app, org)
+    assert verdict.status == "failed" and reason in (verdict.reason or ""), verdict
+
+
 def apply(app: Flask, horizon: datetime = HORIZON, dry_run: bool = False) -> list[str]:
     with app.app_context():
         return retention.apply(transaction, keys.app_signing_key(app), horizon, dry_run=dry_run)
@@ -156,9 +161,7 @@ def test_a_rewritten_record_hash_fails_verification(app: Flask, org: str, old_tr
         org=org,
         zero=bytes(32),
     )
-    verdict = verify(app, org)
-    assert verdict.status == "failed"
-    assert "retention record 3 is not signed by this key" in (verdict.reason or "")
+    assert_fails(app, org, "retention record 3 is not signed by this key")
 
 
 def test_an_entry_of_the_cut_second_is_not_taken_for_one_retention_removed(
@@ -208,9 +211,7 @@ def test_a_record_signed_again_after_another_one_fails_verification(
                 signature=keys.app_signing_key(app).sign(signed),
             )
         )
-    verdict = verify(app, org)
-    assert verdict.status == "failed"
-    assert "retention record 2 does not follow the one before" in (verdict.reason or "")
+    assert_fails(app, org, "retention record 2 does not follow the one before")
 
 
 def test_a_retention_record_taken_out_of_the_middle_fails_verification(
@@ -221,9 +222,7 @@ def test_a_retention_record_taken_out_of_the_middle_fails_verification(
     numbers = run_sql(app, "SELECT number FROM audit_retention_records WHERE org = :org", org=org)
     assert sorted(numbers) == [(1,), (2,), (3,)]
     run_sql(app, "DELETE FROM audit_retention_records WHERE org = :org AND number = 2", org=org)
-    verdict = verify(app, org)
-    assert verdict.status == "failed"
-    assert "retention record 3 does not follow the one before" in (verdict.reason or "")
+    assert_fails(app, org, "retention record 3 does not follow the one before")
 
 
 def test_an_entry_forged_before_entries_retention_removed_is_named(app: Flask, org: str) -> None:

@@ -15,12 +15,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from insights_audit.trail.queries import TrailFilter, export_query
+from insights_audit.trail.queries import CSV_HEADER, TrailFilter, export_query
 
 FORMATS = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
-CSV_HEADER = (
-    "id,type,action,targetId,userId,userEmail,recordedBy,createdAt,requestId,ip,userAgent,details"
-)
 LINE_ENDS = {"ndjson": "\n", "csv": "\r\n"}
 BATCH_ROWS = 5_000
 CHUNK_BYTES = 256 * 1024

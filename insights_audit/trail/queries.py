@@ -277,47 +277,47 @@ COMPACT_JSON = r'("(?:[^"\\]|\\.)*"|[^" ]+)| '
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _quoted(text: ColumnElement[str]) -> ColumnElement[str]:
+    """``text`` between double quotes, its own doubled (RFC 4180)."""
+    return constant('"') + func.replace(text, constant('"'), constant('""')) + constant('"')
+
+
 def _csv_cell(text: SQLColumnExpression[Any]) -> ColumnElement[str]:
     """A text column as one RFC 4180 cell, guarded against formula injection ('' for null)."""
     starts_formula = func.left(text, 1).in_([constant(start) for start in FORMULA_STARTS])
     guarded = case((starts_formula, constant("'") + text), else_=text)
-    quoted = constant('"') + func.replace(guarded, constant('"'), constant('""')) + constant('"')
     needs_quotes = text.op("~")(constant(r'[",\r\n]'))
-    return func.coalesce(case((needs_quotes, quoted), else_=guarded), constant(""))
-
-
-def _compact_json(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
-    return func.regexp_replace(
-        cast(value, Text), constant(COMPACT_JSON), constant("\\1"), constant("g")
-    )
+    return func.coalesce(case((needs_quotes, _quoted(guarded)), else_=guarded), constant(""))
 
 
 def _json_cell(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
     """A jsonb object as one cell of compact JSON: it starts with '{' (never a formula) and,
     unless empty, holds quotes, so it is quoted."""
-    compact = _compact_json(value)
+    compact = func.regexp_replace(
+        cast(value, Text), constant(COMPACT_JSON), constant("\\1"), constant("g")
+    )
     empty = type_coerce(value, JSONB) == literal_column("'{}'::jsonb")
-    quoted = constant('"') + func.replace(compact, constant('"'), constant('""')) + constant('"')
-    return case((empty, constant("{}")), else_=quoted)
+    return case((empty, constant("{}")), else_=_quoted(compact))
 
 
-# The cells in CSV_HEADER's order. The service writes ids, the validated type and the time
-# itself: those need no guard.
-CSV_CELLS = (
-    cast(AuditEntry.id, Text),
-    cast(AuditEntry.type, Text),
-    _csv_cell(AuditEntry.action),
-    cast(AuditEntry.target_id, Text),
-    _csv_cell(AuditEntry.user_id),
-    _csv_cell(AuditEntry.user_email),
-    _csv_cell(WRITER),
-    api_timestamp(AuditEntry.created_at),
-    _csv_cell(AuditEntry.request_id),
-    _csv_cell(AuditEntry.ip),
-    _csv_cell(AuditEntry.user_agent),
-    _json_cell(AuditEntry.details),
-)
-EXPORT_LINES = {"ndjson": ENTRY_JSON, "csv": joined(CSV_CELLS, ",")}
+# The CSV file's columns and their cells, in order. The service writes ids, the validated
+# type and the time itself: those need no guard.
+CSV_CELLS = {
+    "id": cast(AuditEntry.id, Text),
+    "type": cast(AuditEntry.type, Text),
+    "action": _csv_cell(AuditEntry.action),
+    "targetId": cast(AuditEntry.target_id, Text),
+    "userId": _csv_cell(AuditEntry.user_id),
+    "userEmail": _csv_cell(AuditEntry.user_email),
+    "recordedBy": _csv_cell(WRITER),
+    "createdAt": api_timestamp(AuditEntry.created_at),
+    "requestId": _csv_cell(AuditEntry.request_id),
+    "ip": _csv_cell(AuditEntry.ip),
+    "userAgent": _csv_cell(AuditEntry.user_agent),
+    "details": _json_cell(AuditEntry.details),
+}
+CSV_HEADER = ",".join(CSV_CELLS)
+EXPORT_LINES = {"ndjson": ENTRY_JSON, "csv": joined(list(CSV_CELLS.values()), ",")}
 
 
 def export_query(org: str, wanted: TrailFilter, fmt: str) -> Select[Any]:

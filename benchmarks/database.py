@@ -54,7 +54,7 @@ def settle(database_url: str) -> None:
     read of a fresh database stores them, and until autovacuum analyzes the new rows (within
     a minute) the planner takes the table for empty and the read runs about 7x slower.
     """
-    window_start = str(WINDOW_START.compile(dialect=psycopg_dialect.dialect()))
+    window_start = str(WINDOW_START.statement.compile(dialect=psycopg_dialect.dialect()))
     with psycopg.connect(database_url, autocommit=True) as connection:
         for org in [BIG_ORG, *OTHER_ORGS]:
             with connection.transaction():

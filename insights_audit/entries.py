@@ -4,24 +4,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    ColumnElement,
     Insert,
-    SQLColumnExpression,
     Text,
     bindparam,
     cast,
     func,
     insert,
-    literal_column,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from insights_audit.json_sql import api_timestamp, json_object, json_string, json_value
 from insights_audit.models import AuditEntry, Key
 
 # Who wrote an entry; entries older than this record were written by their own user.
@@ -44,60 +41,24 @@ ENTRY_COLUMNS = (
 )
 
 
-def api_timestamp(column: SQLColumnExpression[Any]) -> ColumnElement[str]:
-    """``column`` as the API writes a time: RFC 3339 in UTC, milliseconds, ``Z``."""
-    return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
-
-
-def constant(text: str) -> ColumnElement[str]:
-    """``text`` written into the SQL (a bind parameter costs each execution); an E'' string
-    means the same whatever ``standard_conforming_strings`` says."""
-    escaped = text.replace("\\", "\\\\").replace("'", "\\'")
-    return literal_column(f"E'{escaped}'", Text)
-
-
-def joined(parts: Sequence[ColumnElement[str]], separator: str = "") -> ColumnElement[str]:
-    """The parts joined by ``||`` (PostgreSQL runs it faster than ``concat``)."""
-    line = parts[0]
-    for part in parts[1:]:
-        line = line + constant(separator) + part if separator else line + part
-    return line
-
-
-def _json_value(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
-    """``value`` as JSON text ('null' for null)."""
-    return func.coalesce(cast(func.to_json(value), Text), constant("null"))
-
-
-def _json_string(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
-    """A value the service writes itself (an id, a uuid, a time): nothing in it to escape."""
-    return constant('"') + cast(value, Text) + constant('"')
-
-
 # The entry exactly as the ``Entry`` response schema shows it, as JSON text written by
 # PostgreSQL: a page of entries is served without converting a row in Python. Joining the
 # fields' JSON with || costs PostgreSQL half of what ``json_build_object`` does.
 ENTRY_FIELDS = {
-    "id": _json_string(AuditEntry.id),
-    "type": _json_string(AuditEntry.type),
-    "action": _json_value(AuditEntry.action),
-    "targetId": _json_string(AuditEntry.target_id),
-    "userId": _json_value(AuditEntry.user_id),
-    "userEmail": _json_value(AuditEntry.user_email),
-    "recordedBy": _json_value(WRITER),
+    "id": json_string(AuditEntry.id),
+    "type": json_string(AuditEntry.type),
+    "action": json_value(AuditEntry.action),
+    "targetId": json_string(AuditEntry.target_id),
+    "userId": json_value(AuditEntry.user_id),
+    "userEmail": json_value(AuditEntry.user_email),
+    "recordedBy": json_value(WRITER),
     "details": cast(AuditEntry.details, Text),
-    "createdAt": _json_string(api_timestamp(AuditEntry.created_at)),
-    "requestId": _json_value(AuditEntry.request_id),
-    "ip": _json_value(AuditEntry.ip),
-    "userAgent": _json_value(AuditEntry.user_agent),
+    "createdAt": json_string(api_timestamp(AuditEntry.created_at)),
+    "requestId": json_value(AuditEntry.request_id),
+    "ip": json_value(AuditEntry.ip),
+    "userAgent": json_value(AuditEntry.user_agent),
 }
-ENTRY_JSON = joined(
-    [
-        constant("{"),
-        joined([constant(f'"{key}":') + value for key, value in ENTRY_FIELDS.items()], ","),
-        constant("}"),
-    ]
-)
+ENTRY_JSON = json_object(ENTRY_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from flask import Flask, Response, g
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 
+from insights_audit import driver_sql
 from insights_audit.auth import current_principal
 from insights_audit.errors import database_unavailable_response
 from insights_audit.extensions import engine, waiting_for_connection
@@ -34,8 +35,8 @@ TENANT_SQL = "SELECT set_config('insights_audit.org', %(org)s, true)"
 
 def set_tenant(connection: Connection, org: str) -> None:
     """Scope the connection's transaction to ``org`` for row-level security."""
-    # Plain SQL: every request runs it, and it needs no compiling or caching.
-    connection.exec_driver_sql(TENANT_SQL, {"org": org})
+    # Plain SQL on the driver: every request runs it.
+    driver_sql.run(connection, TENANT_SQL, {"org": org})
 
 
 class UnitOfWork:

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID, Insert, insert
 
+from insights_audit.driver_sql import DriverStatement
 from insights_audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry_params
 from insights_audit.models import DashboardDailyViews, DashboardTotal, Key, ViewLog
 
@@ -56,7 +57,7 @@ def record_view(
 ) -> Row[Any]:
     """Record one view: the entry, the counters; the entry's columns and both new counts."""
     params = entry_params(actor, "dashboard", "view", dashboard_id, details, meta)
-    return connection.execute(RECORD_VIEW, {**params, "name": name}).one()
+    return RECORDING.one(connection, {**params, "name": name})
 
 
 def _record_view_statement() -> Select[Any]:
@@ -214,6 +215,7 @@ def _record_view_statement() -> Select[Any]:
 
 
 RECORD_VIEW = _record_view_statement()
+RECORDING = DriverStatement(RECORD_VIEW)
 
 
 def dashboard_name_upsert(org: str, dashboard_id: uuid.UUID, name: str) -> Insert:

@@ -11,38 +11,42 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-WINDOW_START = text(
-    """
-    WITH bounds AS (
-        SELECT now() - make_interval(days => :days) AS since
-    ), snapshot AS (
-        SELECT (since AT TIME ZONE 'UTC')::date - 1 AS day FROM bounds
-    ), marker AS (
-        INSERT INTO total_snapshots (org, day)
-        SELECT :org, day FROM snapshot
-        ON CONFLICT DO NOTHING
-        RETURNING day
-    ), filled AS (
-        -- First use of this day: each dashboard's running total at its end, looked up once.
-        INSERT INTO dashboard_day_totals (org, day, dashboard_id, total_views)
-        SELECT :org, marker.day, t.dashboard_id, earlier.total_views
-        FROM marker
-        JOIN dashboard_totals AS t ON t.org = :org
-        JOIN LATERAL (
-            SELECT d.total_views FROM dashboard_daily_views AS d
-            WHERE d.org = :org AND d.dashboard_id = t.dashboard_id AND d.day <= marker.day
-            ORDER BY d.day DESC LIMIT 1
-        ) AS earlier ON true
-        RETURNING 1
+from insights_audit.driver_sql import DriverStatement
+
+WINDOW_START = DriverStatement(
+    text(
+        """
+        WITH bounds AS (
+            SELECT now() - make_interval(days => :days) AS since
+        ), snapshot AS (
+            SELECT (since AT TIME ZONE 'UTC')::date - 1 AS day FROM bounds
+        ), marker AS (
+            INSERT INTO total_snapshots (org, day)
+            SELECT :org, day FROM snapshot
+            ON CONFLICT DO NOTHING
+            RETURNING day
+        ), filled AS (
+            -- First use of this day: each dashboard's running total at its end, looked up once.
+            INSERT INTO dashboard_day_totals (org, day, dashboard_id, total_views)
+            SELECT :org, marker.day, t.dashboard_id, earlier.total_views
+            FROM marker
+            JOIN dashboard_totals AS t ON t.org = :org
+            JOIN LATERAL (
+                SELECT d.total_views FROM dashboard_daily_views AS d
+                WHERE d.org = :org AND d.dashboard_id = t.dashboard_id AND d.day <= marker.day
+                ORDER BY d.day DESC LIMIT 1
+            ) AS earlier ON true
+            RETURNING 1
+        )
+        -- The kept counts' moment and snapshot if younger than 10 minutes (older ones are
+        -- counted again), given back so that the next statement can use them as constants.
+        SELECT bounds.since, snapshot.day, w.as_of, CAST(w.snapshot AS text) AS snapshot,
+               CAST(pg_snapshot_xmin(w.snapshot) AS text) AS xmin
+        FROM bounds CROSS JOIN snapshot
+        LEFT JOIN window_snapshots AS w
+               ON w.org = :org AND w.days = :days AND w.as_of > now() - interval '10 minutes'
+        """
     )
-    -- The kept counts' moment and snapshot if younger than 10 minutes (older ones are
-    -- counted again), given back so that the next statement can use them as constants.
-    SELECT bounds.since, snapshot.day, w.as_of, CAST(w.snapshot AS text) AS snapshot,
-           CAST(pg_snapshot_xmin(w.snapshot) AS text) AS xmin
-    FROM bounds CROSS JOIN snapshot
-    LEFT JOIN window_snapshots AS w
-           ON w.org = :org AND w.days = :days AND w.as_of > now() - interval '10 minutes'
-    """
 )
 
 # Views in the window [:since, now] of every dashboard viewed in it = all views - the total
@@ -111,7 +115,7 @@ def keep_counts(
 
 def keep_window(connection: Connection, org: str, days: int) -> None:
     """Count ``org``'s ``days`` window again from now and keep the counts."""
-    since, snapshot_day, *_ = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
+    since, snapshot_day, *_ = WINDOW_START.one(connection, {"org": org, "days": days})
     keep_counts(connection, org, days, since, snapshot_day)
 
 

@@ -662,7 +662,7 @@ def test_reading_an_entry_by_id_touches_one_partition(
 ) -> None:
     entry = record_event(client, token, type="kpi", action="edit", targetId=new_id())
     second = datetime.fromtimestamp(int(entry["id"][:8], 16), UTC)
-    statement = ENTRY_BY_ID.params(
+    statement = ENTRY_BY_ID.statement.params(
         org=org, entry_id=entry["id"], second=second, next_second=second + timedelta(seconds=1)
     ).compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
     plan = "\n".join(row[0] for row in run_sql(app, f"EXPLAIN {statement}"))

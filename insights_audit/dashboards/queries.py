@@ -7,67 +7,103 @@ import uuid
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
     Connection,
-    Row,
+    Text,
     bindparam,
+    column,
     select,
+    table,
     text,
 )
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import UUID
 
-from insights_audit.models import DashboardTotal, ViewLog
+from insights_audit.driver_sql import DriverStatement
+from insights_audit.json_sql import (
+    api_timestamp,
+    json_array,
+    json_items,
+    json_number,
+    json_object,
+    json_string,
+    json_value,
+)
+from insights_audit.models import DashboardTotal, TimestampTZ, ViewLog
 from insights_audit.window_counts import WINDOW_START, keep_counts
 
 TOP_VIEWERS = 10
 
 
-# "Recently viewed" of one user (ix_view_logs_recent).
-RECENT_DASHBOARDS = (
-    select(
-        ViewLog.dashboard_id,
-        DashboardTotal.name,
-        ViewLog.view_count,
-        ViewLog.first_viewed_at,
-        ViewLog.last_viewed_at,
-    )
-    .outerjoin(
-        DashboardTotal,
-        (DashboardTotal.org == ViewLog.org) & (DashboardTotal.dashboard_id == ViewLog.dashboard_id),
-    )
-    .where(ViewLog.org == bindparam("org"), ViewLog.user_id == bindparam("user_id"))
-    .order_by(ViewLog.last_viewed_at.desc(), ViewLog.dashboard_id)
-    .limit(bindparam("limit"))
+# "Recently viewed" of one user (ix_view_logs_recent), as the JSON array the API sends.
+RECENT_ORDER = (ViewLog.last_viewed_at.desc(), ViewLog.dashboard_id)
+RECENT_DASHBOARD = json_object(
+    {
+        "dashboardId": json_string(ViewLog.dashboard_id),
+        "name": json_value(DashboardTotal.name),
+        "viewCount": json_number(ViewLog.view_count),
+        "firstViewedAt": json_string(api_timestamp(ViewLog.first_viewed_at)),
+        "lastViewedAt": json_string(api_timestamp(ViewLog.last_viewed_at)),
+    }
 )
+RECENT_DASHBOARDS = DriverStatement(
+    json_array(
+        select(*json_items(RECENT_DASHBOARD, RECENT_ORDER))
+        .select_from(ViewLog)
+        .outerjoin(
+            DashboardTotal,
+            (DashboardTotal.org == ViewLog.org)
+            & (DashboardTotal.dashboard_id == ViewLog.dashboard_id),
+        )
+        .where(ViewLog.org == bindparam("org"), ViewLog.user_id == bindparam("user_id"))
+        .order_by(*RECENT_ORDER)
+        .limit(bindparam("limit"))
+    )
+)
+
+
+def popular_dashboard(rows: Any) -> ColumnElement[str]:
+    """A most-viewed dashboard as the API sends it, from ``rows`` (columns named as those
+    of ``dashboard_totals``)."""
+    return json_object(
+        {
+            "dashboardId": json_string(rows.dashboard_id),
+            "name": json_value(rows.name),
+            "viewCount": json_number(rows.view_count),
+            "uniqueViewers": json_number(rows.unique_viewers),
+            "lastViewedAt": json_string(api_timestamp(rows.last_viewed_at)),
+        }
+    )
+
 
 # All-time "most viewed" of an org (ix_dashboard_totals_popular).
-MOST_VIEWED = (
-    select(
-        DashboardTotal.dashboard_id,
-        DashboardTotal.name,
-        DashboardTotal.view_count,
-        DashboardTotal.unique_viewers,
-        DashboardTotal.last_viewed_at,
+POPULAR_ORDER = (
+    DashboardTotal.view_count.desc(),
+    DashboardTotal.last_viewed_at.desc(),
+    DashboardTotal.dashboard_id,
+)
+MOST_VIEWED = DriverStatement(
+    json_array(
+        select(*json_items(popular_dashboard(DashboardTotal), POPULAR_ORDER))
+        .where(DashboardTotal.org == bindparam("org"), DashboardTotal.view_count > 0)
+        .order_by(*POPULAR_ORDER)
+        .limit(bindparam("limit"))
     )
-    .where(DashboardTotal.org == bindparam("org"), DashboardTotal.view_count > 0)
-    .order_by(
-        DashboardTotal.view_count.desc(),
-        DashboardTotal.last_viewed_at.desc(),
-        DashboardTotal.dashboard_id,
-    )
-    .limit(bindparam("limit"))
 )
 
 
-def recent_dashboards_for(
-    connection: Connection, org: str, user_id: str, limit: int
-) -> list[Row[Any]]:
-    """The user's dashboards, last viewed first."""
+def recent_dashboards_for(connection: Connection, org: str, user_id: str, limit: int) -> str:
+    """The user's dashboards, last viewed first, as a JSON array."""
     params = {"org": org, "user_id": user_id, "limit": limit}
-    return list(connection.execute(RECENT_DASHBOARDS, params))
+    data: str = RECENT_DASHBOARDS.scalar(connection, params)
+    return data
 
 
-def most_viewed_all_time(connection: Connection, org: str, limit: int) -> list[Row[Any]]:
-    """Dashboards of the org by total views."""
-    return list(connection.execute(MOST_VIEWED, {"org": org, "limit": limit}))
+def most_viewed_all_time(connection: Connection, org: str, limit: int) -> str:
+    """Dashboards of the org by total views, as a JSON array."""
+    data: str = MOST_VIEWED.scalar(connection, {"org": org, "limit": limit})
+    return data
 
 
 # The top of the window from its kept counts, exact now: the views the kept snapshot did not
@@ -76,8 +112,25 @@ def most_viewed_all_time(connection: Connection, org: str, limit: int) -> list[R
 # views that slid out of the window since the counts were kept are taken away
 # (ix_audit_entries_views_by_time). Only dashboards with such views change; the others keep
 # their kept order, so the top :limit of them plus the changed ones hold the top :limit.
-MOST_VIEWED_KEPT = text(
-    """
+def _listed_dashboard() -> str:
+    """``popular_dashboard`` of the ``listed`` rows below, as SQL text."""
+    listed = table(
+        "listed",
+        column("dashboard_id", UUID(as_uuid=True)),
+        column("name", Text),
+        column("view_count", BigInteger),
+        column("unique_viewers", BigInteger),
+        column("last_viewed_at", TimestampTZ),
+    )
+    expression = popular_dashboard(listed.c)
+    return str(
+        expression.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    )
+
+
+MOST_VIEWED_KEPT = DriverStatement(
+    text(
+        """
     WITH asked AS (
         -- The window is in demand, so the background worker keeps it counted (written at
         -- most every 5 minutes; only requests mark it, never the worker's own recounts).
@@ -123,28 +176,33 @@ MOST_VIEWED_KEPT = text(
         WHERE c.views > 0
         ORDER BY c.views DESC, t.last_viewed_at DESC, c.dashboard_id
         LIMIT :limit
+    ), listed AS (
+        SELECT top.dashboard_id, top.name, top.view_count,
+               -- A user viewed it in the window iff their last view is in it: those whose
+               -- last view is on a later day, plus those whose last view is on the first
+               -- day, after the window start.
+               (SELECT coalesce(sum(d.last_viewers), 0) FROM dashboard_daily_views AS d
+                WHERE d.org = :org AND d.dashboard_id = top.dashboard_id
+                  AND d.day > CAST(:snapshot_day AS date) + 1)
+               + (SELECT count(*) FROM view_logs AS v
+                  WHERE v.org = :org AND v.dashboard_id = top.dashboard_id
+                    AND v.last_viewed_at >= :since
+                    AND v.last_viewed_at < date_trunc('day', CAST(:since AS timestamptz))
+                                           + interval '1 day') AS unique_viewers,
+               top.last_viewed_at
+        FROM top
     )
-    SELECT top.dashboard_id, top.name, top.view_count,
-           -- A user viewed it in the window iff their last view is in it: those whose last
-           -- view is on a later day, plus those whose last view is on the first day, after
-           -- the window start.
-           (SELECT coalesce(sum(d.last_viewers), 0) FROM dashboard_daily_views AS d
-            WHERE d.org = :org AND d.dashboard_id = top.dashboard_id
-              AND d.day > CAST(:snapshot_day AS date) + 1)
-           + (SELECT count(*) FROM view_logs AS v
-              WHERE v.org = :org AND v.dashboard_id = top.dashboard_id
-                AND v.last_viewed_at >= :since
-                AND v.last_viewed_at < date_trunc('day', CAST(:since AS timestamptz))
-                                       + interval '1 day') AS unique_viewers,
-           top.last_viewed_at
-    FROM top
-    ORDER BY top.view_count DESC, top.last_viewed_at DESC, top.dashboard_id
-    """
+    SELECT '[' || coalesce(string_agg(LISTED_DASHBOARD, ','
+                                      ORDER BY view_count DESC, last_viewed_at DESC,
+                                               dashboard_id), '') || ']'
+    FROM listed
+    """.replace("LISTED_DASHBOARD", _listed_dashboard())
+    )
 )
 
 
-def most_viewed_recently(connection: Connection, org: str, limit: int, days: int) -> list[Row[Any]]:
-    """Dashboards by views in the last ``days`` x 24 h.
+def most_viewed_recently(connection: Connection, org: str, limit: int, days: int) -> str:
+    """Dashboards by views in the last ``days`` x 24 h, as a JSON array.
 
     The running totals at the end of each past day never change, so the first request that
     needs a day stores them (``dashboard_day_totals``); every later one reads them back. The
@@ -152,7 +210,7 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     request and then by the background worker), and each request corrects them to the
     moment (``MOST_VIEWED_KEPT``).
     """
-    since, snapshot_day, *kept = connection.execute(WINDOW_START, {"org": org, "days": days}).one()
+    since, snapshot_day, *kept = WINDOW_START.one(connection, {"org": org, "days": days})
     if kept[0] is None:
         kept = list(keep_counts(connection, org, days, since, snapshot_day))
     as_of, snapshot, xmin = kept
@@ -166,11 +224,13 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
         "snapshot": snapshot,
         "xmin": xmin,
     }
-    return list(connection.execute(MOST_VIEWED_KEPT, params))
+    data: str = MOST_VIEWED_KEPT.scalar(connection, params)
+    return data
 
 
-DASHBOARD_STATS = text(
-    """
+DASHBOARD_STATS = DriverStatement(
+    text(
+        """
     WITH bounds AS (
         SELECT date_trunc('day', now()) - make_interval(days => :days - 1) AS first_day
     ), days AS (
@@ -212,12 +272,11 @@ DASHBOARD_STATS = text(
     FROM bounds
     LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = :dashboard_id
     """
+    )
 )
 
 
-def dashboard_stats(
-    connection: Connection, org: str, dashboard_id: uuid.UUID, days: int
-) -> Row[Any]:
+def dashboard_stats(connection: Connection, org: str, dashboard_id: uuid.UUID, days: int) -> Any:
     """Totals, the period's days and the top viewers of one dashboard, in one round trip."""
     params = {"org": org, "dashboard_id": dashboard_id, "days": days, "top": TOP_VIEWERS}
-    return connection.execute(DASHBOARD_STATS, params).one()
+    return DASHBOARD_STATS.one(connection, params)

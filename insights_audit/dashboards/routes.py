@@ -30,7 +30,7 @@ from insights_audit.idempotency import IdempotencyHeaders, respond_once
 from insights_audit.metrics import ENTRIES_WRITTEN
 from insights_audit.openapi_parameters import DASHBOARD_ID_PARAMETER
 from insights_audit.request_context import request_meta
-from insights_audit.schemas import parse_target_id
+from insights_audit.schemas import json_envelope, parse_target_id
 from insights_audit.unit_of_work import request_work
 from insights_audit.view_counts import record_view
 
@@ -51,14 +51,13 @@ class RecentlyViewed(MethodView):
     @blp.arguments(RecentQuery(), location="query", as_kwargs=True)
     @blp.response(200, RecentEnvelope)
     @blp.doc(operationId="listRecentlyViewedDashboards")
-    def get(self, limit: int) -> dict[str, Any]:
+    def get(self, limit: int) -> Response:
         """Dashboards I viewed recently
 
         The caller's own dashboards, most recently viewed first (ties: `dashboardId`
         ascending), with the caller's own view count.
         """
-        rows = service.recently_viewed(current_principal(), limit)
-        return {"data": rows, "message": RECENT_MESSAGE}
+        return json_envelope(service.recently_viewed(current_principal(), limit), RECENT_MESSAGE)
 
 
 @blp.route("/most-viewed")
@@ -67,14 +66,14 @@ class MostViewed(MethodView):
     @blp.arguments(MostViewedQuery(), location="query", as_kwargs=True)
     @blp.response(200, MostViewedEnvelope)
     @blp.doc(operationId="listMostViewedDashboards")
-    def get(self, limit: int, days: int | None = None) -> dict[str, Any]:
+    def get(self, limit: int, days: int | None = None) -> Response:
         """Most viewed dashboards of my organisation
 
         By view count across all users, highest first (ties: `lastViewedAt` descending, then
         `dashboardId`). With `days`, only views of the last `days` x 24 hours count.
         """
-        rows = service.most_viewed(current_principal(), limit, days)
-        return {"data": rows, "message": MOST_VIEWED_MESSAGE}
+        data = service.most_viewed(current_principal(), limit, days)
+        return json_envelope(data, MOST_VIEWED_MESSAGE)
 
 
 @blp.route("/<dashboardId>/stats", parameters=[DASHBOARD_ID_PARAMETER])

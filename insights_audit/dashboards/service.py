@@ -10,13 +10,15 @@ from insights_audit.dashboards import queries
 from insights_audit.unit_of_work import request_work
 
 
-def recently_viewed(principal: Principal, limit: int) -> list[Any]:
+def recently_viewed(principal: Principal, limit: int) -> str:
+    """The caller's dashboards, last viewed first, as a JSON array."""
     return queries.recent_dashboards_for(
         request_work().connection, principal.org, principal.user_id, limit
     )
 
 
-def most_viewed(principal: Principal, limit: int, days: int | None) -> list[Any]:
+def most_viewed(principal: Principal, limit: int, days: int | None) -> str:
+    """The org's most viewed dashboards (of all time, or the last ``days``), as a JSON array."""
     if days is None:
         return queries.most_viewed_all_time(request_work().connection, principal.org, limit)
     return queries.most_viewed_recently(request_work().connection, principal.org, limit, days)

@@ -33,7 +33,9 @@ from sqlalchemy.sql import operators
 from insights_audit import chain_order
 from insights_audit.chain_order import HORIZON
 from insights_audit.cursors import TrailPosition
-from insights_audit.entries import ENTRY_JSON, WRITER, api_timestamp, constant, joined
+from insights_audit.driver_sql import DriverStatement
+from insights_audit.entries import ENTRY_JSON, WRITER
+from insights_audit.json_sql import api_timestamp, constant, joined
 from insights_audit.models import AuditEntry
 
 
@@ -92,17 +94,23 @@ def _reorder(column: SQLColumnExpression[Any], key: ColumnElement[Any]) -> Colum
 
 
 def read_page(connection: Connection, query: Select[Any], params: dict[str, Any]) -> EntryPage:
-    row = connection.execute(query, params).one()
+    return _entry_page(connection.execute(query, params).one())
+
+
+def _entry_page(row: Any) -> EntryPage:
+    """The page of a row of ``json_page``."""
     return EntryPage(row.data, row.entries, row.more, tuple(row[3:]) if row.entries else ())
 
 
 # The id's first 4 bytes are the second the entry was created in: bounding created_at to it
 # lets PostgreSQL read one month partition (pk_audit_entries is (id, created_at)).
-ENTRY_BY_ID = select(ENTRY_JSON).where(
-    AuditEntry.id == bindparam("entry_id"),
-    AuditEntry.org == bindparam("org"),
-    AuditEntry.created_at >= bindparam("second"),
-    AuditEntry.created_at < bindparam("next_second"),
+ENTRY_BY_ID = DriverStatement(
+    select(ENTRY_JSON).where(
+        AuditEntry.id == bindparam("entry_id"),
+        AuditEntry.org == bindparam("org"),
+        AuditEntry.created_at >= bindparam("second"),
+        AuditEntry.created_at < bindparam("next_second"),
+    )
 )
 ONE_SECOND = timedelta(seconds=1)
 NEWEST_FIRST = (AuditEntry.created_at.desc(), AuditEntry.id.desc())
@@ -117,12 +125,14 @@ def entry_by_id(connection: Connection, org: str, entry_id: str) -> str | None:
         "second": second,
         "next_second": second + ONE_SECOND,
     }
-    found: str | None = connection.scalar(ENTRY_BY_ID, params)
+    found: str | None = ENTRY_BY_ID.scalar(connection, params)
     return found
 
 
 @cache
-def _trail_query(after: bool, since: bool, until: bool, action: bool, user_id: bool) -> Select[Any]:
+def _trail_query(
+    after: bool, since: bool, until: bool, action: bool, user_id: bool
+) -> DriverStatement:
     """The trail page of one combination of filters, built once (ix_audit_entries_trail)."""
     where = [
         AuditEntry.org == bindparam("org"),
@@ -142,7 +152,7 @@ def _trail_query(after: bool, since: bool, until: bool, action: bool, user_id: b
         where.append(AuditEntry.action == bindparam("action"))
     if user_id:
         where.append(AuditEntry.user_id == bindparam("user_id"))
-    return json_page(where, NEWEST_FIRST)
+    return DriverStatement(json_page(where, NEWEST_FIRST))
 
 
 def trail_page(
@@ -178,7 +188,7 @@ def trail_page(
     }
     if after is not None:
         params.update(after_created_at=after.created_at, after_id=after.id)
-    return read_page(connection, query, params)
+    return _entry_page(query.one(connection, params))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,111 @@
+"""The statements every request runs, executed on the driver's own connection.
+
+SQLAlchemy builds every statement of the service. Executing one through
+``Connection.execute`` costs about 0.1 ms of Python a call (the compiled cache, an execution
+context, a result object), as much as the rest of a small read. A ``DriverStatement`` is
+compiled once, by the engine's own dialect, to the SQL text psycopg takes, and runs on the
+psycopg connection under a SQLAlchemy ``Connection``: inside its transaction, under its org.
+Errors come out as SQLAlchemy's (so the error handlers see what they always saw) and a lost
+connection is invalidated, as ``Connection.execute`` would do.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import ClauseElement, Connection, exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    # Values the statement carries itself (literals that SQLAlchemy made parameters).
+    constants: dict[str, Any]
+    # Conversions of parameter values the dialect makes (JSON to text, say).
+    processors: dict[str, Processor]
+
+    def values(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        values = {**self.constants, **params}
+        for name in self.processors.keys() & params.keys():
+            values[name] = self.processors[name](params[name])
+        return values
+
+
+class DriverStatement:
+    """A SQLAlchemy statement compiled once and run with psycopg directly; rows have their
+    columns as attributes."""
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: _Compiled | None = None
+        self._lock = threading.Lock()
+
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        with self._lock:
+            if self._compiled is None:
+                compiled = self.statement.compile(dialect=dialect)
+                assert isinstance(compiled, SQLCompiler)
+                if compiled.positional or any(b.expanding for b in compiled.binds.values()):
+                    raise TypeError("a DriverStatement takes named, non-expanding parameters")
+                processors = cast(dict[str, Processor], dict(compiled._bind_processors))
+                constants = {}
+                for bind in compiled.binds.values():
+                    if not bind.required:
+                        name = compiled.bind_names[bind]
+                        value = bind.effective_value
+                        constants[name] = processors[name](value) if name in processors else value
+                self._compiled = _Compiled(compiled.string, constants, processors)
+            return self._compiled
+
+    def _execute(self, connection: Connection, params: Mapping[str, Any]) -> psycopg.Cursor[Any]:
+        compiled = self._compiled or self._compile(connection.dialect)
+        return run(connection, compiled.sql, compiled.values(params), rows=True)
+
+    def one(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+        """The statement's one row."""
+        row = self._execute(connection, params).fetchone()
+        if row is None:
+            raise exc.NoResultFound("No row was found when one was required")
+        return row
+
+    def all(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Every row of the statement."""
+        return self._execute(connection, params).fetchall()
+
+    def scalar(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        row = self._execute(connection, params).fetchone()
+        return None if row is None else row[0]
+
+
+def run(
+    connection: Connection, sql: str, params: Mapping[str, Any], *, rows: bool = False
+) -> psycopg.Cursor[Any]:
+    """Execute ``sql`` on ``connection``'s psycopg connection, in its transaction."""
+    fairy = connection.connection
+    driver: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
+    cursor = driver.cursor(row_factory=namedtuple_row) if rows else driver.cursor()
+    try:
+        return cursor.execute(sql, params)
+    except psycopg.Error as error:
+        lost = connection.dialect.is_disconnect(cast(Any, error), fairy, cast(Any, cursor))
+        if lost:
+            connection.invalidate(error)
+        raise exc.DBAPIError.instance(
+            sql,
+            None,
+            error,
+            psycopg.Error,
+            hide_parameters=True,
+            connection_invalidated=lost,
+            dialect=connection.dialect,
+        ) from error

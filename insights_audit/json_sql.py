@@ -1,0 +1,82 @@
+"""JSON text written by PostgreSQL: responses served without converting rows in Python.
+
+Each helper builds a SQL expression of JSON text in the exact form the API sends (the
+response schemas' form), so that a page or a list is one text value the service wraps in its
+envelope as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    SQLColumnExpression,
+    Text,
+    cast,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+
+def api_timestamp(column: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """``column`` as the API writes a time: RFC 3339 in UTC, milliseconds, ``Z``."""
+    return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+
+
+def constant(text: str) -> ColumnElement[str]:
+    """``text`` written into the SQL (a bind parameter costs each execution); an E'' string
+    means the same whatever ``standard_conforming_strings`` says."""
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'")
+    return literal_column(f"E'{escaped}'", Text)
+
+
+def joined(parts: Sequence[ColumnElement[str]], separator: str = "") -> ColumnElement[str]:
+    """The parts joined by ``||`` (PostgreSQL runs it faster than ``concat``)."""
+    line = parts[0]
+    for part in parts[1:]:
+        line = line + constant(separator) + part if separator else line + part
+    return line
+
+
+def json_value(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """``value`` as JSON text ('null' for null)."""
+    return func.coalesce(cast(func.to_json(value), Text), constant("null"))
+
+
+def json_string(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """A value the service writes itself (an id, a uuid, a time): nothing in it to escape
+    ('null' for null)."""
+    return func.coalesce(constant('"') + cast(value, Text) + constant('"'), constant("null"))
+
+
+def json_object(fields: Mapping[str, ColumnElement[str]]) -> ColumnElement[str]:
+    """A JSON object of ``fields`` (each one's JSON text), keys in their order. Joining the
+    fields' JSON with || costs PostgreSQL half of what ``json_build_object`` does."""
+    members = [constant(f'"{key}":') + value for key, value in fields.items()]
+    return joined([constant("{"), joined(members, ","), constant("}")])
+
+
+def json_number(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """An integer as JSON ('null' for null)."""
+    return func.coalesce(cast(value, Text), constant("null"))
+
+
+def json_items(item: ColumnElement[str], order: Sequence[Any]) -> list[ColumnElement[Any]]:
+    """The columns ``json_array`` reads: each row's JSON text and its place in ``order`` (the
+    order its select sorts by)."""
+    return [item.label("item"), func.row_number().over(order_by=order).label("n")]
+
+
+def json_array(rows: Select[Any]) -> Select[Any]:
+    """One row, one column ``data``: the JSON array of the items of ``rows`` (a select of
+    ``json_items``), in their order."""
+    listed = rows.subquery("listed")
+    items = func.string_agg(listed.c.item, aggregate_order_by(constant(","), listed.c.n))
+    return select(
+        (constant("[") + func.coalesce(items, constant("")) + constant("]")).label("data")
+    )

@@ -1,0 +1,57 @@
+"""Statements run on the driver connection give what SQLAlchemy gives, and fail as it fails."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from sqlalchemy import Integer, bindparam, cast, exc, func, literal, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+
+from insights_audit.driver_sql import DriverStatement
+from insights_audit.unit_of_work import transaction
+
+# Literals SQLAlchemy turns into parameters, a bound JSON document it serializes, a bound
+# number: every kind of value a DriverStatement has to pass on by itself.
+MIXED = select(
+    literal(41) + bindparam("n", type_=Integer),
+    literal("it's").label("quoted"),
+    cast(func.jsonb_extract_path(bindparam("doc", type_=JSONB), literal("a")), JSONB).label("a"),
+    func.jsonb_typeof(bindparam("doc", type_=JSONB)).label("kind"),
+)
+
+
+def test_a_driver_statement_gives_the_rows_sqlalchemy_gives(app: Flask) -> None:
+    params = {"n": 1, "doc": {"a": ["é", 2, None], "b": {}}}
+    with app.app_context(), transaction() as connection:
+        expected = tuple(connection.execute(MIXED, params).one())
+        row = DriverStatement(MIXED).one(connection, params)
+    assert tuple(row) == expected == (42, "it's", ["é", 2, None], "object")
+    assert row.quoted == "it's"
+
+
+def test_a_driver_statement_reads_nothing_as_none_or_no_rows(app: Flask) -> None:
+    nothing = DriverStatement(text("SELECT 1 WHERE false"))
+    with app.app_context(), transaction() as connection:
+        assert nothing.scalar(connection, {}) is None
+        assert nothing.all(connection, {}) == []
+        with pytest.raises(exc.NoResultFound):
+            nothing.one(connection, {})
+
+
+def test_a_failing_driver_statement_raises_sqlalchemys_error(app: Flask) -> None:
+    division = DriverStatement(text("SELECT 1 / :zero"))
+    with app.app_context(), pytest.raises(exc.DataError) as raised, transaction() as connection:
+        division.scalar(connection, {"zero": 0})
+    assert "division by zero" in str(raised.value.orig)
+    assert not raised.value.connection_invalidated
+
+
+def test_a_connection_lost_under_a_driver_statement_is_invalidated(app: Flask) -> None:
+    suicide = DriverStatement(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    with app.app_context():
+        with pytest.raises(exc.OperationalError) as raised, transaction() as connection:
+            suicide.scalar(connection, {})
+        assert raised.value.connection_invalidated
+        # The pool hands out a working connection afterwards.
+        with transaction() as connection:
+            assert DriverStatement(text("SELECT 2")).scalar(connection, {}) == 2

@@ -88,9 +88,14 @@ class DriverStatement:
 
 
 def run(
-    connection: Connection, sql: str, params: Mapping[str, Any], *, rows: bool = False
+    connection: Connection,
+    sql: str | bytes,
+    params: Mapping[str, Any] | None,
+    *,
+    rows: bool = False,
 ) -> psycopg.Cursor[Any]:
-    """Execute ``sql`` on ``connection``'s psycopg connection, in its transaction."""
+    """Execute ``sql`` on ``connection``'s psycopg connection, in its transaction (without
+    ``params``, as a simple query, which may hold several statements)."""
     fairy = connection.connection
     driver: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
     cursor = driver.cursor(row_factory=namedtuple_row) if rows else driver.cursor()
@@ -101,7 +106,7 @@ def run(
         if lost:
             connection.invalidate(error)
         raise exc.DBAPIError.instance(
-            sql,
+            sql if isinstance(sql, str) else sql.decode(),
             None,
             error,
             psycopg.Error,

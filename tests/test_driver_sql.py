@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import pytest
 from flask import Flask
-from sqlalchemy import Integer, bindparam, cast, exc, func, literal, select, text
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, Integer, bindparam, cast, exc, func, literal, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from insights_audit.driver_sql import DriverStatement
 from insights_audit.unit_of_work import transaction
+from tests.conftest import BASE, bearer, new_id, record_view
 
 # Literals SQLAlchemy turns into parameters, a bound JSON document it serializes, a bound
 # number: every kind of value a DriverStatement has to pass on by itself.
@@ -55,3 +59,28 @@ def test_a_connection_lost_under_a_driver_statement_is_invalidated(app: Flask) -
         # The pool hands out a working connection afterwards.
         with transaction() as connection:
             assert DriverStatement(text("SELECT 2")).scalar(connection, {}) == 2
+
+
+def test_connections_go_back_to_the_pool_transactional_after_requests(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    # Requests run their connection in autocommit around their own BEGIN: a read, a write,
+    # and a request that fails inside its transaction (a view of a malformed id is a 400
+    # before any SQL; a missing entry is a 404 after its SELECT).
+    dashboard = new_id()
+    for _ in range(3):
+        assert record_view(client, token, dashboard)["viewCount"] >= 1
+        assert client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(token)).json
+        missing = client.get(f"{BASE}/{'0' * 24}", headers=bearer(token))
+        assert missing.status_code == 404
+    engine: Engine = app.extensions["insights_audit.engine"]
+    with ExitStack() as stack:
+        # Every pooled connection at once, so none is left unchecked.
+        pooled = app.config["SETTINGS"].pool_size
+        connections = [stack.enter_context(engine.connect()) for _ in range(pooled)]
+        for connection in connections:
+            with connection.begin():
+                first = connection.exec_driver_sql("SELECT txid_current()").scalar()
+                second = connection.exec_driver_sql("SELECT txid_current()").scalar()
+            # Both statements ran in one transaction, as SQLAlchemy's begin() promised.
+            assert first == second

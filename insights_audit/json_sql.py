@@ -20,6 +20,7 @@ from sqlalchemy import (
     literal_column,
     select,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 
@@ -64,6 +65,14 @@ def json_object(fields: Mapping[str, ColumnElement[str]]) -> ColumnElement[str]:
 def json_number(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
     """An integer as JSON ('null' for null)."""
     return func.coalesce(cast(value, Text), constant("null"))
+
+
+def sql_text(expression: ColumnElement[Any]) -> str:
+    """``expression`` as PostgreSQL text, constants written in, for a ``text()`` statement."""
+    compiled = expression.compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    return str(compiled)
 
 
 def json_items(item: ColumnElement[str], order: Sequence[Any]) -> list[ColumnElement[Any]]:

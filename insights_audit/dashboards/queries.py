@@ -13,6 +13,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     column,
+    literal_column,
     select,
     table,
     text,
@@ -29,6 +30,7 @@ from insights_audit.json_sql import (
     json_object,
     json_string,
     json_value,
+    sql_text,
 )
 from insights_audit.models import DashboardTotal, TimestampTZ, ViewLog
 from insights_audit.window_counts import WINDOW_START, keep_counts
@@ -228,6 +230,12 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     return data
 
 
+def _time(expression: str) -> str:
+    """The time ``expression`` as the JSON the API writes ('null' for null)."""
+    return sql_text(json_string(api_timestamp(literal_column(expression, TimestampTZ))))
+
+
+# The stats of one dashboard as the JSON object the API sends.
 DASHBOARD_STATS = DriverStatement(
     text(
         """
@@ -252,31 +260,46 @@ DASHBOARD_STATS = DriverStatement(
         ORDER BY view_count DESC, last_viewed_at DESC, user_id
         LIMIT :top
     )
-    SELECT now() AS request_time, bounds.first_day,
-           t.name, coalesce(t.view_count, 0) AS view_count,
-           coalesce(t.unique_viewers, 0) AS unique_viewers,
-           t.first_viewed_at, t.last_viewed_at,
-           (SELECT array_agg(day_start::date ORDER BY day_start) FROM days) AS days,
-           (SELECT array_agg(views ORDER BY day_start) FROM days) AS day_views,
-           (SELECT array_agg(viewers ORDER BY day_start) FROM days) AS day_viewers,
+    SELECT '{"dashboardId":"' || CAST(:dashboard_id AS uuid)
+           || '","name":' || JSON_NAME
+           || ',"totalViews":' || coalesce(t.view_count, 0)
+           || ',"uniqueViewers":' || coalesce(t.unique_viewers, 0)
+           || ',"firstViewedAt":' || FIRST_VIEWED
+           || ',"lastViewedAt":' || LAST_VIEWED
+           || ',"period":{"days":' || CAST(:days AS integer)
+           || ',"from":' || PERIOD_FROM || ',"to":' || PERIOD_TO
+           || ',"views":' || (SELECT sum(views) FROM days)
            -- A user viewed it in the period iff their latest view is on one of its days.
-           (SELECT sum(last_viewers) FROM days) AS period_viewers,
-           (SELECT array_agg(ARRAY[user_id, user_email]
-                             ORDER BY view_count DESC, last_viewed_at DESC, user_id)
-            FROM top) AS top_users,
-           (SELECT array_agg(view_count ORDER BY view_count DESC, last_viewed_at DESC, user_id)
-            FROM top) AS top_counts,
-           (SELECT array_agg(last_viewed_at
-                             ORDER BY view_count DESC, last_viewed_at DESC, user_id)
-            FROM top) AS top_last_viewed
+           || ',"uniqueViewers":' || (SELECT sum(last_viewers) FROM days)
+           || '},"dailyViews":['
+           || (SELECT string_agg('{"date":"' || to_char(day_start::date, 'YYYY-MM-DD')
+                                 || '","views":' || views
+                                 || ',"uniqueViewers":' || viewers || '}',
+                                 ',' ORDER BY day_start)
+               FROM days)
+           || '],"topViewers":['
+           || coalesce((SELECT string_agg(
+                              '{"userId":' || to_json(user_id)
+                              || ',"userEmail":' || coalesce(to_json(user_email)::text, 'null')
+                              || ',"viewCount":' || view_count
+                              || ',"lastViewedAt":' || TOP_LAST_VIEWED || '}',
+                              ',' ORDER BY view_count DESC, last_viewed_at DESC, user_id)
+                        FROM top), '')
+           || ']}'
     FROM bounds
     LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = :dashboard_id
-    """
+    """.replace("JSON_NAME", sql_text(json_value(literal_column("t.name"))))
+        .replace("TOP_LAST_VIEWED", _time("last_viewed_at"))
+        .replace("FIRST_VIEWED", _time("t.first_viewed_at"))
+        .replace("LAST_VIEWED", _time("t.last_viewed_at"))
+        .replace("PERIOD_FROM", _time("bounds.first_day"))
+        .replace("PERIOD_TO", _time("now()"))
     )
 )
 
 
-def dashboard_stats(connection: Connection, org: str, dashboard_id: uuid.UUID, days: int) -> Any:
-    """Totals, the period's days and the top viewers of one dashboard, in one round trip."""
+def dashboard_stats(connection: Connection, org: str, dashboard_id: uuid.UUID, days: int) -> str:
+    """Totals, the period's days and the top viewers of one dashboard, as a JSON object."""
     params = {"org": org, "dashboard_id": dashboard_id, "days": days, "top": TOP_VIEWERS}
-    return DASHBOARD_STATS.one(connection, params)
+    data: str = DASHBOARD_STATS.scalar(connection, params)
+    return data

@@ -82,7 +82,7 @@ class DashboardStats(MethodView):
     @blp.arguments(StatsQuery(), location="query", as_kwargs=True)
     @blp.response(200, StatsEnvelope)
     @blp.doc(operationId="getDashboardStats")
-    def get(self, dashboardId: str, days: int) -> dict[str, Any]:
+    def get(self, dashboardId: str, days: int) -> Response:
         """Usage statistics of one dashboard
 
         All-time totals, a zero-filled series of the last `days` UTC days (today last),
@@ -90,7 +90,7 @@ class DashboardStats(MethodView):
         """
         dashboard_id = parse_target_id(dashboardId, "dashboard")
         stats = service.dashboard_stats(current_principal(), dashboard_id, days)
-        return {"data": stats, "message": STATS_MESSAGE}
+        return json_envelope(stats, STATS_MESSAGE)
 
 
 @blp.route("/<dashboardId>/view", parameters=[DASHBOARD_ID_PARAMETER])

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable
-from inspect import iscoroutinefunction
-from typing import Any
-
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -35,28 +30,9 @@ KPIs and tool mappings. Every request needs `Authorization: Bearer <token>` (cre
 """
 
 
-class AuditApp(Flask):
-    """Flask, asking whether a hook or view is ``async`` once per function rather than on
-    every call (each hook of each request asked again: 6% of a small read's CPU in cProfile)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._plain: weakref.WeakKeyDictionary[Callable[..., Any], bool] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        # A bound method is asked about through its function, which outlives the request.
-        function = getattr(func, "__func__", func)
-        plain = self._plain.get(function)
-        if plain is None:
-            plain = self._plain[function] = not iscoroutinefunction(function)
-        return func if plain else self.async_to_sync(func)
-
-
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    app = AuditApp(__name__, static_folder=None)
+    app = Flask(__name__, static_folder=None)
     app.config.update(
         API_TITLE="Insights Audit Logs",
         API_VERSION="2.0",

@@ -144,28 +144,3 @@ def test_unexpected_errors_are_500_in_the_envelope_without_traceback(
         "status": "Internal Server Error",
     }
     assert "secret" not in response.get_data(as_text=True)
-
-
-def test_the_app_runs_plain_functions_as_they_are_and_still_refuses_async_ones(app: Flask) -> None:
-    class View:
-        def get(self) -> str:
-            return "plain"
-
-        async def post(self) -> str:
-            return "async"
-
-    def hook() -> None:
-        return None
-
-    async def async_hook() -> None:
-        return None
-
-    view = View()
-    for _ in range(2):  # the answer is remembered; the second asking must agree
-        assert app.ensure_sync(hook) is hook
-        assert app.ensure_sync(view.get) == view.get
-        assert app.ensure_sync(view.get)() == "plain"
-        for coroutine_function in (async_hook, view.post):
-            # Flask runs async views through asgiref, which the service does not install.
-            with pytest.raises(RuntimeError, match="async"):
-                app.ensure_sync(coroutine_function)

@@ -41,8 +41,7 @@ class _Compiled:
 
 
 class DriverStatement:
-    """A SQLAlchemy statement compiled once and run with psycopg directly; rows have their
-    columns as attributes."""
+    """A SQLAlchemy statement compiled once and run with psycopg directly."""
 
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
@@ -66,24 +65,22 @@ class DriverStatement:
                 self._compiled = _Compiled(compiled.string, constants, processors)
             return self._compiled
 
-    def _execute(self, connection: Connection, params: Mapping[str, Any]) -> psycopg.Cursor[Any]:
+    def _execute(
+        self, connection: Connection, params: Mapping[str, Any], *, rows: bool
+    ) -> psycopg.Cursor[Any]:
         compiled = self._compiled or self._compile(connection.dialect)
-        return run(connection, compiled.sql, compiled.values(params), rows=True)
+        return run(connection, compiled.sql, compiled.values(params), rows=rows)
 
     def one(self, connection: Connection, params: Mapping[str, Any]) -> Any:
-        """The statement's one row."""
-        row = self._execute(connection, params).fetchone()
+        """The statement's one row, its columns also by name."""
+        row = self._execute(connection, params, rows=True).fetchone()
         if row is None:
             raise exc.NoResultFound("No row was found when one was required")
         return row
 
-    def all(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
-        """Every row of the statement."""
-        return self._execute(connection, params).fetchall()
-
     def scalar(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """The first column of the first row, or None when there is no row."""
-        row = self._execute(connection, params).fetchone()
+        row = self._execute(connection, params, rows=False).fetchone()
         return None if row is None else row[0]
 
 

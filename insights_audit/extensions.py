@@ -16,7 +16,7 @@ from flask import Flask, current_app
 from flask_smorest.utils import prepare_response
 from marshmallow import fields
 from marshmallow import fields as ma_fields
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort
 
@@ -236,16 +236,8 @@ def init_engine(app: Flask, settings: Settings) -> Engine:
         # Errors and logs never carry request data (emails, details) in SQL parameters.
         hide_parameters=True,
     )
-    # A request's unit of work runs its connection in autocommit around its own BEGIN
-    # (``unit_of_work.begin_on``); every connection goes back to the pool without it.
-    event.listen(engine.pool, "checkin", _autocommit_off)
     app.extensions[ENGINE_KEY] = engine
     return engine
-
-
-def _autocommit_off(dbapi_connection: Any, _record: Any) -> None:
-    if dbapi_connection is not None and dbapi_connection.autocommit:
-        dbapi_connection.autocommit = False
 
 
 def engine() -> Engine:

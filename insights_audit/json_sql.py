@@ -75,6 +75,11 @@ def sql_text(expression: ColumnElement[Any]) -> str:
     return str(compiled)
 
 
+def json_list(items: ColumnElement[str]) -> ColumnElement[str]:
+    """``items`` (JSON texts joined by ``,``, or null for none) as a JSON array."""
+    return constant("[") + func.coalesce(items, constant("")) + constant("]")
+
+
 def json_items(item: ColumnElement[str], order: Sequence[Any]) -> list[ColumnElement[Any]]:
     """The columns ``json_array`` reads: each row's JSON text and its place in ``order`` (the
     order its select sorts by)."""
@@ -86,6 +91,4 @@ def json_array(rows: Select[Any]) -> Select[Any]:
     ``json_items``), in their order."""
     listed = rows.subquery("listed")
     items = func.string_agg(listed.c.item, aggregate_order_by(constant(","), listed.c.n))
-    return select(
-        (constant("[") + func.coalesce(items, constant("")) + constant("]")).label("data")
-    )
+    return select(json_list(items).label("data"))

@@ -23,33 +23,31 @@ from typing import Any
 import psycopg
 from flask import Flask, Response, g
 from psycopg import sql
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy import exc as sa_exc
 
 from insights_audit import driver_sql
 from insights_audit.auth import current_principal
 from insights_audit.errors import database_unavailable_response
-from insights_audit.extensions import engine, waiting_for_connection
+from insights_audit.extensions import ENGINE_KEY, engine, waiting_for_connection
 
 WORK_KEY = "_insights_audit_work"
 # ``insights_audit.org`` of maintenance across orgs: only the tables' owner may use it.
 EVERY_ORG = "*"
-TENANT_SQL = "SELECT set_config('insights_audit.org', %(org)s, true)"
+# Row-level security reads the org from this setting, set for one transaction at a time.
+TENANT_SQL = "SELECT set_config('insights_audit.org', {org}, true)"
+_TENANT_WITH_PARAMETER = TENANT_SQL.format(org="%(org)s")
 
 
 def set_tenant(connection: Connection, org: str) -> None:
     """Scope the connection's transaction to ``org`` for row-level security."""
-    driver_sql.run(connection, TENANT_SQL, {"org": org})
+    driver_sql.run(connection, _TENANT_WITH_PARAMETER, {"org": org})
 
 
 @lru_cache(maxsize=4096)
 def _begin_on(org: str) -> bytes:
     """``BEGIN`` and the tenant, as one simple query: one round trip instead of two."""
-    return (
-        sql.SQL("BEGIN; SELECT set_config('insights_audit.org', {}, true)")
-        .format(sql.Literal(org))
-        .as_bytes()
-    )
+    return sql.SQL("BEGIN; " + TENANT_SQL).format(org=sql.Literal(org)).as_bytes()
 
 
 def begin_on(connection: Connection, org: str) -> None:
@@ -57,7 +55,8 @@ def begin_on(connection: Connection, org: str) -> None:
 
     psycopg would send its own ``BEGIN`` before the first statement; in autocommit it does not,
     and the ``BEGIN`` sent here opens the transaction instead. The pool turns autocommit off
-    again when the connection comes back (``init_engine``), after the transaction has ended.
+    again when the connection comes back (``init_request_work``), after the transaction has
+    ended.
     """
     driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
     driver.autocommit = True
@@ -135,6 +134,9 @@ def streamed(work: UnitOfWork, body: Callable[[Connection], Iterator[bytes]]) ->
 
 def init_request_work(app: Flask) -> None:
     """Commit each request's work before its response leaves; close it at the end."""
+    # Request work runs its connection in autocommit around its own BEGIN (``begin_on``);
+    # every connection goes back to the pool without it, for the next user.
+    event.listen(app.extensions[ENGINE_KEY].pool, "checkin", _autocommit_off)
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -161,6 +163,11 @@ def init_request_work(app: Flask) -> None:
         work: UnitOfWork | None = g.pop(WORK_KEY, None)
         if work is not None:
             work.close()
+
+
+def _autocommit_off(dbapi_connection: Any, _record: Any) -> None:
+    if dbapi_connection is not None and dbapi_connection.autocommit:
+        dbapi_connection.autocommit = False
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from insights_audit.chain_order import HORIZON
 from insights_audit.cursors import TrailPosition
 from insights_audit.driver_sql import DriverStatement
 from insights_audit.entries import ENTRY_JSON, WRITER
-from insights_audit.json_sql import api_timestamp, constant, joined
+from insights_audit.json_sql import api_timestamp, constant, joined, json_list
 from insights_audit.models import AuditEntry
 
 
@@ -78,7 +78,7 @@ def json_page(
         return type_coerce(values, ARRAY(key.type))[1]
 
     entries = func.string_agg(ranked.c.entry, aggregate_order_by(constant(","), ranked.c.n))
-    data = constant("[") + func.coalesce(entries.filter(in_page), constant("")) + constant("]")
+    data = json_list(entries.filter(in_page))
     return select(
         data.label("data"),
         func.count().filter(in_page).label("entries"),

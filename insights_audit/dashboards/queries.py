@@ -13,19 +13,21 @@ from sqlalchemy import (
     Text,
     bindparam,
     column,
+    func,
     literal_column,
     select,
     table,
     text,
 )
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import UUID, aggregate_order_by
 
 from insights_audit.driver_sql import DriverStatement
 from insights_audit.json_sql import (
     api_timestamp,
+    constant,
     json_array,
     json_items,
+    json_list,
     json_number,
     json_object,
     json_string,
@@ -114,8 +116,8 @@ def most_viewed_all_time(connection: Connection, org: str, limit: int) -> str:
 # views that slid out of the window since the counts were kept are taken away
 # (ix_audit_entries_views_by_time). Only dashboards with such views change; the others keep
 # their kept order, so the top :limit of them plus the changed ones hold the top :limit.
-def _listed_dashboard() -> str:
-    """``popular_dashboard`` of the ``listed`` rows below, as SQL text."""
+def _listed_dashboards() -> str:
+    """The JSON array of the ``listed`` rows below, most viewed first, as SQL text."""
     listed = table(
         "listed",
         column("dashboard_id", UUID(as_uuid=True)),
@@ -124,10 +126,9 @@ def _listed_dashboard() -> str:
         column("unique_viewers", BigInteger),
         column("last_viewed_at", TimestampTZ),
     )
-    expression = popular_dashboard(listed.c)
-    return str(
-        expression.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
-    )
+    order = (listed.c.view_count.desc(), listed.c.last_viewed_at.desc(), listed.c.dashboard_id)
+    items = func.string_agg(popular_dashboard(listed.c), aggregate_order_by(constant(","), *order))
+    return sql_text(json_list(items))
 
 
 MOST_VIEWED_KEPT = DriverStatement(
@@ -194,11 +195,8 @@ MOST_VIEWED_KEPT = DriverStatement(
                top.last_viewed_at
         FROM top
     )
-    SELECT '[' || coalesce(string_agg(LISTED_DASHBOARD, ','
-                                      ORDER BY view_count DESC, last_viewed_at DESC,
-                                               dashboard_id), '') || ']'
-    FROM listed
-    """.replace("LISTED_DASHBOARD", _listed_dashboard())
+    SELECT LISTED_DASHBOARDS FROM listed
+    """.replace("LISTED_DASHBOARDS", _listed_dashboards())
     )
 )
 

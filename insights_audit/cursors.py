@@ -2,6 +2,8 @@
 
 A cursor is opaque to clients: base64 of the position and an HMAC-SHA256 over the org and the
 position, keyed by ``keys.cursor_key``, so that a cursor of one org is refused in another.
+A feed position is encrypted as well (below): its transaction id would tell other orgs' write
+volume.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import binascii
 import hashlib
 import hmac
 import re
+import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from flask import current_app, request, url_for
 from marshmallow import fields
 
@@ -95,9 +100,17 @@ def next_page(after: TrailPosition | None, limit: int) -> tuple[dict[str, Any], 
     return {"limit": limit, "nextCursor": next_cursor}, {"Link": f'<{link}>; rel="next"'}
 
 
-# Feed positions: a place in the org's chain, ``(txid, id)`` as text, signed like cursors
-# but under their own label, so that a trail cursor is never taken for a feed position.
+# Feed positions: a place in the org's chain, ``(txid, id)``. Transaction ids count every
+# org's writes, so a position is encrypted and authenticated for its org (AES-SIV, with the
+# org as associated data): it reveals nothing but itself, and the same position always reads
+# the same (a feed with nothing new gives back the position it was given). Positions of the
+# previous release (the text in clear, HMAC-signed under the label "feed") are still read.
 FEED_LABEL = "feed"
+_TXID = struct.Struct(">Q")
+
+
+def _position_cipher(key: bytes) -> AESSIV:
+    return AESSIV(hashlib.sha512(b"insights-audit feed position\0" + key).digest())
 
 
 def _feed_scope(org: str) -> str:
@@ -105,20 +118,33 @@ def _feed_scope(org: str) -> str:
 
 
 def encode_feed_position(position: tuple[str, str], org: str, key: bytes) -> str:
-    """An opaque feed position for ``(txid, id)``, valid only for ``org``."""
-    named = f"{position[0]}.{position[1]}"
-    mac = _cursor_mac(key, _feed_scope(org), named)
-    raw = f"{named}.{mac}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """An opaque feed position for ``(txid, id)``, readable only for ``org``."""
+    plain = _TXID.pack(int(position[0])) + bytes.fromhex(position[1])
+    sealed = _position_cipher(key).encrypt(plain, [org.encode()])
+    return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
 
 def decode_feed_position(value: str, org: str, key: bytes) -> tuple[str, str]:
     """The ``(txid, id)`` a feed position names; ValueError unless minted for ``org``."""
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError) as exc:
         raise ValueError(value) from exc
-    named, _, mac = raw.rpartition(".")
+    try:
+        plain = _position_cipher(key).decrypt(raw, [org.encode()])
+    except (InvalidTag, ValueError):
+        return _decode_signed_feed_position(raw, value, org, key)
+    if len(plain) not in (_TXID.size, _TXID.size + 12):
+        raise ValueError(value)
+    return str(_TXID.unpack_from(plain)[0]), plain[_TXID.size :].hex()
+
+
+def _decode_signed_feed_position(raw: bytes, value: str, org: str, key: bytes) -> tuple[str, str]:
+    """A position of the previous release: ``txid.id.mac``, in clear, HMAC-signed."""
+    try:
+        named, _, mac = raw.decode().rpartition(".")
+    except UnicodeDecodeError as exc:
+        raise ValueError(value) from exc
     expected = _cursor_mac(key, _feed_scope(org), named)
     if not hmac.compare_digest(mac.encode(), expected.encode()):
         raise ValueError(value)
@@ -127,7 +153,9 @@ def decode_feed_position(value: str, org: str, key: bytes) -> tuple[str, str]:
         entry_id == "" or AUDIT_ID_PATTERN.fullmatch(entry_id)
     ):
         raise ValueError(value)
-    return txid, entry_id
+    if int(txid) >= 2**64:
+        raise ValueError(value)
+    return txid, entry_id.lower()
 
 
 class FeedPosition(fields.Field):

@@ -35,7 +35,23 @@ TRICKY = [
     {"formula": "=SUM(A1:A9)", "list": [1, 2.5, None, True]},
     {},
 ]
-INJECTED = ["=cmd", "+1", "-2", "@me", "\tTab", "\rCR"]
+# The second review's bypasses among them: leading Unicode spaces, full-width signs, a line end.
+INJECTED = [
+    "=cmd",
+    "+1",
+    "-2",
+    "@me",
+    "\tTab",
+    "\rCR",
+    " =1+1",
+    "\uff1d1+1",
+    "\uff0bcmd",
+    "\u3000=1+1",
+    "\xa0=1+1",
+    "\n=1+1",
+    "\x0b=1+1",
+    "a;b",
+]
 
 
 def write_trail(client: FlaskClient, make_token: TokenFactory) -> list[dict[str, Any]]:
@@ -95,25 +111,42 @@ def test_csv_reads_back_as_the_entries_with_formulas_defused(
     for row, entry in zip(rows, written, strict=True):
         for field in ("id", "type", "action", "targetId", "recordedBy", "createdAt", "ip"):
             assert row[field] == (entry[field] or "")
-        user = entry["userId"]
-        assert row["userId"] == ("'" + user if user[0] in "=+-@\t\r" else user)
+        assert row["userId"] == defused(entry["userId"])
         details = row["details"].removeprefix("'")
         assert json.loads(details) == entry["details"]
         assert row["userEmail"] == (entry["userEmail"] or "")
 
 
-# A formula's first character, a separator, a quote or a line end starts some of the text
-# (a header value cannot hold a line end: FIRST[:8]).
-FIRST = ["", "=", "+", "-", "@", "\t", ",", '"', "\r", "\n"]
+# A formula's first character (after spaces, full-width), a separator, a quote or a line end
+# starts some of the text; a header value holds printable ASCII and tabs only.
+HEADER_FIRST = ["", "=", "+", "-", "@", "\t", ",", '"', ";", " =", "x;="]
+FIRST = [
+    *HEADER_FIRST,
+    "\r",
+    "\n",
+    "\n=",
+    "\uff1d",
+    "\uff0b",
+    "\uff0d",
+    "\uff20",
+    "\u3000=",
+    "\xa0+",
+]
+FIRST += ["\x0b=", "\u2028@", "\u200b="]
 TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12)
 CSV_COLUMNS = CSV_HEADER.split(",")
 
 
+FORMULA_SIGNS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
 def defused(cell: str | None) -> str:
-    """A cell as a spreadsheet must see it: formulas defused, nothing for null."""
+    """A cell as a spreadsheet must see it: formulas defused (a tab or line end first, or a
+    formula sign after any leading white space), nothing for null."""
     if cell is None:
         return ""
-    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+    formula = cell[:1] in ("\t", "\r", "\n") or cell.lstrip()[:1] in FORMULA_SIGNS
+    return "'" + cell if formula else cell
 
 
 JSON_VALUES = st.recursive(
@@ -130,14 +163,14 @@ JSON_VALUES = st.recursive(
     users=st.lists(st.builds(str.__add__, st.sampled_from(FIRST), TEXT).filter(bool), min_size=1),
     details=st.dictionaries(TEXT, JSON_VALUES, max_size=4),
     agent=st.builds(
-        str.__add__, st.sampled_from(FIRST[:8]), st.from_regex(r"[ -~]{0,20}", fullmatch=True)
+        str.__add__, st.sampled_from(HEADER_FIRST), st.from_regex(r"[ -~]{0,20}", fullmatch=True)
     ),
 )
 def test_export_lines_are_what_json_and_the_csv_module_write(
     client: FlaskClient, make_token: TokenFactory, users: list[str], details: Any, agent: str
 ) -> None:
     """PostgreSQL writes the lines: byte for byte what Python's json and csv modules write for
-    the same entries, whatever text they hold."""
+    the same entries (every CSV cell quoted, formulas defused), whatever text they hold."""
     admin = make_token(user="admin", roles=("Administrator",))
     target = new_id()
     written = []
@@ -153,8 +186,8 @@ def test_export_lines_are_what_json_and_the_csv_module_write(
     assert lines.endswith("\n")  # only "\n" ends a line: U+2028 and friends stay inside one
     assert [json.loads(line) for line in lines.split("\n")[:-1]] == written
     expected = io.StringIO(newline="")
-    writer = csv.writer(expected, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
+    csv.writer(expected, lineterminator="\r\n").writerow(CSV_COLUMNS)
+    writer = csv.writer(expected, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
     for entry in written:
         cells = [entry[name] for name in CSV_COLUMNS[:-1]]
         compact = json.dumps(entry["details"], separators=(",", ":"), ensure_ascii=False)

@@ -152,7 +152,7 @@ GRID: list[dict[str, Any]] = [
     {"q": "(draft),"},
     {"q": "per%cent"},
     {"q": "under_"},
-    {"q": "%"},
+    {"q": "raised THRESHOLD threshold"},
     {"q": "example.com"},
     {"q": "=hyperlink"},
     {"q": "nothing-matches-this"},
@@ -231,6 +231,9 @@ def test_another_orgs_cursor_is_refused(
         "q=",
         "q=%20%20",
         "q=" + "x" * 201,
+        "q=%25",
+        "q=threshold%20to",
+        "q=" + "%20".join(f"w{n:02d}" for n in range(11)),
         "limit=0",
         "limit=1001",
         "since=2026-03-01",
@@ -285,7 +288,10 @@ def test_the_openapi_document_gives_lists_and_required_fields(client: FlaskClien
 
 
 def test_search_limits_are_inclusive(client: FlaskClient, make_token: TokenFactory) -> None:
-    """``limit`` 1..1000 and ``q`` up to 200 characters are accepted, both ends included."""
+    """``limit`` 1..1000 and ``q`` up to 200 characters and 10 distinct words (repeats, in
+    any case, count once) are accepted, both ends included."""
     token = make_token(roles=AUDITOR)
-    for query in ("limit=1", "limit=1000", "q=" + "x" * 200):
+    ten_words = "%20".join(f"w{n:02d}" for n in range(10))
+    repeated = "%20".join(["abc", "ABC"] * 20)
+    for query in ("limit=1", "limit=1000", "q=" + "x" * 200, "q=" + ten_words, "q=" + repeated):
         assert client.get(f"{BASE}?{query}", headers=bearer(token)).status_code == 200, query

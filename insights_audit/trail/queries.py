@@ -27,7 +27,7 @@ from sqlalchemy import (
     tuple_,
     type_coerce,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.sql import operators
 
 from insights_audit import chain_order
@@ -283,8 +283,12 @@ def search_page(
 # jsonb writes ", " and ": " between items; outside strings those are its only spaces. Each
 # match keeps a whole string or a run of other characters and drops a lone space: compact JSON.
 COMPACT_JSON = r'("(?:[^"\\]|\\.)*"|[^" ]+)| '
-# Spreadsheets run a cell that starts with these as a formula: such cells get a leading '.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheets run a cell as a formula when it starts with one of these, even after leading
+# white space (any Unicode space) or in their full-width forms; a tab or a line end first is
+# guarded too. Such cells get a leading '. The spaces are Python's ``str.isspace()`` set,
+# spelled out because PostgreSQL's [[:space:]] depends on the locale.
+SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+FORMULA_PATTERN = f"^([\t\r\n]|[{SPACES}]*[=+\\-@\uff1d\uff0b\uff0d\uff20])"
 
 
 def _quoted(text: ColumnElement[str]) -> ColumnElement[str]:
@@ -293,34 +297,33 @@ def _quoted(text: ColumnElement[str]) -> ColumnElement[str]:
 
 
 def _csv_cell(text: SQLColumnExpression[Any]) -> ColumnElement[str]:
-    """A text column as one RFC 4180 cell, guarded against formula injection ('' for null)."""
-    starts_formula = func.left(text, 1).in_([constant(start) for start in FORMULA_STARTS])
+    """A text column as one quoted RFC 4180 cell (so that neither a ``,`` nor a ``;`` list
+    separator splits it), guarded against formula injection; null is an empty quoted cell."""
+    starts_formula = text.op("~")(constant(FORMULA_PATTERN))
     guarded = case((starts_formula, constant("'") + text), else_=text)
-    needs_quotes = text.op("~")(constant(r'[",\r\n]'))
-    return func.coalesce(case((needs_quotes, _quoted(guarded)), else_=guarded), constant(""))
+    return func.coalesce(_quoted(guarded), constant('""'))
 
 
 def _json_cell(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
-    """A jsonb object as one cell of compact JSON: it starts with '{' (never a formula) and,
-    unless empty, holds quotes, so it is quoted."""
+    """A jsonb object as one quoted cell of compact JSON: it starts with '{', never a
+    formula."""
     compact = func.regexp_replace(
         cast(value, Text), constant(COMPACT_JSON), constant("\\1"), constant("g")
     )
-    empty = type_coerce(value, JSONB) == literal_column("'{}'::jsonb")
-    return case((empty, constant("{}")), else_=_quoted(compact))
+    return _quoted(compact)
 
 
-# The CSV file's columns and their cells, in order. The service writes ids, the validated
-# type and the time itself: those need no guard.
+# The CSV file's columns and their cells, in order: every cell quoted. The service writes
+# ids, the validated type and the time itself: those need no guard.
 CSV_CELLS = {
-    "id": cast(AuditEntry.id, Text),
-    "type": cast(AuditEntry.type, Text),
+    "id": _quoted(cast(AuditEntry.id, Text)),
+    "type": _quoted(cast(AuditEntry.type, Text)),
     "action": _csv_cell(AuditEntry.action),
-    "targetId": cast(AuditEntry.target_id, Text),
+    "targetId": _quoted(cast(AuditEntry.target_id, Text)),
     "userId": _csv_cell(AuditEntry.user_id),
     "userEmail": _csv_cell(AuditEntry.user_email),
     "recordedBy": _csv_cell(WRITER),
-    "createdAt": api_timestamp(AuditEntry.created_at),
+    "createdAt": _quoted(api_timestamp(AuditEntry.created_at)),
     "requestId": _csv_cell(AuditEntry.request_id),
     "ip": _csv_cell(AuditEntry.ip),
     "userAgent": _csv_cell(AuditEntry.user_agent),

@@ -50,6 +50,17 @@ class TrailQuery(TimeWindow):
 # An action, or a prefix of one ending in ``*`` (``settings.*``).
 ACTION_FILTER_PATTERN = r"[a-z][a-z0-9_.-]{0,63}|[a-z][a-z0-9_.-]{0,62}\*"
 SEARCH_TEXT_LIMIT = 200
+# A search's words are bounded so that no query can ask for an unbounded amount of matching.
+SEARCH_WORDS_LIMIT = 10
+SEARCH_WORD_MIN = 3
+
+
+def search_words(q: str) -> tuple[str, ...]:
+    """The distinct words of ``q`` (case-insensitively distinct, as they match), in order."""
+    seen: dict[str, str] = {}
+    for word in q.split():
+        seen.setdefault(word.casefold(), word)
+    return tuple(seen.values())
 
 
 class TrailFilterQuery(TimeWindow):
@@ -75,15 +86,21 @@ class TrailFilterQuery(TimeWindow):
         validate=validate.Length(1, SEARCH_TEXT_LIMIT),
         metadata={
             "description": "Words that must all occur (any case, any part of a word) in the"
-            " action, userId, userEmail or a string value inside details",
+            f" action, userId, userEmail or a string value inside details: at most"
+            f" {SEARCH_WORDS_LIMIT} distinct words of at least {SEARCH_WORD_MIN} characters",
             "example": "threshold",
         },
     )
 
     @ma.validates("q")
     def _q_has_words(self, value: str, **kwargs: Any) -> None:
-        if not value.split():
+        words = search_words(value)
+        if not words:
             raise ma.ValidationError("Give at least one word.")
+        if len(words) > SEARCH_WORDS_LIMIT:
+            raise ma.ValidationError(f"At most {SEARCH_WORDS_LIMIT} distinct words.")
+        if any(len(word) < SEARCH_WORD_MIN for word in words):
+            raise ma.ValidationError(f"Each word needs at least {SEARCH_WORD_MIN} characters.")
 
 
 class SearchQuery(TrailFilterQuery):

@@ -13,6 +13,7 @@ from insights_audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry_param
 from insights_audit.errors import NotFound
 from insights_audit.trail import queries
 from insights_audit.trail.queries import EntryPage, TrailFilter
+from insights_audit.trail.schemas import search_words
 from insights_audit.unit_of_work import request_work
 from insights_audit.view_counts import dashboard_name_upsert, record_view
 
@@ -83,7 +84,7 @@ def trail_filter(query: dict[str, Any]) -> TrailFilter:
         user_ids=tuple(query.get("userId", ())),
         since=query.get("since"),
         until=query.get("until"),
-        words=tuple(query.get("q", "").split()),
+        words=search_words(query.get("q", "")),
     )
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean bench bench-profile bench-partitioning bench-view-indexes mutation
+.PHONY: install run test lint format clean bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench-partitioning: $(INSTALLED)
 # A view's throughput with and without the search indexes, side by side on one database.
 bench-view-indexes: $(INSTALLED)
 	$(PY) -m benchmarks.view_indexes
+
+# How many trickling and stalled clients one instance survives (benchmarks/slow_clients.py).
+bench-slow-clients: $(INSTALLED)
+	$(PY) -m benchmarks.slow_clients
 
 # Mutation testing of auth, idempotency, cursors, body schemas and the integrity package
 # (slow; not in CI): MUTATION_MODULES=auth,idempotency limits it. See tools/mutation.py.

@@ -21,6 +21,8 @@ APP_ROLE_GRANTS = {
     # Derived counts of most-viewed windows, recounted in place (migration 0010).
     "window_snapshots": "SELECT, INSERT, UPDATE",
     "window_counts": "SELECT, INSERT, UPDATE, DELETE",
+    # Figures across orgs for /metrics, measured by the background job (migration 0011).
+    "service_gauges": "SELECT, INSERT, UPDATE",
     "alembic_version": "SELECT",
 }
 
@@ -32,7 +34,8 @@ def grant_app_role(connection: Connection, role: str) -> None:
     for table, privileges in APP_ROLE_GRANTS.items():
         connection.execute(text(f"GRANT {privileges} ON {table} TO {quoted}"))
     connection.execute(text(f"GRANT EXECUTE ON FUNCTION audit_object_id(timestamptz) TO {quoted}"))
-    # Run as the owner: the background worker creates coming months and applies retention.
+    # Run as the owner: the background worker creates coming months and applies retention
+    # (each function checks its caller's scope and preconditions, migration 0011).
     for function in (
         "audit_ensure_partitions(date, date)",
         "audit_partition_orgs(text)",

@@ -23,7 +23,7 @@ from insights_audit.app_role import grant_app_role
 from insights_audit.auth import KNOWN_ROLES, SCOPES
 from insights_audit.config import Settings
 from insights_audit.extensions import engine
-from insights_audit.integrity import files, sealing, verification
+from insights_audit.integrity import files, sealer, sealing, verification
 from insights_audit.keys import signing_key
 from insights_audit.orgs import chained_orgs, orgs_with_entries
 from insights_audit.tokens import create_token, list_tokens, revoke_token
@@ -207,6 +207,7 @@ def audit_checkpoint(org: str | None, out: Path | None) -> None:
                 written = files.export(connection, name, out)
             line += f", exported {written} to {files.org_directory(out, name)}"
         click.echo(line + ".")
+    sealer.measure_gauges(_orgs(None))
 
 
 @audit_cli.command("verify", help="Check every sealed entry; exit 0 verified, 1 failed, 2 no data.")

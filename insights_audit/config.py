@@ -59,6 +59,13 @@ class Settings:
     metrics_enabled: bool = True
     # Remove entries older than this many days (None: keep everything; at least 30).
     audit_retention_days: int | None = None
+    # Bounds of an export: its whole run, how long its client may read nothing, and how many
+    # run at once in one org (across every worker and host).
+    export_max_seconds: int = 3600
+    export_stall_seconds: int = 60
+    export_concurrency: int = 2
+    # Threads of a gunicorn worker: streamed responses may take at most half of them.
+    worker_threads: int = 8
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -81,6 +88,10 @@ class Settings:
             ),
             audit_export_dir=os.environ.get("AUDIT_EXPORT_DIR") or None,
             audit_retention_days=_retention_days(),
+            export_max_seconds=_int("EXPORT_MAX_SECONDS", cls.export_max_seconds),
+            export_stall_seconds=_int("EXPORT_STALL_SECONDS", cls.export_stall_seconds),
+            export_concurrency=max(1, _int("EXPORT_CONCURRENCY", cls.export_concurrency)),
+            worker_threads=max(1, _int("GUNICORN_THREADS", cls.worker_threads)),
             metrics_enabled=(os.environ.get("METRICS_ENABLED") or "on").lower()
             not in ("off", "0", "false", "no"),
         )

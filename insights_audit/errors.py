@@ -86,6 +86,15 @@ class Conflict(DomainError):
     status = 409
 
 
+class TooManyRequests(DomainError):
+    """429: the caller may try again after ``retry_after`` seconds."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 def error_response(
     status: int,
     message: str,

@@ -51,6 +51,9 @@ FEED_REQUESTS = Counter("insights_audit_feed_requests_total", "Feed pages answer
 FEED_ENTRIES = Counter("insights_audit_feed_entries_total", "Entries served by the feed")
 
 UNMATCHED = "unmatched"
+# Label values come from closed sets: a method outside this one is counted as OTHER_METHOD.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 
 
 def init_request_metrics(app: Flask) -> None:
@@ -60,7 +63,8 @@ def init_request_metrics(app: Flask) -> None:
     @app.after_request
     def _observe(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        method = request.method if request.method in KNOWN_METHODS else OTHER_METHOD
+        REQUESTS.labels(route, method, str(response.status_code)).inc()
         started = g.get("request_started")
         if started is not None:
             DURATION.labels(route).observe(time.perf_counter() - started)

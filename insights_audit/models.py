@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Date,
+    Double,
     Identity,
     Index,
     Integer,
@@ -361,6 +362,23 @@ class WindowCount(Base):
     dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     views: Mapped[int] = mapped_column(BigInteger)
     last_viewed_at: Mapped[datetime] = mapped_column(TimestampTZ)
+
+
+class ServiceGauge(Base):
+    """A figure across orgs that ``/metrics`` shows, measured by the background job after
+    each sealing pass (migration 0011), so that a scrape reads one small table."""
+
+    __tablename__ = "service_gauges"
+
+    name: Mapped[str] = mapped_column(Key, primary_key=True)
+    value: Mapped[float] = mapped_column(Double)
+    measured_at: Mapped[datetime] = mapped_column(TimestampTZ)
+
+
+# The service gauges: entries newer than their org's last checkpoint, summed over orgs, and
+# when the newest checkpoint of any org was sealed (Unix seconds).
+UNSEALED_ENTRIES = "unsealed_entries"
+NEWEST_CHECKPOINT = "newest_checkpoint_epoch"
 
 
 # Tables whose rows belong to one org, under forced row-level security (migration 0005).

@@ -34,7 +34,8 @@ from insights_audit.integrity.canonical import ZERO_HASH, canonical_json, chain_
 from insights_audit.integrity.checkpoints import HASH_BYTES, ID_BYTES, chain_timestamp
 from insights_audit.keys import key_id
 from insights_audit.models import XID8, AuditCheckpoint, IdempotencyKey, RetentionRecord
-from insights_audit.unit_of_work import set_tenant
+from insights_audit.orgs import chained_orgs
+from insights_audit.unit_of_work import EVERY_ORG, set_tenant
 
 MINIMUM_DAYS = 30
 RECORD_VERSION = 1
@@ -73,12 +74,22 @@ def month_partitions(connection: Connection) -> list[Partition]:
     return sorted(found, key=lambda partition: partition.upper)
 
 
+SHARES = text("SELECT * FROM audit_partition_orgs(:name)")
+
+
 def _shares(connection: Connection, partition: Partition) -> list[Row[Any]]:
-    return list(
-        connection.execute(
-            text("SELECT * FROM audit_partition_orgs(:name)"), {"name": partition.name}
-        )
-    )
+    """Each org's share of ``partition``. The function answers for the transaction's org
+    only, or across orgs for the trail's owner; the app role asks org by org (the orgs with
+    API tokens: if another org has entries there, the drop refuses, as its record is
+    missing)."""
+    set_tenant(connection, EVERY_ORG)
+    if connection.scalar(select(func.insights_audit_every_org())):
+        return list(connection.execute(SHARES, {"name": partition.name}))
+    shares = []
+    for org in chained_orgs(connection):
+        set_tenant(connection, org)
+        shares += list(connection.execute(SHARES, {"name": partition.name}))
+    return shares
 
 
 def _last_sealed(connection: Connection, org: str) -> tuple[int, str] | None:

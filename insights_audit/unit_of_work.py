@@ -15,6 +15,7 @@ Commands and background jobs use ``transaction`` and ``batch_transaction`` inste
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -30,6 +31,8 @@ from insights_audit import driver_sql
 from insights_audit.auth import current_principal
 from insights_audit.errors import database_unavailable_response
 from insights_audit.extensions import ENGINE_KEY, engine, waiting_for_connection
+
+log = logging.getLogger(__name__)
 
 WORK_KEY = "_insights_audit_work"
 # ``insights_audit.org`` of maintenance across orgs: only the tables' owner may use it.
@@ -73,6 +76,7 @@ class UnitOfWork:
         # (REPEATABLE READ, read only, no statement timeout): for long streamed reads.
         self._snapshot = snapshot
         self._connection: Connection | None = None
+        self._driver: psycopg.Connection[Any] | None = None
         self._after_commit: list[Callable[[], None]] = []
 
     @property
@@ -86,12 +90,24 @@ class UnitOfWork:
                 )
             connection.begin()
             self._connection = connection
+            self._driver = connection.connection.driver_connection  # type: ignore[assignment]
             if self._snapshot:
                 set_tenant(connection, self.org)
                 connection.execute(text("SET LOCAL statement_timeout = 0"))
             else:
                 begin_on(connection, self.org)
         return self._connection
+
+    def cancel(self) -> None:
+        """Cancel the statement the work's connection runs, if any; safe from another thread
+        (the statement fails with ``QueryCanceled`` in the thread that waits for it)."""
+        driver = self._driver
+        if driver is None or driver.closed:
+            return
+        try:
+            driver.cancel_safe(timeout=5)
+        except (psycopg.Error, OSError):
+            log.warning("could not cancel a statement of org %s", self.org)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the work has committed (never if it rolls back)."""
@@ -107,6 +123,7 @@ class UnitOfWork:
     def close(self) -> None:
         """End the work: a transaction still open is rolled back."""
         if self._connection is not None:
+            self._driver = None
             self._connection.close()
             self._connection = None
 

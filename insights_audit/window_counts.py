@@ -2,7 +2,9 @@
 dashboard's views in the window, kept with the snapshot they saw (migration 0010).
 
 The dashboards resource reads them (``MOST_VIEWED_KEPT``); the first request for a window,
-and then the background worker about every minute, counts them again.
+and then the background worker about every minute, counts them again: at most
+``WINDOWS_KEPT_PER_ORG`` windows per org (the most recently asked for), within a time
+budget per pass.
 """
 
 from __future__ import annotations
@@ -119,16 +121,41 @@ def keep_window(connection: Connection, org: str, days: int) -> None:
     keep_counts(connection, org, days, since, snapshot_day)
 
 
-# Windows asked for in the last hour whose counts are older than a minute.
+# Windows kept counted per org: a client asking for many distinct ``days`` gets each one
+# counted on request, but the background worker keeps only the most recently asked for.
+WINDOWS_KEPT_PER_ORG = 16
+
+# The org's windows beyond the WINDOWS_KEPT_PER_ORG most recently asked for: their counts
+# go, and their snapshot is marked stale, so that a later request counts them afresh.
+EVICT_WINDOWS = text(
+    """
+    WITH evicted AS (
+        UPDATE window_snapshots SET as_of = '-infinity'
+        WHERE org = :org AND as_of > '-infinity' AND days NOT IN (
+            SELECT days FROM window_snapshots WHERE org = :org
+            ORDER BY requested_at DESC, days LIMIT :kept
+        )
+        RETURNING days
+    )
+    DELETE FROM window_counts
+    WHERE org = :org AND days IN (SELECT days FROM evicted)
+    """
+)
+
+# Of those, the windows asked for in the last hour whose counts are older than a minute,
+# stalest first.
 WINDOWS_TO_KEEP = text(
     """
-    SELECT days FROM window_snapshots
+    SELECT days, as_of FROM window_snapshots
     WHERE org = :org AND requested_at > now() - interval '1 hour'
-      AND as_of < now() - interval '1 minute'
-    ORDER BY days
+      AND as_of < now() - interval '1 minute' AND as_of > '-infinity'
+    ORDER BY as_of, days
     """
 )
 
 
-def windows_to_keep(connection: Connection, org: str) -> list[int]:
-    return list(connection.scalars(WINDOWS_TO_KEEP, {"org": org}))
+def windows_to_keep(connection: Connection, org: str) -> list[tuple[int, Any]]:
+    """The org's windows to count again, with the moment of their counts, stalest first;
+    windows beyond the most recently asked for are evicted first."""
+    connection.execute(EVICT_WINDOWS, {"org": org, "kept": WINDOWS_KEPT_PER_ORG})
+    return [(row.days, row.as_of) for row in connection.execute(WINDOWS_TO_KEEP, {"org": org})]

@@ -12,7 +12,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from insights_audit.integrity import sealer
 from insights_audit.integrity.sealer import keep_windows_counted
+from insights_audit.window_counts import WINDOWS_KEPT_PER_ORG
 from tests.conftest import (
     BASE,
     TokenFactory,
@@ -464,6 +466,80 @@ def test_the_workers_own_recounts_do_not_keep_a_window_in_demand(
     )
     # Recounted, yet still last asked for 30 minutes ago: unasked, it stops after an hour.
     assert recounted and asked_minutes_ago == 30
+
+
+def test_the_worker_keeps_only_the_most_recently_asked_for_windows(
+    client: FlaskClient, app: Flask, make_token: TokenFactory, org: str
+) -> None:
+    """Second review, finding 7: a token asking for 300 distinct ``days`` made the worker
+    count 301 windows again every minute."""
+    token = make_token()
+    d = new_id()
+    record_view(client, token, d)
+    for days in range(1, 41):
+        get_data(client, token, f"/dashboard/most-viewed?days={days}")
+    # Asked for in the order 40, 39, ..., 1 (1 most recently); counted two minutes ago.
+    run_sql(
+        app,
+        "UPDATE window_snapshots SET as_of = as_of - interval '2 minutes',"
+        " requested_at = requested_at - make_interval(secs => days) WHERE org = :org",
+        org=org,
+    )
+    record_view(client, token, d)
+    with app.app_context():
+        assert keep_windows_counted(org) == WINDOWS_KEPT_PER_ORG
+    kept = run_sql(
+        app,
+        "SELECT s.days, c.views FROM window_snapshots AS s JOIN window_counts AS c"
+        " USING (org, days) WHERE s.org = :org AND s.as_of > '-infinity' ORDER BY s.days",
+        org=org,
+    )
+    assert kept == [(days, 2) for days in range(1, WINDOWS_KEPT_PER_ORG + 1)]
+    # An evicted window is counted afresh when asked for again: still exact.
+    record_view(client, token, d)
+    items = get_data(client, token, "/dashboard/most-viewed?days=40")
+    assert [(i["dashboardId"], i["viewCount"]) for i in items] == [(d, 3)]
+
+
+def test_window_recounts_stop_at_their_budget(
+    client: FlaskClient, app: Flask, make_token: TokenFactory, org: str, monkeypatch: Any
+) -> None:
+    token = make_token()
+    record_view(client, token, new_id())
+    for days in (3, 4):
+        get_data(client, token, f"/dashboard/most-viewed?days={days}")
+    run_sql(
+        app,
+        "UPDATE window_snapshots SET as_of = as_of - interval '2 minutes' WHERE org = :org",
+        org=org,
+    )
+    monkeypatch.setattr(sealer, "RECOUNT_BUDGET_SECONDS", 0.0)
+    with app.app_context():
+        assert keep_windows_counted(org) == 0
+    monkeypatch.setattr(sealer, "RECOUNT_BUDGET_SECONDS", 10.0)
+    with app.app_context():
+        assert keep_windows_counted(org) == 2
+
+
+def test_recounts_and_sealing_never_wait_for_each_other(
+    client: FlaskClient, app: Flask, database_url: str, make_token: TokenFactory, org: str
+) -> None:
+    token = make_token()
+    record_view(client, token, new_id())
+    get_data(client, token, "/dashboard/most-viewed?days=6")
+    stale = "UPDATE window_snapshots SET as_of = as_of - interval '2 minutes' WHERE org = :org"
+    run_sql(app, stale, org=org)
+    with psycopg.connect(database_url, autocommit=True) as other:
+        # Someone else is sealing: the windows are still counted.
+        other.execute("SELECT pg_advisory_lock(%s)", [sealer.SEALER_LOCK])
+        assert sealer.recount_windows(app, [org]) == 1
+        other.execute("SELECT pg_advisory_unlock(%s)", [sealer.SEALER_LOCK])
+        run_sql(app, stale, org=org)
+        # Someone else is counting: sealing goes on, and this pass counts nothing.
+        other.execute("SELECT pg_advisory_lock(%s)", [sealer.RECOUNT_LOCK])
+        assert sealer.seal_everything(app) >= 1
+        assert sealer.recount_windows(app, [org]) == 0
+        other.execute("SELECT pg_advisory_unlock(%s)", [sealer.RECOUNT_LOCK])
 
 
 def assert_windows_match(

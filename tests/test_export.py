@@ -276,10 +276,13 @@ def test_an_export_outlasting_the_worker_timeout_completes(
 
 
 def test_a_failure_mid_stream_cuts_the_transfer(
-    database_url: str, make_token: TokenFactory, big_org: str
+    database_url: str, make_token: TokenFactory, big_org: str, tmp_path: Path
 ) -> None:
+    """The client sees a cut body; the log has one line saying which request and why, not a
+    traceback (second security review, finding 10)."""
     token = make_token(roles=AUDITOR)
-    with running_gunicorn(database_url) as url:
+    log = tmp_path / "gunicorn.log"
+    with running_gunicorn(database_url, str(log)) as url:
         host, port = url.removeprefix("http://").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=30)
         connection.request("GET", f"{BASE}/export", headers=bearer(token))
@@ -295,6 +298,10 @@ def test_a_failure_mid_stream_cuts_the_transfer(
         assert killed is not None and killed[0] >= 1
         with pytest.raises(http.client.IncompleteRead):
             response.read()
+    cut = [line for line in log.read_text().splitlines() if "export cut short" in line]
+    assert len(cut) == 1 and f"org={big_org}" in cut[0]
+    assert re.search(r"request_id=[0-9a-f-]{36}", cut[0]) and "OperationalError" in cut[0]
+    assert "Traceback" not in log.read_text()
 
 
 @pytest.mark.parametrize("fmt", ["ndjson", "csv"])

@@ -9,9 +9,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from insights_audit.extensions import engine
+from insights_audit.health.metrics import exposition
 from tests.conftest import BASE, TEST_SIGNING_KEY, TokenFactory, new_id, running_gunicorn
 from tests.test_cli import cli
 
@@ -80,19 +86,72 @@ def test_metrics_add_up_every_workers_requests_by_route_template(
 def test_sealing_gauges_follow_views_and_seals(
     database_url: str, make_token: TokenFactory, org: str
 ) -> None:
+    """The gauges are what the last sealing pass measured (here the CLI's; in the service
+    the background job's): a scrape never counts across orgs itself."""
     token = make_token()
-    with running_gunicorn(database_url, **QUIET) as url:
-        before = samples(scrape(url), "insights_audit_unsealed_entries")[""]
-        for _ in range(3):
-            call(f"{url}{BASE}/dashboard/{new_id()}/view", token, "POST")
-        assert samples(scrape(url), "insights_audit_unsealed_entries")[""] == before + 3
+
+    def seal() -> None:
         sealed = cli(
             database_url, "audit", "checkpoint", env={"AUDIT_SIGNING_KEY": TEST_SIGNING_KEY}
         )
         assert sealed.returncode == 0, sealed.stderr
+
+    with running_gunicorn(database_url, **QUIET) as url:
+        seal()
+        assert samples(scrape(url), "insights_audit_unsealed_entries")[""] == 0
+        with psycopg.connect(database_url) as older:
+            # An older transaction still open: the views below cannot be sealed yet.
+            older.execute("SELECT pg_current_xact_id()")
+            for _ in range(3):
+                call(f"{url}{BASE}/dashboard/{new_id()}/view", token, "POST")
+            assert samples(scrape(url), "insights_audit_unsealed_entries")[""] == 0
+            seal()
+            assert samples(scrape(url), "insights_audit_unsealed_entries")[""] == 3
+        seal()
         text = scrape(url)
     assert samples(text, "insights_audit_unsealed_entries")[""] == 0
     assert 0 <= samples(text, "insights_audit_seconds_since_last_checkpoint")[""] < 30
+
+
+def test_made_up_methods_and_paths_are_one_label_value_each(client: FlaskClient) -> None:
+    """Second review, finding 6: 200 made-up methods made 200 series."""
+    for n in range(20):
+        client.open(f"/no-such-path-{n}", method=f"MADEUP{n}")
+        client.open("/healthz", method=f"INVENTED{n}")
+    labels = {
+        (sample.labels["route"], sample.labels["method"])
+        for metric in REGISTRY.collect()
+        if metric.name == "insights_audit_http_requests"
+        for sample in metric.samples
+    }
+    methods = {method for _, method in labels}
+    assert not any(method.startswith(("MADEUP", "INVENTED")) for method in methods)
+    assert ("unmatched", "other") in labels
+    assert not any(route.startswith("/no-such-path") for route, _ in labels)
+
+
+def test_a_scrape_runs_the_same_statements_however_many_orgs(
+    app: Flask, make_token: TokenFactory
+) -> None:
+    """Second review, finding 6: a scrape queried every org (1.8-2.4 s at 1,000 orgs)."""
+    with app.app_context():
+        bind = engine()
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(bind, "before_cursor_execute", count)
+    try:
+        exposition(bind)
+        few = list(statements)
+        for n in range(20):
+            make_token(token_org=f"org-many-{n}-{new_id()[:6]}")
+        statements.clear()
+        exposition(bind)
+    finally:
+        event.remove(bind, "before_cursor_execute", count)
+    assert statements == few and len(few) <= 3
 
 
 def log_lines(path: Path) -> list[dict[str, Any]]:

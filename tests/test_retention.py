@@ -3,18 +3,21 @@ holds afterwards, but for entries that vanish any other way."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
 
-from insights_audit import aggregates, keys, retention
+from insights_audit import aggregates, create_app, keys, retention
+from insights_audit.extensions import ENGINE_KEY
 from insights_audit.integrity import sealing, verification
 from insights_audit.integrity.canonical import canonical_json
 from insights_audit.models import RetentionRecord
@@ -306,3 +309,97 @@ def test_expired_idempotency_keys_are_purged(
     lines = apply(app)
     assert any(line.startswith("purged") for line in lines)
     assert run_sql(app, "SELECT count(*) FROM idempotency_keys WHERE key = :key", key=key) == [(0,)]
+
+
+def old_entry(app: Flask, org: str, day: str) -> None:
+    """One view of ``org`` on ``day`` (its month's partition created if missing)."""
+    run_sql(app, "SELECT audit_ensure_partitions(CAST(:day AS date), CAST(:day AS date))", day=day)
+    backdate(app, org, new_id(), day)
+
+
+def forget_before(app: Flask, moment: str, *orgs: str) -> None:
+    """Later tests share the months: leave nothing of ``orgs`` behind."""
+    for org in orgs:
+        run_sql(
+            app,
+            "DELETE FROM audit_entries WHERE org = :org AND created_at < CAST(:moment AS date)",
+            maintenance=True,
+            org=org,
+            moment=moment,
+        )
+
+
+def test_the_app_role_cannot_drop_a_month_without_its_retention_records(
+    app: Flask, app_role_url: str, org: str
+) -> None:
+    """Second review, finding 8: as the app role, one call dropped every org's month with
+    retention unset and no record written."""
+    other = f"org-o-{new_id()[:8]}"
+    old_entry(app, org, "2019-06-10")
+    old_entry(app, other, "2019-06-11")
+    try:
+        with psycopg.connect(app_role_url) as connection:
+            with pytest.raises(psycopg.errors.RaiseException, match="no retention record"):
+                connection.execute(
+                    "SELECT audit_drop_partition('audit_entries_p201906',"
+                    " now() - interval '31 days')"
+                )
+            connection.rollback()
+        assert run_sql(app, "SELECT to_regclass('audit_entries_p201906') IS NOT NULL") == [(True,)]
+    finally:
+        forget_before(app, "2019-07-01", org, other)
+
+
+def test_the_app_role_sees_only_its_transactions_org_in_a_partition(
+    app: Flask, app_role_url: str, database_url: str, org: str
+) -> None:
+    """Second review, finding 8: ``audit_partition_orgs`` listed every org's name and counts."""
+    other = f"org-o-{new_id()[:8]}"
+    old_entry(app, org, "2019-07-10")
+    old_entry(app, other, "2019-07-11")
+    shares = "SELECT org, entries FROM audit_partition_orgs('audit_entries_p201907')"
+    try:
+        with psycopg.connect(app_role_url) as connection:
+            connection.execute("SELECT set_config('insights_audit.org', %s, true)", [org])
+            assert connection.execute(shares).fetchall() == [(org, 1)]
+            # The org of the transaction is unchanged afterwards.
+            assert connection.execute(
+                "SELECT current_setting('insights_audit.org')"
+            ).fetchone() == (org,)
+            connection.rollback()
+            for scope in ("*", ""):
+                connection.execute("SELECT set_config('insights_audit.org', %s, true)", [scope])
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    connection.execute(shares)
+                connection.rollback()
+        with psycopg.connect(database_url) as owner:
+            owner.execute("SELECT set_config('insights_audit.org', '*', true)")
+            assert {org, other} <= {row[0] for row in owner.execute(shares)}
+    finally:
+        forget_before(app, "2019-08-01", org, other)
+
+
+def test_the_app_role_still_applies_retention(
+    app: Flask, app_role_url: str, make_token: TokenFactory, org: str
+) -> None:
+    """Retention in the service's background job runs as the app role: org by org, with a
+    record for each, the drop accepted."""
+    make_token()  # the org the service writes for
+    run_sql(app, "SELECT audit_ensure_partitions('2018-01-01', '2018-02-01')")
+    backdate(app, org, new_id(), "2018-01-10", "2018-02-10")
+    seal_and_count(app, org)
+    as_app_role = create_app(dataclasses.replace(app.config["SETTINGS"], database_url=app_role_url))
+    try:
+        with as_app_role.app_context():
+            lines = retention.apply(
+                transaction, keys.app_signing_key(as_app_role), datetime(2018, 3, 1, tzinfo=UTC)
+            )
+        assert [line.split(":")[0] for line in lines[:2]] == [
+            "audit_entries_p201801",
+            "audit_entries_p201802",
+        ], lines
+        assert run_sql(app, "SELECT to_regclass('audit_entries_p201801')") == [(None,)]
+        verdict = verify(app, org)
+        assert (verdict.status, verdict.removed) == ("verified", 2)
+    finally:
+        as_app_role.extensions[ENGINE_KEY].dispose()

@@ -1,6 +1,7 @@
 """The background sealer: every ``AUDIT_SEAL_INTERVAL_SECONDS`` one gunicorn worker seals the
 entries written since the last checkpoint, for every org, creates the trail's partitions for
-the coming months and, once a day with ``AUDIT_RETENTION_DAYS``, applies retention.
+the coming months and, once a day with ``AUDIT_RETENTION_DAYS``, applies retention. Then,
+under a lock of their own, the most-viewed windows clients ask for are counted again.
 
 Writers never wait for it: they only insert (see ``sealing``). Workers take turns through a
 PostgreSQL advisory lock, so one seals while the others skip that round.
@@ -10,18 +11,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
 
-from insights_audit import retention
+from insights_audit import chain_order, retention
 from insights_audit.extensions import engine
+from insights_audit.integrity.checkpoints import last_checkpoint, position_after
 from insights_audit.integrity.files import export
 from insights_audit.integrity.sealing import seal
 from insights_audit.keys import app_signing_key
+from insights_audit.models import NEWEST_CHECKPOINT, UNSEALED_ENTRIES, AuditEntry, ServiceGauge
 from insights_audit.orgs import chained_orgs
 from insights_audit.unit_of_work import transaction
 from insights_audit.window_counts import keep_window, windows_to_keep
@@ -57,26 +62,96 @@ def seal_everything(app: Flask) -> int:
                     with transaction(org) as connection:
                         export(connection, org, Path(export_dir))
             keep_the_trail_tidy(app, key)
-            for org in orgs:
-                keep_windows_counted(org)
-            return sealed
+            measure_gauges(orgs)
         finally:
             guard.scalar(select(func.pg_advisory_unlock(SEALER_LOCK)))
             guard.commit()
+    # Recounts take their own turn: they never hold sealing back.
+    recount_windows(app, orgs)
+    return sealed
+
+
+def measure_gauges(orgs: list[str]) -> None:
+    """Measure what ``/metrics`` shows of sealing, across ``orgs``, and keep it in the
+    database (``service_gauges``): scrapes then cost the same however many orgs there are."""
+    unsealed = 0
+    newest: datetime | None = None
+    for org in orgs:
+        with transaction(org) as connection:
+            last = last_checkpoint(connection, org)
+            unsealed += (
+                connection.scalar(
+                    select(func.count()).where(
+                        AuditEntry.org == org, chain_order.after(position_after(last))
+                    )
+                )
+                or 0
+            )
+        if last is not None and (newest is None or last.sealed_at > newest):
+            newest = last.sealed_at
+    measured = {UNSEALED_ENTRIES: float(unsealed)}
+    if newest is not None:
+        measured[NEWEST_CHECKPOINT] = newest.timestamp()
+    gauges = insert(ServiceGauge).values(
+        [
+            {"name": name, "value": value, "measured_at": func.now()}
+            for name, value in measured.items()
+        ]
+    )
+    with transaction() as connection:
+        connection.execute(
+            gauges.on_conflict_do_update(
+                index_elements=[ServiceGauge.name],
+                set_={"value": gauges.excluded.value, "measured_at": gauges.excluded.measured_at},
+            )
+        )
 
 
 RETENTION_EVERY = timedelta(days=1)
 LAST_RETENTION = "insights_audit.last_retention"
 
 
-def keep_windows_counted(org: str) -> None:
-    """Count again the org's most-viewed windows that clients asked for in the last hour, so
-    that a request corrects counts at most a minute or so old."""
+# pg_try_advisory_lock key of the window recounts ("wind" in ASCII): one process at a time.
+RECOUNT_LOCK = 0x77696E64
+# Seconds of recounting per pass; windows left over are the stalest of the next pass.
+RECOUNT_BUDGET_SECONDS = 10.0
+
+
+def recount_windows(app: Flask, orgs: list[str]) -> int:
+    """Count again the most-viewed windows that clients asked for in the last hour, stalest
+    first across ``orgs``, for at most ``RECOUNT_BUDGET_SECONDS``, unless another process is
+    at it; returns how many were counted."""
+    with app.app_context(), engine().connect() as guard:
+        if not guard.scalar(select(func.pg_try_advisory_lock(RECOUNT_LOCK))):
+            guard.rollback()
+            return 0
+        try:
+            due: list[tuple[datetime, str, int]] = []
+            for org in orgs:
+                with transaction(org) as connection:
+                    due += [(as_of, org, days) for days, as_of in windows_to_keep(connection, org)]
+            return _recount(sorted(due), time.monotonic() + RECOUNT_BUDGET_SECONDS)
+        finally:
+            guard.scalar(select(func.pg_advisory_unlock(RECOUNT_LOCK)))
+            guard.commit()
+
+
+def keep_windows_counted(org: str) -> int:
+    """``recount_windows`` for one org, in the current app context."""
     with transaction(org) as connection:
-        windows = windows_to_keep(connection, org)
-    for days in windows:
+        due = [(as_of, org, days) for days, as_of in windows_to_keep(connection, org)]
+    return _recount(due, time.monotonic() + RECOUNT_BUDGET_SECONDS)
+
+
+def _recount(due: list[tuple[datetime, str, int]], deadline: float) -> int:
+    counted = 0
+    for _, org, days in due:
+        if time.monotonic() >= deadline:
+            break
         with transaction(org) as connection:
             keep_window(connection, org, days)
+        counted += 1
+    return counted
 
 
 def keep_the_trail_tidy(app: Flask, key: Ed25519PrivateKey) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     tuple_,
     type_coerce,
 )
@@ -341,6 +342,24 @@ def export_query(org: str, wanted: TrailFilter, fmt: str) -> Select[Any]:
         .where(*filter_conditions(org, wanted))
         .order_by(AuditEntry.created_at, AuditEntry.id)
     )
+
+
+# Exports of one org take turns on these advisory locks (two-key form, first key "expt" in
+# ASCII), held until their transaction ends: at most ``concurrency`` run at once.
+EXPORT_LOCK_CLASS = 0x65787074
+
+
+def take_export_slot(connection: Connection, org: str, concurrency: int) -> bool:
+    """Whether one of ``org``'s ``concurrency`` export slots was free (it is now held by
+    ``connection``'s transaction)."""
+    slot = connection.execute(
+        text(
+            "SELECT slot FROM generate_series(0, :slots - 1) AS slot"
+            " WHERE pg_try_advisory_xact_lock(:lock_class, hashtext(:org || ':' || slot)) LIMIT 1"
+        ),
+        {"slots": concurrency, "lock_class": EXPORT_LOCK_CLASS, "org": org},
+    ).scalar()
+    return slot is not None
 
 
 def export_count(org: str, wanted: TrailFilter) -> Select[int]:

@@ -22,7 +22,7 @@ from insights_audit.auth import (
     requires,
 )
 from insights_audit.cursors import encode_feed_position, next_page
-from insights_audit.errors import VALIDATION_FAILED, BadRequest, Forbidden
+from insights_audit.errors import VALIDATION_FAILED, BadRequest, Forbidden, TooManyRequests
 from insights_audit.extensions import BASE_PATH, Blueprint
 from insights_audit.idempotency import IdempotencyHeaders, respond_once
 from insights_audit.keys import cursor_key
@@ -41,6 +41,7 @@ from insights_audit.openapi_parameters import (
 )
 from insights_audit.request_context import request_meta
 from insights_audit.schemas import json_envelope, parse_audit_id, parse_target_id
+from insights_audit.streaming import WATCHER, new_stream, watched
 from insights_audit.trail import service
 from insights_audit.trail.export import CSV_HEADER, FORMATS, export_bytes, export_filename, gzipped
 from insights_audit.trail.schemas import (
@@ -247,6 +248,7 @@ class TrailExport(MethodView):
     @requires(scopes=READ, roles=OVERSIGHT_ROLES)
     @blp.arguments(ExportQuery(), location="query")
     @blp.doc(responses={"200": EXPORT_RESPONSE})
+    @blp.alt_response(429, response=HTTPStatus(429).name)
     @blp.doc(operationId="exportAuditLogs")
     def get(self, query: dict[str, Any]) -> Response:
         """Export my organisation's trail
@@ -255,14 +257,26 @@ class TrailExport(MethodView):
         or CSV (`format=csv`; cells that a spreadsheet would run as a formula start with
         `'`). Streamed: one consistent snapshot of what was committed when it began,
         however long it runs. Compressed with gzip when `Accept-Encoding` allows it.
+        Bounded: an export ends after `EXPORT_MAX_SECONDS`, a client that reads nothing for
+        `EXPORT_STALL_SECONDS` is dropped, and beyond `EXPORT_CONCURRENCY` exports of one
+        organisation at once the answer is 429 with `Retry-After`.
         """
         fmt = query["format"]
-        EXPORTS.labels(fmt).inc()
         org = current_principal().org
+        settings = current_app.config["SETTINGS"]
+        # Streams may hold at most half of a worker's threads: the rest keep answering.
+        release = WATCHER.reserve(max(1, settings.worker_threads // 2))
+        if release is None:
+            raise TooManyRequests(service.EXPORTS_BUSY, service.EXPORT_RETRY_AFTER_SECONDS)
+        try:
+            work = service.begin_export(current_principal(), settings.export_concurrency)
+        except BaseException:
+            release()
+            raise
+        EXPORTS.labels(fmt).inc()
         wanted = service.trail_filter(query)
-        # The snapshot begins with the first chunk, so a response never read holds nothing.
         chunks = streamed(
-            request_work(snapshot=True),
+            work,
             lambda connection: export_bytes(connection, org, wanted, fmt, EXPORTED_ENTRIES.inc),
         )
         headers = {
@@ -274,7 +288,21 @@ class TrailExport(MethodView):
         if request.accept_encodings["gzip"]:
             chunks = gzipped(chunks)
             headers["Content-Encoding"] = "gzip"
-        return Response(stream_with_context(chunks), content_type=FORMATS[fmt], headers=headers)
+        stream = new_stream(
+            "export",
+            org,
+            max_seconds=settings.export_max_seconds,
+            stall_seconds=settings.export_stall_seconds,
+            cancel=work.cancel,
+            release=release,
+        )
+        response = Response(
+            stream_with_context(watched(stream, chunks)),
+            content_type=FORMATS[fmt],
+            headers=headers,
+        )
+        response.call_on_close(release)
+        return response
 
 
 @blp.route("/feed")

@@ -10,14 +10,16 @@ from sqlalchemy import Connection, Row, select
 from insights_audit.auth import Principal
 from insights_audit.cursors import TrailPosition
 from insights_audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry_params
-from insights_audit.errors import NotFound
+from insights_audit.errors import NotFound, TooManyRequests
 from insights_audit.trail import queries
 from insights_audit.trail.queries import EntryPage, TrailFilter
 from insights_audit.trail.schemas import search_words
-from insights_audit.unit_of_work import request_work
+from insights_audit.unit_of_work import UnitOfWork, request_work
 from insights_audit.view_counts import dashboard_name_upsert, record_view
 
 AUDIT_LOG_NOT_FOUND = "Audit log not found"
+EXPORTS_BUSY = "Too many exports are running - try again later"
+EXPORT_RETRY_AFTER_SECONDS = 30
 
 
 def record_entry(
@@ -97,6 +99,15 @@ def search_page(
         request_work().connection, principal.org, wanted, limit=limit, after=cursor
     )
     return _with_position(page)
+
+
+def begin_export(principal: Principal, concurrency: int) -> UnitOfWork:
+    """The snapshot the export reads, begun now, holding one of the org's ``concurrency``
+    export slots; a 429 when every slot is taken."""
+    work = request_work(snapshot=True)
+    if not queries.take_export_slot(work.connection, principal.org, concurrency):
+        raise TooManyRequests(EXPORTS_BUSY, EXPORT_RETRY_AFTER_SECONDS)
+    return work
 
 
 def feed_page(

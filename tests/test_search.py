@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from insights_audit import create_app
+from insights_audit.extensions import ENGINE_KEY
 from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
 
 AUDITOR = ("Auditor",)
@@ -295,3 +300,24 @@ def test_search_limits_are_inclusive(client: FlaskClient, make_token: TokenFacto
     repeated = "%20".join(["abc", "ABC"] * 20)
     for query in ("limit=1", "limit=1000", "q=" + "x" * 200, "q=" + ten_words, "q=" + repeated):
         assert client.get(f"{BASE}?{query}", headers=bearer(token)).status_code == 200, query
+
+
+def test_a_search_page_is_bound_by_the_statement_timeout(
+    app: Flask, database_url: str, make_token: TokenFactory
+) -> None:
+    """Second review, finding 3: no search page may hold a thread past the statement timeout
+    (here a page that waits on a lock: 503 in the envelope, not a wait)."""
+    quick = create_app(dataclasses.replace(app.config["SETTINGS"], statement_timeout_ms=200))
+    token = make_token(roles=AUDITOR)
+    try:
+        with psycopg.connect(database_url) as holder:
+            holder.execute("LOCK TABLE audit_entries IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            response = quick.test_client().get(
+                f"{BASE}?q=threshold&limit=1000", headers=bearer(token)
+            )
+            waited = time.monotonic() - started
+        assert response.status_code == 503 and response.json["code"] == 503
+        assert waited < 3
+    finally:
+        quick.extensions[ENGINE_KEY].dispose()

@@ -2,7 +2,7 @@
 
 Each helper builds a SQL expression of JSON text in the exact form the API sends (the
 response schemas' form), so that a page or a list is one text value the service wraps in its
-envelope as it is.
+envelope as it is. CSV cells (exports, reports) are written the same way, at the end.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Select,
     SQLColumnExpression,
     Text,
+    case,
     cast,
     func,
     literal_column,
@@ -92,3 +93,24 @@ def json_array(rows: Select[Any]) -> Select[Any]:
     listed = rows.subquery("listed")
     items = func.string_agg(listed.c.item, aggregate_order_by(constant(","), listed.c.n))
     return select(json_list(items).label("data"))
+
+
+# Spreadsheets run a cell as a formula when it starts with one of these, even after leading
+# white space (any Unicode space) or in their full-width forms; a tab or a line end first is
+# guarded too. Such cells get a leading '. The spaces are Python's ``str.isspace()`` set,
+# spelled out because PostgreSQL's [[:space:]] depends on the locale.
+SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+FORMULA_PATTERN = f"^([\t\r\n]|[{SPACES}]*[=+\\-@\uff1d\uff0b\uff0d\uff20])"
+
+
+def quoted(text: ColumnElement[str]) -> ColumnElement[str]:
+    """``text`` between double quotes, its own doubled (RFC 4180)."""
+    return constant('"') + func.replace(text, constant('"'), constant('""')) + constant('"')
+
+
+def csv_cell(text: SQLColumnExpression[Any]) -> ColumnElement[str]:
+    """A text column as one quoted RFC 4180 cell (so that neither a ``,`` nor a ``;`` list
+    separator splits it), guarded against formula injection; null is an empty quoted cell."""
+    starts_formula = text.op("~")(constant(FORMULA_PATTERN))
+    guarded = case((starts_formula, constant("'") + text), else_=text)
+    return func.coalesce(quoted(guarded), constant('""'))

@@ -180,6 +180,11 @@ def _field_dumper(field: fields.Field) -> Dumper:
         return _none_or(lambda value: value.isoformat())
     if isinstance(field, fields.Integer):
         return _none_or(int)
+    if isinstance(field, fields.Float):
+        return _none_or(float)
+    if isinstance(field, fields.List):
+        each = _field_dumper(field.inner)
+        return _none_or(lambda values: [each(value) for value in values])
     if isinstance(field, fields.Boolean):
         return _none_or(bool)
     if isinstance(field, fields.String | fields.Dict):

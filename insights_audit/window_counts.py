@@ -51,27 +51,34 @@ WINDOW_START = DriverStatement(
     )
 )
 
-# Views in the window [:since, now] of every dashboard viewed in it = all views - the total
-# at the end of the day before the window's first day - that first day's views before the
-# window (raw entries, < 1 day).
-IN_WINDOW = """
-    before_window AS (
+
+def in_window(name: str = "in_window", since: str = "since", day: str = "snapshot_day") -> str:
+    """CTEs ending in ``name``: the views in the window [``:since``, now] of every dashboard
+    viewed in it = all views - the total at the end of the day before the window's first day
+    (``:snapshot_day``, stored by ``WINDOW_START``) - that first day's views before the window
+    (raw entries, < 1 day). Exact in the statement's snapshot; the parameter names are given
+    so that one statement can hold several windows."""
+    return f"""
+    {name}_before AS (
         SELECT e.target_id AS dashboard_id, count(*) AS views
         FROM audit_entries AS e
         WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
-          AND e.created_at >= date_trunc('day', CAST(:since AS timestamptz))
-          AND e.created_at < :since
+          AND e.created_at >= date_trunc('day', CAST(:{since} AS timestamptz))
+          AND e.created_at < :{since}
         GROUP BY e.target_id
-    ), in_window AS (
+    ), {name} AS (
         SELECT t.dashboard_id, t.name, t.last_viewed_at,
                t.view_count - coalesce(s.total_views, 0) - coalesce(b.views, 0) AS view_count
         FROM dashboard_totals AS t
         LEFT JOIN dashboard_day_totals AS s
-               ON s.org = :org AND s.day = :snapshot_day AND s.dashboard_id = t.dashboard_id
-        LEFT JOIN before_window AS b ON b.dashboard_id = t.dashboard_id
-        WHERE t.org = :org AND t.last_viewed_at >= :since
+               ON s.org = :org AND s.day = :{day} AND s.dashboard_id = t.dashboard_id
+        LEFT JOIN {name}_before AS b ON b.dashboard_id = t.dashboard_id
+        WHERE t.org = :org AND t.last_viewed_at >= :{since}
     )
 """
+
+
+IN_WINDOW = in_window()
 
 # Counts the window again and keeps the counts with the snapshot they saw: one statement, so
 # the counts and ``pg_current_snapshot()`` describe the same views. Rows in dashboard order,

@@ -11,17 +11,26 @@ from sqlalchemy import Connection
 
 from insights_audit.auth import READ, SITE_ROLES, WRITE, current_principal, requires
 from insights_audit.dashboards import service
+from insights_audit.dashboards.engagement import shown
 from insights_audit.dashboards.schemas import (
     MOST_VIEWED_MESSAGE,
     RECENT_MESSAGE,
+    RECOMMENDED_MESSAGE,
+    RELATED_MESSAGE,
     STATS_MESSAGE,
+    TRENDING_MESSAGE,
     VIEW_MESSAGE,
     MostViewedEnvelope,
     MostViewedQuery,
     RecentEnvelope,
     RecentQuery,
+    RecommendedEnvelope,
+    RelatedEnvelope,
+    RelatedQuery,
     StatsEnvelope,
     StatsQuery,
+    TrendingEnvelope,
+    TrendingQuery,
     ViewBody,
     ViewEnvelope,
 )
@@ -74,6 +83,65 @@ class MostViewed(MethodView):
         """
         data = service.most_viewed(current_principal(), limit, days)
         return json_envelope(data, MOST_VIEWED_MESSAGE)
+
+
+@blp.route("/trending")
+class TrendingDashboards(MethodView):
+    @requires(scopes=READ, roles=SITE_ROLES)
+    @blp.arguments(TrendingQuery(), location="query", as_kwargs=True)
+    @blp.response(200, TrendingEnvelope)
+    @blp.doc(operationId="listTrendingDashboards")
+    def get(self, days: int, limit: int) -> dict[str, Any]:
+        """Dashboards rising in my organisation
+
+        Views of the last `days` x 24 hours (`recentViews`) against the `days` x 24 hours
+        before (`previousViews`). Only dashboards viewed more now than before are listed,
+        by `score` = (recentViews - previousViews) / sqrt(previousViews + 1), highest first
+        (ties: `recentViews` descending, then `dashboardId`): how far above its earlier rate
+        a dashboard is, in standard deviations of a Poisson count, so a jump from 0 to 5
+        outranks one from 1,000 to 1,010.
+        """
+        found = service.trending(current_principal(), days, limit)
+        return {"data": shown(found), "message": TRENDING_MESSAGE}
+
+
+@blp.route("/recommended")
+class RecommendedDashboards(MethodView):
+    @requires(scopes=READ, roles=SITE_ROLES)
+    @blp.arguments(RelatedQuery(), location="query", as_kwargs=True)
+    @blp.response(200, RecommendedEnvelope)
+    @blp.doc(operationId="listRecommendedDashboards")
+    def get(self, days: int, limit: int) -> dict[str, Any]:
+        """Dashboards I should look at next
+
+        Dashboards I did not view in the last `days` x 24 hours, scored by the sum of their
+        related scores to the dashboards I did view (`reason` `similar`, with the three
+        contributing most in `because`), highest first (ties: `dashboardId`). When fewer
+        than `limit` have a score, the organisation's most viewed dashboards of the window
+        that I did not view follow (`reason` `popular`, `score` 0).
+        """
+        found = service.recommended(current_principal(), days, limit)
+        return {"data": shown(found), "message": RECOMMENDED_MESSAGE}
+
+
+@blp.route("/<dashboardId>/related", parameters=[DASHBOARD_ID_PARAMETER])
+class RelatedDashboards(MethodView):
+    @requires(scopes=READ, roles=SITE_ROLES)
+    @blp.arguments(RelatedQuery(), location="query", as_kwargs=True)
+    @blp.response(200, RelatedEnvelope)
+    @blp.doc(operationId="listRelatedDashboards")
+    def get(self, dashboardId: str, days: int, limit: int) -> dict[str, Any]:
+        """Viewers of this dashboard also viewed
+
+        Every other dashboard viewed in the last `days` x 24 hours by someone who also
+        viewed this one in that window, by `score` = sharedViewers / sqrt(viewers of this x
+        viewers of that) (the cosine of the two viewer sets: 1 when the same people view
+        both), highest first (ties: `sharedViewers` descending, then `dashboardId`). A
+        dashboard nobody viewed in the window gives an empty list.
+        """
+        dashboard_id = parse_target_id(dashboardId, "dashboard")
+        found = service.related(current_principal(), dashboard_id, days, limit)
+        return {"data": shown(found), "message": RELATED_MESSAGE}
 
 
 @blp.route("/<dashboardId>/stats", parameters=[DASHBOARD_ID_PARAMETER])

@@ -31,6 +31,24 @@ class StatsQuery(StrictSchema):
     days = fields.Integer(load_default=30, validate=validate.Range(1, 365))
 
 
+class TrendingQuery(StrictSchema):
+    days = fields.Integer(
+        load_default=7,
+        validate=validate.Range(1, 90),
+        metadata={"description": "Length of each of the two windows compared, in days of 24 h"},
+    )
+    limit = fields.Integer(load_default=10, validate=validate.Range(1, 100))
+
+
+class RelatedQuery(StrictSchema):
+    days = fields.Integer(
+        load_default=90,
+        validate=validate.Range(1, 365),
+        metadata={"description": "Only views of the last `days` x 24 hours count"},
+    )
+    limit = fields.Integer(load_default=10, validate=validate.Range(1, 50))
+
+
 class ViewBody(StrictSchema):
     name = fields.String(
         validate=validate.Length(max=DASHBOARD_NAME_LIMIT),
@@ -90,6 +108,67 @@ class DashboardStats(ResponseSchema):
     topViewers = fields.Nested(TopViewer, many=True)
 
 
+SCORE_DESCRIPTION = "Rounded to 4 decimals; the order uses the unrounded score"
+
+
+class TrendingDashboard(ResponseSchema):
+    dashboardId = uuid_field(attribute="dashboard_id")
+    name = fields.String(allow_none=True, metadata={"example": EXAMPLE_NAME})
+    recentViews = fields.Integer(
+        attribute="recent_views",
+        metadata={"example": 42, "description": "Views in the last `days` x 24 hours"},
+    )
+    previousViews = fields.Integer(
+        attribute="previous_views",
+        metadata={"example": 9, "description": "Views in the `days` x 24 hours before those"},
+    )
+    score = fields.Float(
+        metadata={
+            "example": 11.0,
+            "description": "(recentViews - previousViews) / sqrt(previousViews + 1). "
+            + SCORE_DESCRIPTION,
+        }
+    )
+
+
+class RelatedDashboard(ResponseSchema):
+    dashboardId = uuid_field(attribute="dashboard_id")
+    name = fields.String(allow_none=True, metadata={"example": EXAMPLE_NAME})
+    sharedViewers = fields.Integer(
+        attribute="shared_viewers",
+        metadata={"example": 7, "description": "Users who viewed both in the window"},
+    )
+    score = fields.Float(
+        metadata={
+            "example": 0.4583,
+            "description": "sharedViewers / sqrt(viewers of this x viewers of that). "
+            + SCORE_DESCRIPTION,
+        }
+    )
+
+
+class RecommendedDashboard(ResponseSchema):
+    dashboardId = uuid_field(attribute="dashboard_id")
+    name = fields.String(allow_none=True, metadata={"example": EXAMPLE_NAME})
+    score = fields.Float(
+        metadata={
+            "example": 0.9166,
+            "description": "Sum of the related scores over the dashboards I viewed (0 for"
+            " popular ones). " + SCORE_DESCRIPTION,
+        }
+    )
+    reason = fields.String(
+        validate=validate.OneOf(("similar", "popular")), metadata={"example": "similar"}
+    )
+    because = fields.List(
+        fields.UUID(),
+        metadata={
+            "description": "Up to 3 dashboards I viewed that contribute most to the score",
+            "example": ["123e4567-e89b-12d3-a456-426614174000"],
+        },
+    )
+
+
 class RecordedView(ResponseSchema):
     dashboardId = uuid_field()
     userId = fields.String(metadata={"example": EXAMPLE_USER})
@@ -103,6 +182,9 @@ RECENT_MESSAGE = "Successfully retrieved recently viewed dashboards"
 MOST_VIEWED_MESSAGE = "Successfully retrieved most viewed dashboards"
 STATS_MESSAGE = "Successfully retrieved dashboard audit logs stats"
 VIEW_MESSAGE = "Successfully recorded dashboard view"
+TRENDING_MESSAGE = "Successfully retrieved trending dashboards"
+RELATED_MESSAGE = "Successfully retrieved related dashboards"
+RECOMMENDED_MESSAGE = "Successfully retrieved recommended dashboards"
 
 RecentEnvelope = envelope("RecentDashboards", RecentDashboard, many=True, message=RECENT_MESSAGE)
 MostViewedEnvelope = envelope(
@@ -110,3 +192,12 @@ MostViewedEnvelope = envelope(
 )
 StatsEnvelope = envelope("DashboardStatsResponse", DashboardStats, message=STATS_MESSAGE)
 ViewEnvelope = envelope("RecordedViewResponse", RecordedView, message=VIEW_MESSAGE)
+TrendingEnvelope = envelope(
+    "TrendingDashboards", TrendingDashboard, many=True, message=TRENDING_MESSAGE
+)
+RelatedEnvelope = envelope(
+    "RelatedDashboards", RelatedDashboard, many=True, message=RELATED_MESSAGE
+)
+RecommendedEnvelope = envelope(
+    "RecommendedDashboards", RecommendedDashboard, many=True, message=RECOMMENDED_MESSAGE
+)

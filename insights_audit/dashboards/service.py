@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from insights_audit.auth import Principal
-from insights_audit.dashboards import queries
+from insights_audit.dashboards import engagement, queries
+from insights_audit.dashboards.engagement import Recommended, Related, Trending
 from insights_audit.unit_of_work import request_work
 
 
@@ -27,3 +29,29 @@ def dashboard_stats(principal: Principal, dashboard_id: uuid.UUID, days: int) ->
     """Totals, a zero-filled daily series of ``days`` UTC days and the top viewers, as a JSON
     object."""
     return queries.dashboard_stats(request_work().connection, principal.org, dashboard_id, days)
+
+
+def trending(principal: Principal, days: int, limit: int) -> list[Trending]:
+    """The org's dashboards viewed more in the last ``days`` than in the ``days`` before."""
+    return engagement.trending(request_work().connection, principal.org, days, limit)
+
+
+def related(principal: Principal, dashboard_id: uuid.UUID, days: int, limit: int) -> list[Related]:
+    """What the viewers of ``dashboard_id`` also viewed in the last ``days``."""
+    return engagement.related(request_work().connection, principal.org, dashboard_id, days, limit)
+
+
+def recommended(principal: Principal, days: int, limit: int) -> list[Recommended]:
+    """Dashboards for the caller: those the viewers of their own dashboards viewed, then the
+    org's most viewed of the window, never one they viewed in it."""
+    connection = request_work().connection
+    since = engagement.window_start(connection, days)
+    similar, mine = engagement.similar_to_mine(connection, principal.org, principal.user_id, since)
+    chosen = similar[:limit]
+    if len(chosen) < limit:
+        taken = mine | {item.dashboard_id for item in chosen}
+        wanted = limit - len(chosen) + len(taken)
+        top = json.loads(queries.most_viewed_recently(connection, principal.org, wanted, days))
+        fill = [item for item in engagement.popular(top) if item.dashboard_id not in taken]
+        chosen += fill[: limit - len(chosen)]
+    return chosen

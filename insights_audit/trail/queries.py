@@ -18,7 +18,6 @@ from sqlalchemy import (
     Text,
     UnaryExpression,
     bindparam,
-    case,
     cast,
     func,
     literal_column,
@@ -36,7 +35,14 @@ from insights_audit.chain_order import HORIZON
 from insights_audit.cursors import TrailPosition
 from insights_audit.driver_sql import DriverStatement
 from insights_audit.entries import ENTRY_JSON, WRITER
-from insights_audit.json_sql import api_timestamp, constant, joined, json_list
+from insights_audit.json_sql import (
+    api_timestamp,
+    constant,
+    csv_cell,
+    joined,
+    json_list,
+    quoted,
+)
 from insights_audit.models import AuditEntry
 
 
@@ -284,25 +290,6 @@ def search_page(
 # jsonb writes ", " and ": " between items; outside strings those are its only spaces. Each
 # match keeps a whole string or a run of other characters and drops a lone space: compact JSON.
 COMPACT_JSON = r'("(?:[^"\\]|\\.)*"|[^" ]+)| '
-# Spreadsheets run a cell as a formula when it starts with one of these, even after leading
-# white space (any Unicode space) or in their full-width forms; a tab or a line end first is
-# guarded too. Such cells get a leading '. The spaces are Python's ``str.isspace()`` set,
-# spelled out because PostgreSQL's [[:space:]] depends on the locale.
-SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-FORMULA_PATTERN = f"^([\t\r\n]|[{SPACES}]*[=+\\-@\uff1d\uff0b\uff0d\uff20])"
-
-
-def _quoted(text: ColumnElement[str]) -> ColumnElement[str]:
-    """``text`` between double quotes, its own doubled (RFC 4180)."""
-    return constant('"') + func.replace(text, constant('"'), constant('""')) + constant('"')
-
-
-def _csv_cell(text: SQLColumnExpression[Any]) -> ColumnElement[str]:
-    """A text column as one quoted RFC 4180 cell (so that neither a ``,`` nor a ``;`` list
-    separator splits it), guarded against formula injection; null is an empty quoted cell."""
-    starts_formula = text.op("~")(constant(FORMULA_PATTERN))
-    guarded = case((starts_formula, constant("'") + text), else_=text)
-    return func.coalesce(_quoted(guarded), constant('""'))
 
 
 def _json_cell(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
@@ -311,23 +298,23 @@ def _json_cell(value: SQLColumnExpression[Any]) -> ColumnElement[str]:
     compact = func.regexp_replace(
         cast(value, Text), constant(COMPACT_JSON), constant("\\1"), constant("g")
     )
-    return _quoted(compact)
+    return quoted(compact)
 
 
 # The CSV file's columns and their cells, in order: every cell quoted. The service writes
 # ids, the validated type and the time itself: those need no guard.
 CSV_CELLS = {
-    "id": _quoted(cast(AuditEntry.id, Text)),
-    "type": _quoted(cast(AuditEntry.type, Text)),
-    "action": _csv_cell(AuditEntry.action),
-    "targetId": _quoted(cast(AuditEntry.target_id, Text)),
-    "userId": _csv_cell(AuditEntry.user_id),
-    "userEmail": _csv_cell(AuditEntry.user_email),
-    "recordedBy": _csv_cell(WRITER),
-    "createdAt": _quoted(api_timestamp(AuditEntry.created_at)),
-    "requestId": _csv_cell(AuditEntry.request_id),
-    "ip": _csv_cell(AuditEntry.ip),
-    "userAgent": _csv_cell(AuditEntry.user_agent),
+    "id": quoted(cast(AuditEntry.id, Text)),
+    "type": quoted(cast(AuditEntry.type, Text)),
+    "action": csv_cell(AuditEntry.action),
+    "targetId": quoted(cast(AuditEntry.target_id, Text)),
+    "userId": csv_cell(AuditEntry.user_id),
+    "userEmail": csv_cell(AuditEntry.user_email),
+    "recordedBy": csv_cell(WRITER),
+    "createdAt": quoted(api_timestamp(AuditEntry.created_at)),
+    "requestId": csv_cell(AuditEntry.request_id),
+    "ip": csv_cell(AuditEntry.ip),
+    "userAgent": csv_cell(AuditEntry.user_agent),
     "details": _json_cell(AuditEntry.details),
 }
 CSV_HEADER = ",".join(CSV_CELLS)

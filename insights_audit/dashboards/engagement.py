@@ -1,0 +1,248 @@
+"""SQL of the engagement insights: trending, "viewers also viewed" and recommendations.
+
+Every answer is exact in one statement's snapshot:
+
+- **Trending** compares two windows kept by the windowed-counts engine (``window_counts``):
+  the views of the last ``days`` and of the ``2 x days`` (the earlier window is their
+  difference), each from the running totals at the end of the day before it plus less than
+  a day of raw entries.
+- **Related** and **recommended** work on viewer sets. A user viewed a dashboard in a window
+  that ends now exactly when their last view of it (``view_logs.last_viewed_at``) is in it,
+  so the sets are read from ``view_logs`` (ix_view_logs_dashboard_recency for a dashboard's
+  viewers, its primary key for a user's dashboards): no lag, nothing kept besides.
+
+Scores are ordered by their value to 9 decimal places (integer arithmetic cannot compare
+square roots; two scores closer than that count as a tie and the next key decides); the API
+shows them to 4.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection, text
+
+from insights_audit.window_counts import WINDOW_START, in_window
+
+# Digits of a score that its order looks at, and that the API shows.
+ORDER_DIGITS = 9
+SHOWN_DIGITS = 4
+
+
+def order_key(score: float) -> float:
+    """The value a score is ordered by."""
+    return round(score, ORDER_DIGITS)
+
+
+class Scored(Protocol):
+    score: float
+
+
+ScoredItem = TypeVar("ScoredItem", bound=Scored)
+
+
+def shown(items: list[ScoredItem]) -> list[ScoredItem]:
+    """``items`` as the API shows them: scores rounded to ``SHOWN_DIGITS`` decimals."""
+    return [replace(item, score=round(item.score, SHOWN_DIGITS)) for item in items]  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class Trending:
+    dashboard_id: uuid.UUID
+    name: str | None
+    recent_views: int
+    previous_views: int
+    score: float
+
+
+TRENDING = text(
+    f"""
+    WITH {in_window("recent", "recent_since", "recent_day")},
+         {in_window("twice", "twice_since", "twice_day")}
+    SELECT r.dashboard_id, r.name, r.view_count AS recent_views,
+           coalesce(b.view_count, 0) - r.view_count AS previous_views
+    FROM recent AS r
+    LEFT JOIN twice AS b ON b.dashboard_id = r.dashboard_id
+    WHERE r.view_count > coalesce(b.view_count, 0) - r.view_count
+    """
+)
+
+
+def trending(connection: Connection, org: str, days: int, limit: int) -> list[Trending]:
+    """Dashboards viewed more in the last ``days`` x 24 h than in the ``days`` before, by
+    (recent - previous) / sqrt(previous + 1), highest first."""
+    recent_since, recent_day, *_ = WINDOW_START.one(connection, {"org": org, "days": days})
+    twice_since, twice_day, *_ = WINDOW_START.one(connection, {"org": org, "days": 2 * days})
+    rows = connection.execute(
+        TRENDING,
+        {
+            "org": org,
+            "recent_since": recent_since,
+            "recent_day": recent_day,
+            "twice_since": twice_since,
+            "twice_day": twice_day,
+        },
+    )
+    found = [
+        Trending(
+            row.dashboard_id,
+            row.name,
+            row.recent_views,
+            row.previous_views,
+            (row.recent_views - row.previous_views) / math.sqrt(row.previous_views + 1),
+        )
+        for row in rows
+    ]
+    found.sort(key=lambda item: (-order_key(item.score), -item.recent_views, item.dashboard_id))
+    return found[:limit]
+
+
+@dataclass(frozen=True)
+class Related:
+    dashboard_id: uuid.UUID
+    name: str | None
+    shared_viewers: int
+    score: float
+
+
+# Users who viewed X in the window; for every other dashboard Y viewed by one of them in it,
+# how many, and how many viewed Y in it at all.
+RELATED = text(
+    """
+    WITH x_viewers AS (
+        SELECT v.user_id FROM view_logs AS v
+        WHERE v.org = :org AND v.dashboard_id = :dashboard_id AND v.last_viewed_at >= :since
+    ), shared AS (
+        SELECT v.dashboard_id, count(*) AS shared
+        FROM x_viewers AS x
+        JOIN view_logs AS v ON v.org = :org AND v.user_id = x.user_id
+        WHERE v.last_viewed_at >= :since AND v.dashboard_id <> :dashboard_id
+        GROUP BY v.dashboard_id
+    ), sizes AS (
+        SELECT v.dashboard_id, count(*) AS viewers
+        FROM view_logs AS v
+        WHERE v.org = :org AND v.last_viewed_at >= :since
+          AND v.dashboard_id IN (SELECT dashboard_id FROM shared)
+        GROUP BY v.dashboard_id
+    )
+    SELECT s.dashboard_id, t.name, s.shared, z.viewers,
+           (SELECT count(*) FROM x_viewers) AS x_viewers
+    FROM shared AS s
+    JOIN sizes AS z ON z.dashboard_id = s.dashboard_id
+    LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = s.dashboard_id
+    """
+)
+
+
+def window_start(connection: Connection, days: int) -> datetime:
+    """The first moment of the window of the last ``days`` x 24 hours."""
+    since: datetime = connection.execute(
+        text("SELECT now() - make_interval(days => :days)"), {"days": days}
+    ).scalar_one()
+    return since
+
+
+def cosine(shared: int, viewers: int, other_viewers: int) -> float:
+    """The cosine of two viewer sets of the given sizes that share ``shared`` viewers."""
+    return shared / math.sqrt(viewers * other_viewers)
+
+
+def related(
+    connection: Connection, org: str, dashboard_id: uuid.UUID, days: int, limit: int
+) -> list[Related]:
+    """Dashboards whose viewers in the window overlap those of ``dashboard_id``, by cosine."""
+    params = {"org": org, "dashboard_id": dashboard_id, "since": window_start(connection, days)}
+    found = [
+        Related(
+            row.dashboard_id, row.name, row.shared, cosine(row.shared, row.x_viewers, row.viewers)
+        )
+        for row in connection.execute(RELATED, params)
+    ]
+    found.sort(key=lambda item: (-order_key(item.score), -item.shared_viewers, item.dashboard_id))
+    return found[:limit]
+
+
+@dataclass(frozen=True)
+class Recommended:
+    dashboard_id: uuid.UUID
+    name: str | None
+    score: float
+    reason: str
+    because: list[uuid.UUID]
+
+
+# For each dashboard X the caller viewed in the window and each dashboard Y they did not, the
+# viewers both share, and the sizes of both viewer sets.
+RECOMMENDED = text(
+    """
+    WITH mine AS (
+        SELECT v.dashboard_id AS x FROM view_logs AS v
+        WHERE v.org = :org AND v.user_id = :user_id AND v.last_viewed_at >= :since
+    ), x_viewers AS (
+        SELECT v.dashboard_id AS x, v.user_id
+        FROM mine JOIN view_logs AS v ON v.org = :org AND v.dashboard_id = mine.x
+        WHERE v.last_viewed_at >= :since
+    ), x_sizes AS (
+        SELECT x, count(*) AS viewers FROM x_viewers GROUP BY x
+    ), pairs AS (
+        SELECT xv.x, v.dashboard_id AS y, count(*) AS shared
+        FROM x_viewers AS xv
+        JOIN view_logs AS v ON v.org = :org AND v.user_id = xv.user_id
+        WHERE v.last_viewed_at >= :since AND v.dashboard_id NOT IN (SELECT x FROM mine)
+        GROUP BY xv.x, v.dashboard_id
+    ), y_sizes AS (
+        SELECT v.dashboard_id AS y, count(*) AS viewers
+        FROM view_logs AS v
+        WHERE v.org = :org AND v.last_viewed_at >= :since
+          AND v.dashboard_id IN (SELECT y FROM pairs)
+        GROUP BY v.dashboard_id
+    )
+    SELECT p.y, p.x, p.shared, xs.viewers AS x_viewers, ys.viewers AS y_viewers, t.name
+    FROM pairs AS p
+    JOIN x_sizes AS xs ON xs.x = p.x
+    JOIN y_sizes AS ys ON ys.y = p.y
+    LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = p.y
+    """
+)
+
+MINE = text(
+    "SELECT dashboard_id FROM view_logs"
+    " WHERE org = :org AND user_id = :user_id AND last_viewed_at >= :since"
+)
+BECAUSE_LIMIT = 3
+
+
+def similar_to_mine(
+    connection: Connection, org: str, user_id: str, since: datetime
+) -> tuple[list[Recommended], set[uuid.UUID]]:
+    """Every dashboard the caller did not view in the window whose viewers overlap those of
+    one they did, scored by the sum of the cosines, highest first; and the caller's own."""
+    params = {"org": org, "user_id": user_id, "since": since}
+    mine = set(connection.scalars(MINE, params))
+    contributions: dict[uuid.UUID, list[tuple[float, uuid.UUID]]] = {}
+    names: dict[uuid.UUID, str | None] = {}
+    for row in connection.execute(RECOMMENDED, params):
+        contributions.setdefault(row.y, []).append(
+            (cosine(row.shared, row.x_viewers, row.y_viewers), row.x)
+        )
+        names[row.y] = row.name
+    found = []
+    for y, parts in contributions.items():
+        parts.sort(key=lambda part: (-order_key(part[0]), part[1]))
+        score = math.fsum(part[0] for part in parts)
+        because = [x for _, x in parts[:BECAUSE_LIMIT]]
+        found.append(Recommended(y, names[y], score, "similar", because))
+    found.sort(key=lambda item: (-order_key(item.score), item.dashboard_id))
+    return found, mine
+
+
+def popular(items: list[dict[str, Any]]) -> list[Recommended]:
+    """The most viewed dashboards (``most-viewed`` items) as popular recommendations."""
+    return [
+        Recommended(uuid.UUID(item["dashboardId"]), item["name"], 0.0, "popular", [])
+        for item in items
+    ]

@@ -1,0 +1,440 @@
+"""Trending, related and recommended dashboards, each checked against a brute-force oracle
+computed from the view entries themselves."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import BASE, TokenFactory, bearer, new_id, rebuild_aggregates, run_sql
+
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class View:
+    user: str
+    board: str
+    at: datetime
+
+
+def write_views(app: Flask, org: str, views: list[View], names: dict[str, str]) -> None:
+    """The views (and one naming entry per named board, long ago) as entries of ``org``,
+    written as the table owner; then the org's aggregates rebuilt from them."""
+    rows: list[tuple[str, str, str, str, datetime]] = [
+        (view.user, view.board, "view", "{}", view.at) for view in views
+    ]
+    long_ago = datetime.now(UTC) - 400 * DAY
+    rows += [
+        ("namer", board, "update", f'{{"name": "{name}"}}', long_ago)
+        for board, name in names.items()
+    ]
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        values = ", ".join(
+            f"(audit_object_id(CAST(:at{n} AS timestamptz)), :org, 'dashboard', :action{n},"
+            f" CAST(:board{n} AS uuid), :user{n}, CAST(:details{n} AS jsonb), :at{n})"
+            for n in range(len(chunk))
+        )
+        params: dict[str, Any] = {"org": org}
+        for n, (user, board, action, details, at) in enumerate(chunk):
+            params.update(
+                {f"user{n}": user, f"board{n}": board, f"action{n}": action}
+                | {f"details{n}": details, f"at{n}": at}
+            )
+        run_sql(
+            app,
+            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, details,"
+            f" created_at) VALUES {values}",
+            **params,
+        )
+    rebuild_aggregates(app, org)
+
+
+def in_window(views: list[View], start: datetime, end: datetime | None = None) -> list[View]:
+    return [view for view in views if view.at >= start and (end is None or view.at < end)]
+
+
+def viewers(views: list[View], since: datetime) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for view in in_window(views, since):
+        found.setdefault(view.board, set()).add(view.user)
+    return found
+
+
+def key(score: float) -> float:
+    return round(score, 9)
+
+
+def trending_oracle(
+    views: list[View], names: dict[str, str], now: datetime, days: int, limit: int
+) -> list[dict[str, Any]]:
+    recent: dict[str, int] = {}
+    previous: dict[str, int] = {}
+    for view in in_window(views, now - days * DAY):
+        recent[view.board] = recent.get(view.board, 0) + 1
+    for view in in_window(views, now - 2 * days * DAY, now - days * DAY):
+        previous[view.board] = previous.get(view.board, 0) + 1
+    items = []
+    for board, r in recent.items():
+        p = previous.get(board, 0)
+        if r > p:
+            score = (r - p) / math.sqrt(p + 1)
+            items.append((board, r, p, score))
+    items.sort(key=lambda item: (-key(item[3]), -item[1], item[0]))
+    return [
+        {
+            "dashboardId": board,
+            "name": names.get(board),
+            "recentViews": r,
+            "previousViews": p,
+            "score": round(score, 4),
+        }
+        for board, r, p, score in items[:limit]
+    ]
+
+
+def related_oracle(
+    views: list[View], names: dict[str, str], now: datetime, board: str, days: int, limit: int
+) -> list[dict[str, Any]]:
+    sets = viewers(views, now - days * DAY)
+    mine = sets.get(board, set())
+    items = []
+    for other, users in sets.items():
+        shared = len(mine & users)
+        if other != board and shared:
+            items.append((other, shared, shared / math.sqrt(len(mine) * len(users))))
+    items.sort(key=lambda item: (-key(item[2]), -item[1], item[0]))
+    return [
+        {
+            "dashboardId": other,
+            "name": names.get(other),
+            "sharedViewers": shared,
+            "score": round(score, 4),
+        }
+        for other, shared, score in items[:limit]
+    ]
+
+
+def recommended_oracle(
+    views: list[View], names: dict[str, str], now: datetime, user: str, days: int, limit: int
+) -> list[dict[str, Any]]:
+    since = now - days * DAY
+    sets = viewers(views, since)
+    mine = {board for board, users in sets.items() if user in users}
+    scored = []
+    for candidate, users in sets.items():
+        if candidate in mine:
+            continue
+        parts = []
+        for board in mine:
+            shared = len(sets[board] & users)
+            if shared:
+                parts.append((shared / math.sqrt(len(sets[board]) * len(users)), board))
+        if parts:
+            parts.sort(key=lambda part: (-key(part[0]), part[1]))
+            score = math.fsum(part[0] for part in parts)
+            scored.append((candidate, score, [board for _, board in parts[:3]]))
+    scored.sort(key=lambda item: (-key(item[1]), item[0]))
+    answer = [
+        {
+            "dashboardId": board,
+            "name": names.get(board),
+            "score": round(score, 4),
+            "reason": "similar",
+            "because": because,
+        }
+        for board, score, because in scored[:limit]
+    ]
+    if len(answer) < limit:
+        counts: dict[str, int] = {}
+        for view in in_window(views, since):
+            counts[view.board] = counts.get(view.board, 0) + 1
+        last = {board: max(v.at for v in views if v.board == board) for board in counts}
+        taken = mine | {item["dashboardId"] for item in answer}
+        popular = sorted(
+            (board for board in counts if board not in taken),
+            key=lambda board: (-counts[board], -last[board].timestamp(), board),
+        )
+        answer += [
+            {
+                "dashboardId": board,
+                "name": names.get(board),
+                "score": 0.0,
+                "reason": "popular",
+                "because": [],
+            }
+            for board in popular[: limit - len(answer)]
+        ]
+    return answer
+
+
+def get(client: FlaskClient, token: str, path: str) -> tuple[datetime, list[dict[str, Any]]]:
+    """The data of ``path`` and the moment just before it was asked."""
+    asked = datetime.now(UTC)
+    response = client.get(f"{BASE}{path}", headers=bearer(token))
+    assert response.status_code == 200, response.json
+    return asked, response.json["data"]
+
+
+USERS = [f"user-{n}" for n in range(7)]
+BOARDS = sorted(str(uuid.UUID(int=n * 7919 + 1)) for n in range(9))
+NAMES = {board: f"Board {n}" for n, board in enumerate(BOARDS[:-1])}  # the last one unnamed
+
+
+@pytest.fixture
+def history(app: Flask, org: str) -> list[View]:
+    """Views over 40 days by seven users of nine boards, with views 30 seconds either side of
+    the 1, 7, 14 and 30-day edges (and of the trending windows' 2x edges)."""
+    rng = random.Random(org)
+    now = datetime.now(UTC)
+    views = []
+    for _ in range(400):
+        user = rng.choice(USERS[: rng.randint(2, len(USERS))])
+        board = BOARDS[min(int(rng.expovariate(0.35)), len(BOARDS) - 1)]
+        views.append(View(user, board, now - timedelta(seconds=rng.uniform(60, 40 * 86400))))
+    for days in (1, 2, 7, 14, 28, 30):
+        for side in (-30, 30):
+            views.append(
+                View(
+                    rng.choice(USERS),
+                    rng.choice(BOARDS),
+                    now - days * DAY + timedelta(seconds=side),
+                )
+            )
+    write_views(app, org, views, NAMES)
+    return views
+
+
+@pytest.mark.parametrize("days", [1, 7, 14, 30])
+def test_trending_equals_the_oracle(
+    client: FlaskClient, make_token: TokenFactory, history: list[View], days: int
+) -> None:
+    token = make_token()
+    asked, data = get(client, token, f"/dashboard/trending?days={days}&limit=100")
+    assert data == trending_oracle(history, NAMES, asked, days, 100)
+    assert [list(item) for item in data[:1]] in (
+        [],
+        [["dashboardId", "name", "recentViews", "previousViews", "score"]],
+    )
+
+
+@pytest.mark.parametrize("days", [1, 7, 30, 90])
+def test_related_equals_the_oracle_for_every_board(
+    client: FlaskClient, make_token: TokenFactory, history: list[View], days: int
+) -> None:
+    token = make_token()
+    for board in BOARDS:
+        asked, data = get(client, token, f"/dashboard/{board}/related?days={days}&limit=50")
+        assert data == related_oracle(history, NAMES, asked, board, days, 50), board
+
+
+@pytest.mark.parametrize(("days", "limit"), [(7, 3), (30, 10), (90, 50), (1, 5)])
+def test_recommended_equals_the_oracle_for_every_user(
+    client: FlaskClient, make_token: TokenFactory, history: list[View], days: int, limit: int
+) -> None:
+    for user in USERS:
+        token = make_token(user=user)
+        asked, data = get(client, token, f"/dashboard/recommended?days={days}&limit={limit}")
+        assert data == recommended_oracle(history, NAMES, asked, user, days, limit), user
+
+
+def test_limits_cut_the_same_order(
+    client: FlaskClient, make_token: TokenFactory, history: list[View]
+) -> None:
+    token = make_token(user=USERS[0])
+    for path in (
+        "/dashboard/trending?days=14",
+        f"/dashboard/{BOARDS[0]}/related?days=30",
+        "/dashboard/recommended?days=30",
+    ):
+        _, whole = get(client, token, f"{path}&limit=50")
+        _, first = get(client, token, f"{path}&limit=2")
+        assert first == whole[:2], path
+
+
+def test_a_window_slides_while_the_test_runs(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str
+) -> None:
+    """A view 2 s inside the 1-day window is recent, and 3 s later it is previous."""
+    now = datetime.now(UTC)
+    board = BOARDS[0]
+    views = [View("a", board, now - DAY + timedelta(seconds=2))]
+    views += [View("b", BOARDS[1], now - DAY - timedelta(hours=1))]
+    write_views(app, org, views, {})
+    token = make_token()
+    _, before = get(client, token, "/dashboard/trending?days=1")
+    assert [(i["dashboardId"], i["recentViews"], i["previousViews"]) for i in before] == [
+        (board, 1, 0)
+    ]
+    time.sleep(3)
+    _, after = get(client, token, "/dashboard/trending?days=1")
+    assert after == []  # now one view before and none since: not rising
+
+
+def test_views_recorded_through_the_api_count_at_once(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
+    ana, bo = make_token(user="ana"), make_token(user="bo")
+    first, second, third = new_id(), new_id(), new_id()
+    for token, board in ((ana, first), (ana, second), (bo, first), (bo, second), (bo, third)):
+        assert (
+            client.post(f"{BASE}/dashboard/{board}/view", headers=bearer(token)).status_code == 200
+        )
+    _, related = get(client, ana, f"/dashboard/{first}/related")
+    assert [(i["dashboardId"], i["sharedViewers"], i["score"]) for i in related] == [
+        (second, 2, 1.0),
+        (third, 1, round(1 / math.sqrt(2), 4)),
+    ]
+    _, recommended = get(client, ana, "/dashboard/recommended")
+    assert recommended == [
+        {
+            "dashboardId": third,
+            "name": None,
+            "score": round(2 / math.sqrt(2), 4),
+            "reason": "similar",
+            "because": sorted([first, second]),
+        }
+    ]
+    _, trending = get(client, ana, "/dashboard/trending")
+    assert [(i["dashboardId"], i["recentViews"], i["score"]) for i in trending] == [
+        (first, 2, 2.0),
+        (second, 2, 2.0),
+        (third, 1, 1.0),
+    ]
+
+
+def test_another_orgs_views_never_move_an_answer(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, history: list[View]
+) -> None:
+    token = make_token(user=USERS[1])
+    paths = [
+        "/dashboard/trending?days=7",
+        f"/dashboard/{BOARDS[1]}/related",
+        "/dashboard/recommended?limit=50",
+    ]
+    before = [get(client, token, path)[1] for path in paths]
+    other = f"org-e-{new_id()[:8]}"
+    now = datetime.now(UTC)
+    write_views(
+        app,
+        other,
+        [View(USERS[1], board, now - timedelta(hours=n)) for n, board in enumerate(BOARDS * 3)],
+        {},
+    )
+    assert [get(client, token, path)[1] for path in paths] == before
+
+
+def test_a_caller_with_no_history_gets_the_popular_dashboards(
+    client: FlaskClient, make_token: TokenFactory, history: list[View]
+) -> None:
+    asked, data = get(client, make_token(user="newcomer"), "/dashboard/recommended?days=30")
+    assert data and all(item["reason"] == "popular" for item in data)
+    assert data == recommended_oracle(history, NAMES, asked, "newcomer", 30, 10)
+
+
+def test_an_unknown_dashboard_has_no_related_ones(
+    client: FlaskClient, make_token: TokenFactory, history: list[View]
+) -> None:
+    assert get(client, make_token(), f"/dashboard/{new_id()}/related")[1] == []
+
+
+def test_an_empty_org_answers_empty_lists(client: FlaskClient, make_token: TokenFactory) -> None:
+    token = make_token()
+    for path in ("/dashboard/trending", "/dashboard/recommended", f"/dashboard/{new_id()}/related"):
+        assert get(client, token, path)[1] == [], path
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dashboard/trending?days=0",
+        "/dashboard/trending?days=91",
+        "/dashboard/trending?limit=0",
+        "/dashboard/trending?limit=101",
+        "/dashboard/trending?days=x",
+        "/dashboard/trending?since=1",
+        "/dashboard/recommended?days=366",
+        "/dashboard/recommended?limit=51",
+        "/dashboard/recommended?days=0",
+        f"/dashboard/{BOARDS[0]}/related?limit=51",
+        f"/dashboard/{BOARDS[0]}/related?days=366",
+        f"/dashboard/{BOARDS[0]}/related?days=0",
+    ],
+)
+def test_out_of_range_parameters_are_400(
+    client: FlaskClient, make_token: TokenFactory, path: str
+) -> None:
+    response = client.get(f"{BASE}{path}", headers=bearer(make_token()))
+    assert response.status_code == 400 and response.json["errors"]["query"], path
+
+
+def test_bounds_are_inclusive(client: FlaskClient, make_token: TokenFactory) -> None:
+    token = make_token()
+    for path in (
+        "/dashboard/trending?days=90&limit=100",
+        "/dashboard/trending?days=1&limit=1",
+        "/dashboard/recommended?days=365&limit=50",
+        f"/dashboard/{BOARDS[0]}/related?days=365&limit=50",
+    ):
+        assert client.get(f"{BASE}{path}", headers=bearer(token)).status_code == 200, path
+
+
+def test_a_malformed_dashboard_id_is_400(client: FlaskClient, make_token: TokenFactory) -> None:
+    response = client.get(f"{BASE}/dashboard/nope/related", headers=bearer(make_token()))
+    assert response.status_code == 400 and response.json["message"] == "Invalid dashboard ID format"
+
+
+@pytest.mark.parametrize(
+    "path", ["/dashboard/trending", "/dashboard/recommended", f"/dashboard/{BOARDS[0]}/related"]
+)
+def test_any_site_role_with_either_scope_may_ask_and_nobody_else(
+    client: FlaskClient, make_token: TokenFactory, path: str
+) -> None:
+    for role in ("Opsera Administrator", "Administrator", "Power User", "Users"):
+        for scope in ("api", "api-readonly"):
+            token = make_token(roles=(role,), scopes=(scope,))
+            assert client.get(f"{BASE}{path}", headers=bearer(token)).status_code == 200
+    auditor = make_token(roles=("Auditor",))
+    assert client.get(f"{BASE}{path}", headers=bearer(auditor)).status_code == 403
+    assert client.get(f"{BASE}{path}").status_code == 401
+
+
+HISTORIES = st.lists(
+    st.tuples(
+        st.sampled_from(USERS[:4]),
+        st.sampled_from(BOARDS[:5]),
+        st.floats(min_value=0.001, max_value=20.0),
+    ),
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(history=HISTORIES, days=st.sampled_from([1, 3, 7]))
+def test_trending_and_related_hold_for_any_history(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, history: list[Any], days: int
+) -> None:
+    org = f"org-h-{new_id()[:10]}"
+    now = datetime.now(UTC)
+    views = [View(user, board, now - timedelta(days=ago)) for user, board, ago in history]
+    write_views(app, org, views, {})
+    token = make_token(token_org=org)
+    asked, data = get(client, token, f"/dashboard/trending?days={days}&limit=100")
+    assert data == trending_oracle(views, {}, asked, days, 100)
+    for board in BOARDS[:5]:
+        asked, data = get(client, token, f"/dashboard/{board}/related?days={days}&limit=50")
+        assert data == related_oracle(views, {}, asked, board, days, 50)

@@ -15,6 +15,7 @@ from insights_audit.health.routes import register_swagger_assets
 from insights_audit.integrity.routes import blp as integrity
 from insights_audit.logs import init_request_log
 from insights_audit.metrics import init_request_metrics, watch_pool
+from insights_audit.reports.routes import blp as reports
 from insights_audit.request_context import (
     init_options_answers,
     init_request_ids,
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(dashboards)
     api.register_blueprint(trail)
     api.register_blueprint(integrity)
+    api.register_blueprint(reports)
     register_swagger_assets(app)
     register_commands(app)
     return app

@@ -69,12 +69,16 @@ def begin_on(connection: Connection, org: str) -> None:
 class UnitOfWork:
     """One transaction on ``org``'s rows, begun on first use of ``connection``."""
 
-    def __init__(self, bind: Engine, org: str, *, snapshot: bool = False) -> None:
+    def __init__(
+        self, bind: Engine, org: str, *, snapshot: bool = False, unbounded: bool = False
+    ) -> None:
         self.org = org
         self._bind = bind
         # A snapshot transaction sees one consistent state of the database for its whole life
-        # (REPEATABLE READ, read only, no statement timeout): for long streamed reads.
+        # (REPEATABLE READ, read only): for reads in several statements, and (``unbounded``:
+        # no statement timeout) for long streamed reads, which bound themselves.
         self._snapshot = snapshot
+        self._unbounded = unbounded
         self._connection: Connection | None = None
         self._driver: psycopg.Connection[Any] | None = None
         self._after_commit: list[Callable[[], None]] = []
@@ -93,7 +97,8 @@ class UnitOfWork:
             self._driver = connection.connection.driver_connection  # type: ignore[assignment]
             if self._snapshot:
                 set_tenant(connection, self.org)
-                connection.execute(text("SET LOCAL statement_timeout = 0"))
+                if self._unbounded:
+                    connection.execute(text("SET LOCAL statement_timeout = 0"))
             else:
                 begin_on(connection, self.org)
         return self._connection
@@ -128,14 +133,15 @@ class UnitOfWork:
             self._connection = None
 
 
-def request_work(*, snapshot: bool = False) -> UnitOfWork:
+def request_work(*, snapshot: bool = False, unbounded: bool = False) -> UnitOfWork:
     """The current request's unit of work, on the caller's org (authorization ran first).
 
-    ``snapshot`` chooses the kind of transaction, which only the first use can do.
+    ``snapshot`` and ``unbounded`` choose the kind of transaction, which only the first use
+    can do.
     """
     work: UnitOfWork | None = g.get(WORK_KEY)
     if work is None:
-        work = UnitOfWork(engine(), current_principal().org, snapshot=snapshot)
+        work = UnitOfWork(engine(), current_principal().org, snapshot=snapshot, unbounded=unbounded)
         setattr(g, WORK_KEY, work)
     return work
 

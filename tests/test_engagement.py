@@ -3,6 +3,7 @@ computed from the view entries themselves."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -37,7 +38,7 @@ def write_views(app: Flask, org: str, views: list[View], names: dict[str, str]) 
     ]
     long_ago = datetime.now(UTC) - 400 * DAY
     rows += [
-        ("namer", board, "update", f'{{"name": "{name}"}}', long_ago)
+        ("namer", board, "update", json.dumps({"name": name}), long_ago)
         for board, name in names.items()
     ]
     for start in range(0, len(rows), 500):

@@ -1,10 +1,11 @@
 """The trail as a file: NDJSON or CSV, streamed from a server-side cursor in one snapshot.
 
 PostgreSQL writes each line (``queries.export_query``); the lines come through a server-side
-cursor a batch at a time, so memory stays flat whatever the size. The unit of work is a
-snapshot transaction (``UnitOfWork(snapshot=True)``), so the file holds exactly the entries
-committed before it began. Bytes leave in chunks of about ``CHUNK_BYTES``; an error while
-streaming propagates, and the server aborts the transfer instead of ending the body cleanly.
+cursor a batch at a time, so memory stays flat whatever the size. The unit of work is an
+unbounded snapshot transaction (``UnitOfWork(snapshot=True, unbounded=True)``), so the file
+holds exactly the entries committed before it began. Bytes leave in chunks of about
+``CHUNK_BYTES``; an error while streaming propagates, and the server aborts the transfer
+instead of ending the body cleanly.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def search_page(
 def begin_export(principal: Principal, concurrency: int) -> UnitOfWork:
     """The snapshot the export reads, begun now, holding one of the org's ``concurrency``
     export slots; a 429 when every slot is taken."""
-    work = request_work(snapshot=True)
+    work = request_work(snapshot=True, unbounded=True)
     if not queries.take_export_slot(work.connection, principal.org, concurrency):
         raise TooManyRequests(EXPORTS_BUSY, EXPORT_RETRY_AFTER_SECONDS)
     return work

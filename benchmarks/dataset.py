@@ -115,7 +115,8 @@ def sample(url: str, events: int) -> Dataset:
                 org=BIG_ORG,
                 user_id=user,
                 user_email=f"{user}@example.com",
-                roles=["Users"],
+                # Auditor too: the usage report is for the oversight roles.
+                roles=["Users", "Auditor"],
                 scopes=["api"],
                 name="bench",
                 expires_in_days=None,
@@ -196,6 +197,13 @@ def request_plans(
                 )
             ],
         ),
+        "trending": (get, [(f"{BASE}/dashboard/trending", t, "") for t in tokens()]),
+        "related": (
+            get,
+            [(f"{BASE}/dashboard/{d}/related", t, "") for d, t in zip(zipf, tokens(), strict=True)],
+        ),
+        "recommended": (get, [(f"{BASE}/dashboard/recommended", t, "") for t in tokens()]),
+        "usage-report": (get, [(f"{BASE}/reports/usage", t, "") for t in tokens(20)]),
         "audit-log": (
             get,
             [(f"{BASE}/{i}", t, "") for i, t in zip(data.audit_ids, tokens(), strict=False)],

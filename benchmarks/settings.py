@@ -45,6 +45,10 @@ READS = (
     "dashboard-logs",
     "dashboard-logs-deep",
     "audit-log",
+    "trending",
+    "related",
+    "recommended",
+    "usage-report",
 )
 
 

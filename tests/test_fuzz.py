@@ -39,7 +39,7 @@ def admin(make_token: TokenFactory) -> str:
 def test_generated_requests_get_documented_answers_and_never_a_5xx(app: Flask, admin: str) -> None:
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 16
+    assert len(operations) == 20
 
     for operation, mode in itertools.product(operations, GenerationMode):
 

@@ -73,7 +73,7 @@ def oracle(
             }
         )
         day += timedelta(days=1)
-    boards = []
+    boards: list[dict[str, Any]] = []
     for board in {view.board for view in kept}:
         of_board = [view for view in kept if view.board == board]
         boards.append(
@@ -87,7 +87,7 @@ def oracle(
             }
         )
     boards.sort(key=lambda item: (-item["views"], item["dashboardId"]))
-    users = []
+    users: list[dict[str, Any]] = []
     for user in {view.user for view in kept}:
         of_user = [view for view in kept if view.user == user]
         users.append(
@@ -102,7 +102,7 @@ def oracle(
     users.sort(key=lambda item: (-item["views"], item["userId"]))
     viewed = {view.board for view in kept}
     known = {view.board for view in views} | set(names)
-    stale = []
+    stale: list[dict[str, Any]] = []
     for board in known - viewed:
         before = [view.at for view in views if view.board == board and view.at < until]
         stale.append(
@@ -150,7 +150,7 @@ def test_a_period_equals_the_oracle(
     now = datetime.now(UTC)
     since = (now - ago * DAY).replace(microsecond=123000)
     until = since + length * DAY
-    query = f"since={since.isoformat().replace('+00:00', 'Z')}&until={until.isoformat().replace('+00:00', 'Z')}"
+    query = f"since={format_timestamp(since)}&until={format_timestamp(until)}"
     body = report(client, make_token(roles=AUDITOR), query).json
     assert body["message"] == "Successfully retrieved usage report"
     assert body["data"] == oracle(views, ALL_NAMES, since, until)

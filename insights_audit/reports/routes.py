@@ -31,7 +31,17 @@ class UsageReport(MethodView):
     @requires(scopes=READ, roles=OVERSIGHT_ROLES)
     @blp.arguments(UsageQuery(), location="query", as_kwargs=True)
     @blp.response(200, UsageEnvelope)
-    @blp.doc(responses={"200": {"content": {service.CONTENT_TYPES["csv"]: CSV_EXAMPLE}}})
+    @blp.doc(
+        responses={
+            "200": {
+                "description": "The report: JSON, or with `format=csv` the dashboards table",
+                "content": {
+                    service.CONTENT_TYPES["json"]: {"schema": UsageEnvelope},
+                    service.CONTENT_TYPES["csv"]: CSV_EXAMPLE,
+                },
+            }
+        }
+    )
     @blp.doc(operationId="getUsageReport")
     def get(
         self, format: str, since: datetime | None = None, until: datetime | None = None

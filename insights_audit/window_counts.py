@@ -122,6 +122,35 @@ def keep_counts(
     return kept.as_of, kept.snapshot, kept.xmin
 
 
+# The kept counts of a window younger than 10 minutes, as ``WINDOW_START`` gives them.
+KEPT_WINDOW = text(
+    """
+    SELECT as_of, CAST(snapshot AS text) AS snapshot, CAST(pg_snapshot_xmin(snapshot) AS text)
+    FROM window_snapshots
+    WHERE org = :org AND days = :days AND as_of > now() - interval '10 minutes'
+    """
+)
+# Advisory locks of first counts, two-key form, first key "wfst" in ASCII.
+FIRST_COUNT_LOCK = 0x77667374
+
+
+def count_first(
+    connection: Connection, org: str, days: int, since: Any, snapshot_day: Any
+) -> tuple[Any, str, str]:
+    """Count a window that has no kept counts yet. Requests that find the same window
+    uncounted at once take turns on a lock held to the end of their transaction: the first
+    counts, the others then find its counts and use them (no stampede of counts on a cold
+    window)."""
+    connection.execute(
+        text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:org || ':' || :days))"),
+        {"lock_class": FIRST_COUNT_LOCK, "org": org, "days": days},
+    )
+    kept = connection.execute(KEPT_WINDOW, {"org": org, "days": days}).first()
+    if kept is not None:
+        return kept[0], kept[1], kept[2]
+    return keep_counts(connection, org, days, since, snapshot_day)
+
+
 def keep_window(connection: Connection, org: str, days: int) -> None:
     """Count ``org``'s ``days`` window again from now and keep the counts."""
     since, snapshot_day, *_ = WINDOW_START.one(connection, {"org": org, "days": days})

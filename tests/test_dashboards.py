@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -11,7 +12,9 @@ import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event
 
+from insights_audit.extensions import engine
 from insights_audit.integrity import sealer
 from insights_audit.integrity.sealer import keep_windows_counted
 from insights_audit.window_counts import WINDOWS_KEPT_PER_ORG
@@ -565,3 +568,41 @@ def assert_windows_match(
         got = {i["dashboardId"]: (i["viewCount"], i["uniqueViewers"]) for i in items}
         assert got == dict(expected), days
         assert [i["viewCount"] for i in items] == sorted((c[0] for _, c in expected), reverse=True)
+
+
+def test_first_requests_for_a_cold_window_wait_for_one_count(
+    app: Flask, make_token: TokenFactory, org: str
+) -> None:
+    """The cold-window stampede of the benchmark: every first request counted the window."""
+    token = make_token()
+    warm = app.test_client()
+    for _ in range(3):
+        record_view(warm, token, new_id())
+    with app.app_context():
+        bind = engine()
+    counts: list[str] = []
+
+    def count(*args: Any) -> None:
+        if "INSERT INTO window_snapshots" in args[2]:
+            counts.append(args[2])
+
+    barrier = threading.Barrier(8)
+    answers: list[Any] = []
+
+    def ask() -> None:
+        client = app.test_client()
+        barrier.wait()
+        answers.append(get_data(client, token, "/dashboard/most-viewed?days=11"))
+
+    event.listen(bind, "before_cursor_execute", count)
+    try:
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        event.remove(bind, "before_cursor_execute", count)
+    assert len(counts) == 1
+    assert len(answers) == 8 and all(answer == answers[0] for answer in answers)
+    assert sum(item["viewCount"] for item in answers[0]) == 3

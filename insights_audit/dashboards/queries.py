@@ -35,7 +35,7 @@ from insights_audit.json_sql import (
     sql_text,
 )
 from insights_audit.models import DashboardTotal, TimestampTZ, ViewLog
-from insights_audit.window_counts import WINDOW_START, keep_counts
+from insights_audit.window_counts import WINDOW_START, count_first
 
 TOP_VIEWERS = 10
 
@@ -212,7 +212,7 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     """
     since, snapshot_day, *kept = WINDOW_START.one(connection, {"org": org, "days": days})
     if kept[0] is None:
-        kept = list(keep_counts(connection, org, days, since, snapshot_day))
+        kept = list(count_first(connection, org, days, since, snapshot_day))
     as_of, snapshot, xmin = kept
     params = {
         "org": org,

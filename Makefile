@@ -15,7 +15,7 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED)
 
 run: $(INSTALLED)
-	$(PY) -m insights_audit.devserver
+	$(PY) -m insights_audit.dev.devserver
 
 test: $(INSTALLED)
 	$(PY) -m pytest
@@ -24,6 +24,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: $(INSTALLED)
 	$(VENV)/bin/ruff format .

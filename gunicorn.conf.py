@@ -15,7 +15,7 @@ for _stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
     _stale.unlink()
 os.environ.setdefault("LOG_FORMAT", "json")
 
-from insights_audit import gunicorn_errors, logs  # noqa: E402  (after the environment)
+from insights_audit.web import gunicorn_errors, logs  # noqa: E402  (after the environment)
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
@@ -29,7 +29,7 @@ keepalive = 5
 # Recycle workers now and then so a slow leak can never grow without bound.
 max_requests = 50_000
 max_requests_jitter = 5_000
-# The app writes one line per request (insights_audit.logs); gunicorn's access log stays off
+# The app writes one line per request (insights_audit.web.logs); gunicorn's access log stays off
 # unless asked for.
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
@@ -44,10 +44,11 @@ gunicorn_errors.install()
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
-    """Each worker runs the background sealer; an advisory lock lets one seal at a time."""
-    from insights_audit.integrity import sealer
+    """Each worker runs the background jobs; advisory locks let one process run each at a
+    time."""
+    from insights_audit import worker as background
 
-    sealer.start(worker.wsgi)
+    background.start(worker.wsgi)
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

@@ -16,13 +16,13 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
 from benchmarks.dataset import Dataset
 from benchmarks.settings import BIG_ORG, BIG_SHAPE, DATA, OTHER_ORGS, SECONDS, SERVER_SETTINGS, log
-from insights_audit import create_app, devserver, embedded
+from insights_audit import create_app, worker
+from insights_audit.audit.entries import Actor, RequestMeta, entry_params
+from insights_audit.audit.view_counts import RECORD_VIEW
+from insights_audit.audit.window_counts import WINDOW_START
 from insights_audit.config import Settings
-from insights_audit.devserver import APP_ROLE
-from insights_audit.entries import Actor, RequestMeta, entry_params
-from insights_audit.integrity import sealer
-from insights_audit.view_counts import RECORD_VIEW
-from insights_audit.window_counts import WINDOW_START
+from insights_audit.dev import devserver, embedded
+from insights_audit.dev.devserver import APP_ROLE
 
 
 def start_database() -> tuple[str, Path]:
@@ -69,7 +69,7 @@ def seal_all(database_url: str) -> float:
     """Seal every entry into signed checkpoints, as after a bulk load; entries per second."""
     app = create_app(replace(Settings.from_env(), database_url=database_url))
     started = time.perf_counter()
-    sealed = sealer.seal_everything(app)
+    sealed = worker.seal_everything(app)
     seconds = time.perf_counter() - started
     app.extensions["insights_audit.engine"].dispose()
     if sealed:

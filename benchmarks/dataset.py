@@ -22,11 +22,13 @@ from benchmarks.settings import (
     SAMPLE,
     log,
 )
-from insights_audit import create_app, embedded, schema_migrations
+from insights_audit import create_app
 from insights_audit.config import Settings
-from insights_audit.cursors import TrailPosition, encode_cursor
-from insights_audit.tokens import create_token
-from insights_audit.unit_of_work import transaction
+from insights_audit.db import schema_migrations
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.dev import embedded
+from insights_audit.trail.cursors import TrailPosition, encode_cursor
+from insights_audit.web.tokens import create_token
 
 
 @dataclass
@@ -76,7 +78,7 @@ def seed_org(url: str, org: str, events: int, shape: dict[str, int], seed: int =
         [
             sys.executable,
             "-m",
-            "insights_audit.cli",
+            "insights_audit",
             "demo",
             "seed",
             "--org",

@@ -29,10 +29,13 @@ from sqlalchemy import func, select
 from benchmarks.database import seal_all, start_database
 from benchmarks.dataset import seed_org
 from benchmarks.settings import BIG_SHAPE, EVENTS, ROOT, log
-from insights_audit import create_app, embedded, retention, schema_migrations
+from insights_audit import create_app
+from insights_audit.audit.keys import signing_key
 from insights_audit.config import Settings
-from insights_audit.keys import signing_key
-from insights_audit.unit_of_work import EVERY_ORG, transaction
+from insights_audit.db import schema_migrations
+from insights_audit.db.unit_of_work import EVERY_ORG, transaction
+from insights_audit.dev import embedded
+from insights_audit.integrity import retention
 
 RESULTS = ROOT / "benchmarks" / "results" / "partitioning.json"
 UNPARTITIONED = "0008"

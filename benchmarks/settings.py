@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+from insights_audit.audit.keys import derive_cursor_key, signing_key
 from insights_audit.config import Settings
-from insights_audit.extensions import BASE_PATH
-from insights_audit.keys import derive_cursor_key, signing_key
+from insights_audit.web.api import BASE_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data" / "bench"

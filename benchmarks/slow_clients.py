@@ -21,12 +21,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from insights_audit import create_app, demo, devserver, embedded, schema_migrations
+from insights_audit import create_app
 from insights_audit.config import Settings
-from insights_audit.devserver import APP_ROLE
-from insights_audit.extensions import BASE_PATH, engine
-from insights_audit.tokens import create_token
-from insights_audit.unit_of_work import transaction
+from insights_audit.db import schema_migrations
+from insights_audit.db.engine import engine
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.dev import demo, devserver, embedded
+from insights_audit.dev.devserver import APP_ROLE
+from insights_audit.web.api import BASE_PATH
+from insights_audit.web.tokens import create_token
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

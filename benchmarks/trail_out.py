@@ -19,8 +19,8 @@ import psycopg
 from benchmarks.settings import BASE, BIG_ORG, URL, log
 from insights_audit import create_app
 from insights_audit.config import Settings
-from insights_audit.tokens import create_token
-from insights_audit.unit_of_work import transaction
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.web.tokens import create_token
 
 SEARCHES = {
     "no-filter": {},

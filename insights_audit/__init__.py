@@ -5,24 +5,25 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from insights_audit.auth import init_token_cache
 from insights_audit.cli import register_commands
 from insights_audit.config import Settings
 from insights_audit.dashboards.routes import blp as dashboards
-from insights_audit.extensions import Api, init_engine
+from insights_audit.db.engine import init_engine
 from insights_audit.health.routes import blp as health
 from insights_audit.health.routes import register_swagger_assets
 from insights_audit.integrity.routes import blp as integrity
-from insights_audit.logs import init_request_log
 from insights_audit.metrics import init_request_metrics, watch_pool
 from insights_audit.reports.routes import blp as reports
-from insights_audit.request_context import (
+from insights_audit.trail.routes import blp as trail
+from insights_audit.web.api import Api
+from insights_audit.web.auth import init_token_cache
+from insights_audit.web.logs import init_request_log
+from insights_audit.web.request_context import (
     init_options_answers,
     init_request_ids,
     init_trusted_hosts,
 )
-from insights_audit.trail.routes import blp as trail
-from insights_audit.unit_of_work import init_request_work
+from insights_audit.web.work import init_request_work
 
 API_DESCRIPTION = """\
 Records who viewed which analytics dashboard and every other audited action on dashboards,

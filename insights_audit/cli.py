@@ -1,4 +1,4 @@
-"""The ``insights-audit`` command: the Flask CLI of the app, with db and tokens groups."""
+"""The ``insights-audit`` command: its groups and commands, each run in the app's context."""
 
 from __future__ import annotations
 
@@ -13,29 +13,32 @@ from typing import BinaryIO
 import click
 import marshmallow as ma
 from flask import Flask, current_app
-from flask.cli import AppGroup, FlaskGroup
+from flask.cli import AppGroup, ScriptInfo
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from insights_audit import aggregates, demo, retention, schema_migrations
-from insights_audit.app_role import grant_app_role
-from insights_audit.auth import KNOWN_ROLES, SCOPES
+from insights_audit import worker
+from insights_audit.audit import aggregates
+from insights_audit.audit.keys import signing_key
 from insights_audit.config import Settings
+from insights_audit.db import schema_migrations
+from insights_audit.db.app_role import grant_app_role
+from insights_audit.db.engine import engine
+from insights_audit.db.orgs import chained_orgs, orgs_with_entries
+from insights_audit.db.unit_of_work import UnitOfWork, batch_transaction, transaction
+from insights_audit.dev import demo
 from insights_audit.errors import DomainError
-from insights_audit.extensions import engine
-from insights_audit.integrity import files, sealer, sealing, verification
-from insights_audit.keys import signing_key
-from insights_audit.orgs import chained_orgs, orgs_with_entries
+from insights_audit.integrity import files, retention, sealing, verification
 from insights_audit.reports import service as reports
 from insights_audit.reports.queries import PARTS as report_parts
 from insights_audit.reports.schemas import REPORT_FORMATS, UsageQuery
-from insights_audit.tokens import create_token, list_tokens, revoke_token
 from insights_audit.trail.export import export_bytes
 from insights_audit.trail.queries import export_count
 from insights_audit.trail.schemas import EXPORT_FORMATS, ExportQuery
 from insights_audit.trail.service import trail_filter
-from insights_audit.unit_of_work import UnitOfWork, batch_transaction, transaction
+from insights_audit.web.auth import KNOWN_ROLES, SCOPES
+from insights_audit.web.tokens import create_token, list_tokens, revoke_token
 
 
 def _settings() -> Settings:
@@ -211,7 +214,7 @@ def audit_checkpoint(org: str | None, out: Path | None) -> None:
                 written = files.export(connection, name, out)
             line += f", exported {written} to {files.org_directory(out, name)}"
         click.echo(line + ".")
-    sealer.measure_gauges(_orgs(None))
+    worker.measure_gauges(_orgs(None))
 
 
 @audit_cli.command("verify", help="Check every sealed entry; exit 0 verified, 1 failed, 2 no data.")
@@ -398,23 +401,43 @@ def retention_apply(dry_run: bool) -> None:
         click.echo(line)
 
 
+COMMANDS = (
+    db_cli,
+    tokens_cli,
+    aggregates_cli,
+    demo_cli,
+    audit_cli,
+    export_cli,
+    report_cli,
+    retention_cli,
+)
+
+
 def register_commands(app: Flask) -> None:
-    app.cli.add_command(db_cli)
-    app.cli.add_command(tokens_cli)
-    app.cli.add_command(aggregates_cli)
-    app.cli.add_command(demo_cli)
-    app.cli.add_command(audit_cli)
-    app.cli.add_command(export_cli)
-    app.cli.add_command(report_cli)
-    app.cli.add_command(retention_cli)
+    """The commands on the app's own CLI (``flask --app``, test runners)."""
+    for command in COMMANDS:
+        app.cli.add_command(command)
+
+
+@click.group(
+    "insights-audit",
+    commands=COMMANDS,
+    help="Operate insights-audit: the database set by DATABASE_URL, tokens, the audit trail.",
+)
+@click.pass_context
+def service_cli(ctx: click.Context) -> None:
+    # Every command runs inside the app's context (settings and engine from the environment).
+    ctx.with_resource(ctx.ensure_object(ScriptInfo).load_app().app_context())
 
 
 def main() -> None:
     from insights_audit import create_app
 
-    group = FlaskGroup(create_app=create_app, add_default_commands=False, load_dotenv=False)
     try:
-        group.main(prog_name="insights-audit")
+        service_cli.main(
+            prog_name="insights-audit",
+            obj=ScriptInfo(create_app=lambda: create_app(), load_dotenv_defaults=False),
+        )
     except sa_exc.OperationalError as error:
         # One clear line instead of a driver traceback: which server, and why not.
         reason = str(error.orig or error).strip().splitlines()[0]
@@ -422,7 +445,3 @@ def main() -> None:
         click.echo(f"Error: cannot reach the database at {url}: {reason}", err=True)
         click.echo("Set DATABASE_URL to the service's database.", err=True)
         sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -22,11 +22,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
 
-from insights_audit import create_app, embedded, schema_migrations
+from insights_audit import create_app
 from insights_audit.config import Settings
-from insights_audit.extensions import BASE_PATH
-from insights_audit.tokens import create_token
-from insights_audit.unit_of_work import transaction
+from insights_audit.db import schema_migrations
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.dev import embedded
+from insights_audit.web.api import BASE_PATH
+from insights_audit.web.tokens import create_token
 
 BASE = BASE_PATH
 TokenFactory = Callable[..., str]
@@ -173,7 +175,7 @@ def new_id() -> str:
 
 def rebuild_aggregates(app: Flask, org: str) -> None:
     """Recompute the org's aggregates from its trail (after writing entries with SQL)."""
-    from insights_audit import aggregates
+    from insights_audit.audit import aggregates
 
     with app.app_context(), transaction(org) as connection:
         aggregates.rebuild(connection, org)

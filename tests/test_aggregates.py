@@ -11,11 +11,12 @@ from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient
 
-from insights_audit import aggregates, demo, keys
-from insights_audit.extensions import engine
+from insights_audit.audit import aggregates, keys
+from insights_audit.db.engine import engine
+from insights_audit.db.orgs import orgs_with_entries
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.dev import demo
 from insights_audit.integrity import sealing
-from insights_audit.orgs import orgs_with_entries
-from insights_audit.unit_of_work import transaction
 from tests.conftest import (
     BASE,
     TEST_SIGNING_KEY,

@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from insights_audit import create_app
-from insights_audit.tokens import list_tokens, revoke_token
-from insights_audit.unit_of_work import transaction
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.web.tokens import list_tokens, revoke_token
 from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
 
 AUTH_MESSAGE = "Authentication required - No valid API token provided"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from insights_audit import embedded, schema_migrations
+from insights_audit.db import schema_migrations
+from insights_audit.dev import embedded
 from tests.conftest import BASE, bearer
 
 CLI = str(Path(sys.executable).with_name("insights-audit"))

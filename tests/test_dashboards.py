@@ -14,10 +14,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from insights_audit.extensions import engine
-from insights_audit.integrity import sealer
-from insights_audit.integrity.sealer import keep_windows_counted
-from insights_audit.window_counts import WINDOWS_KEPT_PER_ORG
+from insights_audit import worker
+from insights_audit.audit.window_counts import WINDOWS_KEPT_PER_ORG
+from insights_audit.db.engine import engine
+from insights_audit.worker import keep_windows_counted
 from tests.conftest import (
     BASE,
     TokenFactory,
@@ -516,10 +516,10 @@ def test_window_recounts_stop_at_their_budget(
         "UPDATE window_snapshots SET as_of = as_of - interval '2 minutes' WHERE org = :org",
         org=org,
     )
-    monkeypatch.setattr(sealer, "RECOUNT_BUDGET_SECONDS", 0.0)
+    monkeypatch.setattr(worker, "RECOUNT_BUDGET_SECONDS", 0.0)
     with app.app_context():
         assert keep_windows_counted(org) == 0
-    monkeypatch.setattr(sealer, "RECOUNT_BUDGET_SECONDS", 10.0)
+    monkeypatch.setattr(worker, "RECOUNT_BUDGET_SECONDS", 10.0)
     with app.app_context():
         assert keep_windows_counted(org) == 2
 
@@ -534,15 +534,15 @@ def test_recounts_and_sealing_never_wait_for_each_other(
     run_sql(app, stale, org=org)
     with psycopg.connect(database_url, autocommit=True) as other:
         # Someone else is sealing: the windows are still counted.
-        other.execute("SELECT pg_advisory_lock(%s)", [sealer.SEALER_LOCK])
-        assert sealer.recount_windows(app, [org]) == 1
-        other.execute("SELECT pg_advisory_unlock(%s)", [sealer.SEALER_LOCK])
+        other.execute("SELECT pg_advisory_lock(%s)", [worker.SEALER_LOCK])
+        assert worker.recount_windows(app, [org]) == 1
+        other.execute("SELECT pg_advisory_unlock(%s)", [worker.SEALER_LOCK])
         run_sql(app, stale, org=org)
         # Someone else is counting: sealing goes on, and this pass counts nothing.
-        other.execute("SELECT pg_advisory_lock(%s)", [sealer.RECOUNT_LOCK])
-        assert sealer.seal_everything(app) >= 1
-        assert sealer.recount_windows(app, [org]) == 0
-        other.execute("SELECT pg_advisory_unlock(%s)", [sealer.RECOUNT_LOCK])
+        other.execute("SELECT pg_advisory_lock(%s)", [worker.RECOUNT_LOCK])
+        assert worker.seal_everything(app) >= 1
+        assert worker.recount_windows(app, [org]) == 0
+        other.execute("SELECT pg_advisory_unlock(%s)", [worker.RECOUNT_LOCK])
 
 
 def assert_windows_match(

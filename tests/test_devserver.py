@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from insights_audit import devserver
+from insights_audit.dev import devserver
 from tests.conftest import BASE, bearer, run_sql
 
 

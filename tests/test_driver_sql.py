@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, Integer, bindparam, cast, exc, func, literal, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 
-from insights_audit.driver_sql import DriverStatement
-from insights_audit.unit_of_work import transaction
+from insights_audit.db.driver_sql import DriverStatement
+from insights_audit.db.unit_of_work import transaction
 from tests.conftest import BASE, bearer, new_id, record_view
 
 # Literals SQLAlchemy turns into parameters, a bound JSON document it serializes, a bound

@@ -23,8 +23,8 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from insights_audit import demo
-from insights_audit.extensions import engine
+from insights_audit.db.engine import engine
+from insights_audit.dev import demo
 from insights_audit.trail.export import CSV_HEADER
 from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view, running_gunicorn
 from tests.test_cli import CLI, cli

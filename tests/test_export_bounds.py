@@ -17,8 +17,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from insights_audit import create_app, demo
-from insights_audit.extensions import engine
+from insights_audit import create_app
+from insights_audit.db.engine import engine
+from insights_audit.dev import demo
 from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view, running_gunicorn
 
 AUDITOR = ("Auditor",)

@@ -15,11 +15,13 @@ import psycopg
 import pytest
 from flask import Flask
 
-from insights_audit import create_app, embedded, schema_migrations
+from insights_audit import create_app
 from insights_audit.config import Settings
-from insights_audit.extensions import ENGINE_KEY, engine
-from insights_audit.tokens import create_token
-from insights_audit.unit_of_work import transaction
+from insights_audit.db import schema_migrations
+from insights_audit.db.engine import ENGINE_KEY, engine
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.dev import embedded
+from insights_audit.web.tokens import create_token
 from tests.conftest import BASE, TokenFactory, bearer, new_id
 from tests.conftest import TEST_SIGNING_KEY as KEY
 

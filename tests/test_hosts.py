@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from insights_audit import create_app
-from insights_audit.request_context import host_name
+from insights_audit.web.request_context import host_name
 from tests.conftest import BASE, TokenFactory, bearer, new_id
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,11 +21,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Text, cast, func, literal, select, text, update
 
-from insights_audit import create_app, embedded, keys, orgs
-from insights_audit.extensions import ENGINE_KEY, engine
-from insights_audit.integrity import canonical, checkpoints, files, sealer, sealing, verification
+from insights_audit import create_app, worker
+from insights_audit.audit import keys
+from insights_audit.db import orgs
+from insights_audit.db.engine import ENGINE_KEY, engine
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.dev import embedded
+from insights_audit.integrity import canonical, checkpoints, files, sealing, verification
 from insights_audit.models import AuditCheckpoint
-from insights_audit.unit_of_work import transaction
 from tests.conftest import BASE, TEST_SIGNING_KEY, TokenFactory, bearer, new_id, run_sql
 from tests.test_cli import cli
 
@@ -320,11 +323,11 @@ def test_the_background_sealer_seals_every_org_one_process_at_a_time(
 ) -> None:
     write_entries(client, token, 2)
     with app.app_context(), engine().connect() as other_process:
-        other_process.scalar(select(func.pg_advisory_lock(sealer.SEALER_LOCK)))
-        assert sealer.seal_everything(app) == 0  # someone else is sealing: skip this round
-        other_process.scalar(select(func.pg_advisory_unlock(sealer.SEALER_LOCK)))
+        other_process.scalar(select(func.pg_advisory_lock(worker.SEALER_LOCK)))
+        assert worker.seal_everything(app) == 0  # someone else is sealing: skip this round
+        other_process.scalar(select(func.pg_advisory_unlock(worker.SEALER_LOCK)))
         other_process.commit()
-    assert sealer.seal_everything(app) >= 2
+    assert worker.seal_everything(app) >= 2
     assert (verify(app, org).status, verify(app, org).checked) == ("verified", 2)
 
 
@@ -334,7 +337,7 @@ def test_the_sealer_exports_new_checkpoints_when_told_where(
     settings = dataclasses.replace(app.config["SETTINGS"], audit_export_dir=str(tmp_path))
     exporting = create_app(settings)
     write_entries(client, token, 2)
-    sealer.seal_everything(exporting)
+    worker.seal_everything(exporting)
     (exported,) = files.read_exported(tmp_path, org)
     assert (exported["org"], exported["seqTo"]) == (org, 2)
     verdict = verify(app, org, files.read_exported(tmp_path, org))
@@ -347,7 +350,7 @@ def test_the_sealer_thread_seals_on_its_interval(
 ) -> None:
     settings = dataclasses.replace(app.config["SETTINGS"], audit_seal_interval_seconds=1)
     background = create_app(settings)
-    stop = sealer.start(background)
+    stop = worker.start(background)
     assert stop is not None
     try:
         write_entries(client, token, 3)
@@ -358,7 +361,7 @@ def test_the_sealer_thread_seals_on_its_interval(
         stop.set()
     assert (verify(app, org).status, verify(app, org).checked) == ("verified", 3)
     no_thread = dataclasses.replace(settings, audit_seal_interval_seconds=0)
-    assert sealer.start(create_app(no_thread)) is None
+    assert worker.start(create_app(no_thread)) is None
 
 
 # --- tampering, as the table owner ----------------------------------------------------------
@@ -753,7 +756,7 @@ def test_the_sealer_as_the_app_role_seals_the_orgs_with_tokens(
     as_app_role = create_app(dataclasses.replace(app.config["SETTINGS"], database_url=app_role_url))
     with as_app_role.app_context(), transaction() as connection:
         assert org in orgs.chained_orgs(connection)
-    sealer.seal_everything(as_app_role)
+    worker.seal_everything(as_app_role)
     verdict = verify(app, org)
     assert (verdict.status, verdict.checked, verdict.unsealed) == ("verified", 3, 0)
     as_app_role.extensions[ENGINE_KEY].dispose()

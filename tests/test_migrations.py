@@ -15,12 +15,15 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
-from insights_audit import create_app, embedded, keys, schema_migrations
+from insights_audit import create_app
+from insights_audit.audit import keys
 from insights_audit.config import Settings, sqlalchemy_url
-from insights_audit.extensions import ENGINE_KEY
+from insights_audit.db import schema_migrations
+from insights_audit.db.engine import ENGINE_KEY
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.dev import embedded
 from insights_audit.integrity import sealing, verification
 from insights_audit.models import Base
-from insights_audit.unit_of_work import transaction
 from tests.conftest import BASE, TEST_SIGNING_KEY, bearer
 
 

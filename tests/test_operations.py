@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from insights_audit.extensions import engine
+from insights_audit.db.engine import engine
 from insights_audit.health.metrics import exposition
 from tests.conftest import BASE, TEST_SIGNING_KEY, TokenFactory, new_id, running_gunicorn
 from tests.test_cli import cli

@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from insights_audit.cursors import (
+from insights_audit.errors import BadRequest
+from insights_audit.trail.cursors import (
     TrailPosition,
     decode_cursor,
     decode_feed_position,
     encode_cursor,
     encode_feed_position,
 )
-from insights_audit.errors import BadRequest
-from insights_audit.schemas import (
+from insights_audit.web.schemas import (
     format_timestamp,
     parse_audit_id,
     parse_target_id,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from insights_audit.cursors import TrailPosition, decode_cursor, encode_cursor
 from insights_audit.errors import BadRequest
-from insights_audit.schemas import (
+from insights_audit.trail.cursors import TrailPosition, decode_cursor, encode_cursor
+from insights_audit.web.schemas import (
     format_timestamp,
     parse_audit_id,
     parse_target_id,

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from insights_audit.schemas import format_timestamp
+from insights_audit.web.schemas import format_timestamp
 from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
 from tests.test_cli import cli
 from tests.test_engagement import View, write_views

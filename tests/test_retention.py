@@ -16,12 +16,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
 
-from insights_audit import aggregates, create_app, keys, retention
-from insights_audit.extensions import ENGINE_KEY
-from insights_audit.integrity import sealing, verification
+from insights_audit import create_app
+from insights_audit.audit import aggregates, keys
+from insights_audit.db.engine import ENGINE_KEY
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.integrity import retention, sealing, verification
 from insights_audit.integrity.canonical import canonical_json
 from insights_audit.models import RetentionRecord
-from insights_audit.unit_of_work import transaction
 from tests.conftest import BASE, TEST_SIGNING_KEY, TokenFactory, bearer, new_id, run_sql
 from tests.test_cli import cli
 

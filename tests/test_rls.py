@@ -12,11 +12,13 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from insights_audit import create_app, embedded, schema_migrations
+from insights_audit import create_app
 from insights_audit.config import Settings
-from insights_audit.extensions import engine
+from insights_audit.db import schema_migrations
+from insights_audit.db.engine import engine
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.dev import embedded
 from insights_audit.models import TENANT_TABLES
-from insights_audit.unit_of_work import transaction
 from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view
 
 

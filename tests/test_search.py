@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from insights_audit import create_app
-from insights_audit.extensions import ENGINE_KEY
+from insights_audit.db.engine import ENGINE_KEY
 from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
 
 AUDITOR = ("Auditor",)

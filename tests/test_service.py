@@ -9,9 +9,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from insights_audit import create_app, embedded
+from insights_audit import create_app
 from insights_audit.config import Settings
-from insights_audit.extensions import ENGINE_KEY
+from insights_audit.db.engine import ENGINE_KEY
+from insights_audit.dev import embedded
 from tests.conftest import BASE
 
 CONTRACT_PATHS = {

@@ -34,10 +34,10 @@ BIN = Path(sys.executable).parent
 
 # Module -> the tests that specify it.
 MODULES = {
-    "auth": ("insights_audit/auth.py", ["tests/test_auth.py", "tests/test_cli.py"]),
-    "idempotency": ("insights_audit/idempotency.py", ["tests/test_concurrency.py"]),
+    "auth": ("insights_audit/web/auth.py", ["tests/test_auth.py", "tests/test_cli.py"]),
+    "idempotency": ("insights_audit/web/idempotency.py", ["tests/test_concurrency.py"]),
     "cursors": (
-        "insights_audit/cursors.py",
+        "insights_audit/trail/cursors.py",
         [
             "tests/test_parsing.py",
             "tests/test_properties.py",

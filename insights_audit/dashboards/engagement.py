@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, text
 
-from insights_audit.window_counts import WINDOW_START, in_window
+from insights_audit.audit.window_counts import WINDOW_START, in_window
 
 # Digits of a score that its order looks at, and that the API shows.
 ORDER_DIGITS = 9

@@ -21,8 +21,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID, aggregate_order_by
 
-from insights_audit.driver_sql import DriverStatement
-from insights_audit.json_sql import (
+from insights_audit.audit.window_counts import WINDOW_START, count_first
+from insights_audit.db.driver_sql import DriverStatement
+from insights_audit.db.json_sql import (
     api_timestamp,
     constant,
     json_array,
@@ -35,7 +36,6 @@ from insights_audit.json_sql import (
     sql_text,
 )
 from insights_audit.models import DashboardTotal, TimestampTZ, ViewLog
-from insights_audit.window_counts import WINDOW_START, count_first
 
 TOP_VIEWERS = 10
 

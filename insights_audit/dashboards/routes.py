@@ -9,7 +9,7 @@ from flask import Response
 from flask.views import MethodView
 from sqlalchemy import Connection
 
-from insights_audit.auth import READ, SITE_ROLES, WRITE, current_principal, requires
+from insights_audit.audit.view_counts import record_view
 from insights_audit.dashboards import service
 from insights_audit.dashboards.engagement import shown
 from insights_audit.dashboards.schemas import (
@@ -34,14 +34,14 @@ from insights_audit.dashboards.schemas import (
     ViewBody,
     ViewEnvelope,
 )
-from insights_audit.extensions import BASE_PATH, Blueprint
-from insights_audit.idempotency import IdempotencyHeaders, respond_once
 from insights_audit.metrics import ENTRIES_WRITTEN
-from insights_audit.openapi_parameters import DASHBOARD_ID_PARAMETER
-from insights_audit.request_context import request_meta
-from insights_audit.schemas import json_envelope, parse_target_id
-from insights_audit.unit_of_work import request_work
-from insights_audit.view_counts import record_view
+from insights_audit.web.api import BASE_PATH, Blueprint
+from insights_audit.web.auth import READ, SITE_ROLES, WRITE, current_principal, requires
+from insights_audit.web.idempotency import IdempotencyHeaders, respond_once
+from insights_audit.web.openapi_parameters import DASHBOARD_ID_PARAMETER
+from insights_audit.web.request_context import request_meta
+from insights_audit.web.schemas import json_envelope, parse_target_id
+from insights_audit.web.work import request_work
 
 # Schemas are instantiated once: per-request instances cost a deep copy of their fields.
 VIEW_ENVELOPE = ViewEnvelope()

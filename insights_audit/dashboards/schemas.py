@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from insights_audit.schemas import (
+from insights_audit.web.schemas import (
     DASHBOARD_NAME_LIMIT,
     ResponseSchema,
     StrictSchema,

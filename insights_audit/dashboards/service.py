@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from insights_audit.auth import Principal
 from insights_audit.dashboards import engagement, queries
 from insights_audit.dashboards.engagement import Recommended, Related, Trending
-from insights_audit.unit_of_work import request_work
+from insights_audit.web.auth import Principal
+from insights_audit.web.work import request_work
 
 
 def recently_viewed(principal: Principal, limit: int) -> str:

@@ -12,10 +12,11 @@ from flask.views import MethodView
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from insights_audit.db.engine import engine
+from insights_audit.db.schema_migrations import head_revision
 from insights_audit.errors import DomainError
-from insights_audit.extensions import Blueprint, engine
 from insights_audit.health.metrics import exposition
-from insights_audit.schema_migrations import head_revision
+from insights_audit.web.api import Blueprint
 
 SWAGGER_ASSETS_URL = "/docs/assets/"
 NOT_READY = "Not ready - the database is unreachable or not at the newest migration"

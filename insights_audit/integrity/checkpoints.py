@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Row, select
 
-from insights_audit.chain_order import START, after, up_to
+from insights_audit.audit.chain_order import START, after, up_to
 from insights_audit.integrity.canonical import CHAIN_SELECT, canonical_json, chain_timestamp
 from insights_audit.models import AuditCheckpoint, AuditEntry
 

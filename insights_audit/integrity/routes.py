@@ -7,12 +7,12 @@ from typing import Any
 from flask import current_app
 from flask.views import MethodView
 
-from insights_audit.auth import OVERSIGHT_ROLES, READ, current_principal, requires
-from insights_audit.extensions import BASE_PATH, Blueprint
+from insights_audit.audit.keys import app_signing_key
 from insights_audit.integrity.schemas import INTEGRITY_MESSAGE, IntegrityEnvelope, NoQuery
 from insights_audit.integrity.service import integrity_of
-from insights_audit.keys import app_signing_key
-from insights_audit.unit_of_work import request_work
+from insights_audit.web.api import BASE_PATH, Blueprint
+from insights_audit.web.auth import OVERSIGHT_ROLES, READ, current_principal, requires
+from insights_audit.web.work import request_work
 
 INTEGRITY_ENVELOPE = IntegrityEnvelope()
 

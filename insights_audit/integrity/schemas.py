@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from insights_audit.schemas import FastDumpSchema, StrictSchema, Timestamp, envelope
+from insights_audit.web.schemas import FastDumpSchema, StrictSchema, Timestamp, envelope
 
 INTEGRITY_MESSAGE = "Successfully verified the integrity of the audit trail"
 STATUSES = ("verified", "failed", "no_data")

@@ -14,7 +14,8 @@ from contextlib import AbstractContextManager
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, func, insert, select
 
-from insights_audit.chain_order import current_horizon, read_in_chain_order, text_xid
+from insights_audit.audit.chain_order import current_horizon, read_in_chain_order, text_xid
+from insights_audit.audit.keys import key_id
 from insights_audit.integrity.canonical import (
     CHAIN_VERSION,
     ZERO_HASH,
@@ -28,7 +29,6 @@ from insights_audit.integrity.checkpoints import (
     last_checkpoint,
     position_after,
 )
-from insights_audit.keys import key_id
 from insights_audit.models import AuditCheckpoint, AuditEntry
 
 SEAL_BATCH = 10_000

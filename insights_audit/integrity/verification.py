@@ -28,8 +28,8 @@ from insights_audit.integrity.checkpoints import (
     public_checkpoint,
     signature_valid,
 )
+from insights_audit.integrity.retention import public_record, record_payload
 from insights_audit.models import AuditCheckpoint, RetentionRecord
-from insights_audit.retention import public_record, record_payload
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Text, column, literal_column, table, text
 
-from insights_audit.json_sql import api_timestamp, csv_cell, joined, quoted, sql_text
+from insights_audit.db.json_sql import api_timestamp, csv_cell, joined, quoted, sql_text
 from insights_audit.models import TimestampTZ
 
 # The period's views.

@@ -7,11 +7,11 @@ from datetime import datetime
 from flask import Response
 from flask.views import MethodView
 
-from insights_audit.auth import OVERSIGHT_ROLES, READ, requires
-from insights_audit.extensions import BASE_PATH, Blueprint
 from insights_audit.reports import queries, service
 from insights_audit.reports.schemas import UsageEnvelope, UsageQuery
-from insights_audit.unit_of_work import request_work
+from insights_audit.web.api import BASE_PATH, Blueprint
+from insights_audit.web.auth import OVERSIGHT_ROLES, READ, requires
+from insights_audit.web.work import request_work
 
 blp = Blueprint(
     "reports",

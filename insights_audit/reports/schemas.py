@@ -7,7 +7,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from insights_audit.schemas import ResponseSchema, StrictSchema, Timestamp, envelope, uuid_field
+from insights_audit.web.schemas import ResponseSchema, StrictSchema, Timestamp, envelope, uuid_field
 
 REPORT_FORMATS = ("json", "csv")
 # The longest period a report covers, and the one it covers by default (ending now).

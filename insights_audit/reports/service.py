@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from insights_audit.db.unit_of_work import UnitOfWork
 from insights_audit.errors import VALIDATION_FAILED, BadRequest
 from insights_audit.reports import queries
 from insights_audit.reports.schemas import (
@@ -16,7 +17,6 @@ from insights_audit.reports.schemas import (
     USAGE_MESSAGE,
     UsageEnvelope,
 )
-from insights_audit.unit_of_work import UnitOfWork
 
 USAGE_ENVELOPE = UsageEnvelope()
 CONTENT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}

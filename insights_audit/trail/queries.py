@@ -30,12 +30,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.sql import operators
 
-from insights_audit import chain_order
-from insights_audit.chain_order import HORIZON
-from insights_audit.cursors import TrailPosition
-from insights_audit.driver_sql import DriverStatement
-from insights_audit.entries import ENTRY_JSON, WRITER
-from insights_audit.json_sql import (
+from insights_audit.audit import chain_order
+from insights_audit.audit.chain_order import HORIZON
+from insights_audit.audit.entries import ENTRY_JSON, WRITER
+from insights_audit.db.driver_sql import DriverStatement
+from insights_audit.db.json_sql import (
     api_timestamp,
     constant,
     csv_cell,
@@ -44,6 +43,7 @@ from insights_audit.json_sql import (
     quoted,
 )
 from insights_audit.models import AuditEntry
+from insights_audit.trail.cursors import TrailPosition
 
 
 @dataclass(frozen=True)

@@ -11,21 +11,9 @@ from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
 from sqlalchemy import Connection
 
-from insights_audit import chain_order
-from insights_audit.auth import (
-    ON_BEHALF_ROLES,
-    OVERSIGHT_ROLES,
-    READ,
-    SITE_ROLES,
-    WRITE,
-    current_principal,
-    requires,
-)
-from insights_audit.cursors import encode_feed_position, next_page
+from insights_audit.audit import chain_order
+from insights_audit.audit.keys import cursor_key
 from insights_audit.errors import VALIDATION_FAILED, BadRequest, Forbidden, TooManyRequests
-from insights_audit.extensions import BASE_PATH, Blueprint
-from insights_audit.idempotency import IdempotencyHeaders, respond_once
-from insights_audit.keys import cursor_key
 from insights_audit.metrics import (
     ENTRIES_WRITTEN,
     EXPORTED_ENTRIES,
@@ -33,16 +21,8 @@ from insights_audit.metrics import (
     FEED_ENTRIES,
     FEED_REQUESTS,
 )
-from insights_audit.openapi_parameters import (
-    AUDIT_LOG_ID_PARAMETER,
-    DASHBOARD_ID_PARAMETER,
-    KPI_ID_PARAMETER,
-    MAPPING_ID_PARAMETER,
-)
-from insights_audit.request_context import request_meta
-from insights_audit.schemas import json_envelope, parse_audit_id, parse_target_id
-from insights_audit.streaming import WATCHER, new_stream, watched
 from insights_audit.trail import service
+from insights_audit.trail.cursors import encode_feed_position, next_page
 from insights_audit.trail.export import CSV_HEADER, FORMATS, export_bytes, export_filename, gzipped
 from insights_audit.trail.schemas import (
     ENTRY_MESSAGE,
@@ -61,7 +41,27 @@ from insights_audit.trail.schemas import (
     SearchQuery,
     TrailQuery,
 )
-from insights_audit.unit_of_work import request_work, streamed
+from insights_audit.web.api import BASE_PATH, Blueprint
+from insights_audit.web.auth import (
+    ON_BEHALF_ROLES,
+    OVERSIGHT_ROLES,
+    READ,
+    SITE_ROLES,
+    WRITE,
+    current_principal,
+    requires,
+)
+from insights_audit.web.idempotency import IdempotencyHeaders, respond_once
+from insights_audit.web.openapi_parameters import (
+    AUDIT_LOG_ID_PARAMETER,
+    DASHBOARD_ID_PARAMETER,
+    KPI_ID_PARAMETER,
+    MAPPING_ID_PARAMETER,
+)
+from insights_audit.web.request_context import request_meta
+from insights_audit.web.schemas import json_envelope, parse_audit_id, parse_target_id
+from insights_audit.web.streaming import WATCHER, new_stream, watched
+from insights_audit.web.work import request_work, streamed
 
 OWN_EMAIL_ONLY = "Your own entries carry your token's email; only on-behalf writes may name one."
 

@@ -8,8 +8,8 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from insights_audit.cursors import Cursor, FeedPosition
-from insights_audit.schemas import (
+from insights_audit.trail.cursors import Cursor, FeedPosition
+from insights_audit.web.schemas import (
     DASHBOARD_NAME_LIMIT,
     CanonicalUUID,
     FullMatch,

@@ -7,15 +7,16 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select
 
-from insights_audit.auth import Principal
-from insights_audit.cursors import TrailPosition
-from insights_audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry_params
+from insights_audit.audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry_params
+from insights_audit.audit.view_counts import dashboard_name_upsert, record_view
+from insights_audit.db.unit_of_work import UnitOfWork
 from insights_audit.errors import NotFound, TooManyRequests
 from insights_audit.trail import queries
+from insights_audit.trail.cursors import TrailPosition
 from insights_audit.trail.queries import EntryPage, TrailFilter
 from insights_audit.trail.schemas import search_words
-from insights_audit.unit_of_work import UnitOfWork, request_work
-from insights_audit.view_counts import dashboard_name_upsert, record_view
+from insights_audit.web.auth import Principal
+from insights_audit.web.work import request_work
 
 AUDIT_LOG_NOT_FOUND = "Audit log not found"
 EXPORTS_BUSY = "Too many exports are running - try again later"

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-from insights_audit.json_sql import api_timestamp, json_object, json_string, json_value
+from insights_audit.db.json_sql import api_timestamp, json_object, json_string, json_value
 from insights_audit.models import AuditEntry, Key
 
 # Who wrote an entry; entries older than this record were written by their own user.

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from flask import current_app, request, url_for
 from marshmallow import fields
 
-from insights_audit.auth import current_principal
-from insights_audit.keys import cursor_key
-from insights_audit.schemas import AUDIT_ID_PATTERN
+from insights_audit.audit.keys import cursor_key
+from insights_audit.web.auth import current_principal
+from insights_audit.web.schemas import AUDIT_ID_PATTERN
 
 
 @dataclass(frozen=True)

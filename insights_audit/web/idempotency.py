@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from insights_audit.errors import KEY_REUSED, Conflict
 from insights_audit.models import IdempotencyKey
-from insights_audit.unit_of_work import request_work
+from insights_audit.web.work import request_work
 
 
 class IdempotencyHeaders(ma.Schema):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, func, select, text
 
+from insights_audit.db.unit_of_work import EVERY_ORG, set_tenant
 from insights_audit.models import ApiToken, AuditCheckpoint
-from insights_audit.unit_of_work import EVERY_ORG, set_tenant
 
 
 def chained_orgs(connection: Connection) -> list[str]:

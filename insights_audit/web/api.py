@@ -1,35 +1,29 @@
-"""The Api, its Blueprint and request parser, the base path, and the database engine, bound to
-the app in ``create_app``."""
+"""The Api, its Blueprint and request parser, and the base path, bound to the app in
+``create_app``."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any, NoReturn
 
 import flask_smorest
 import marshmallow as ma
-from flask import Flask, current_app
+from flask import Flask
 from flask_smorest.utils import prepare_response
 from marshmallow import fields
 from marshmallow import fields as ma_fields
-from sqlalchemy import Engine, create_engine
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort
 
-from insights_audit.config import Settings, sqlalchemy_url
 from insights_audit.errors import (
     AUTHENTICATION_REQUIRED,
     DEFAULT_MESSAGES,
     ERROR_EXAMPLES,
     register_error_handlers,
 )
-from insights_audit.metrics import POOL_WAITING
 
-ENGINE_KEY = "insights_audit.engine"
 BASE_PATH = "/api/v2/insights/kpis/audit-logs"
 
 
@@ -218,38 +212,3 @@ class Api(flask_smorest.Api):
 
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = ArgumentsParser()
-
-
-def init_engine(app: Flask, settings: Settings) -> Engine:
-    engine = create_engine(
-        sqlalchemy_url(settings.database_url),
-        pool_size=settings.pool_size,
-        max_overflow=settings.max_overflow,
-        pool_timeout=settings.pool_timeout_s,
-        pool_recycle=3600,
-        connect_args={
-            "connect_timeout": max(1, settings.pool_timeout_s),
-            "options": f"-c statement_timeout={settings.statement_timeout_ms} -c timezone=UTC",
-            "application_name": "insights-audit",
-        },
-        json_serializer=lambda value: json.dumps(value, separators=(",", ":"), ensure_ascii=False),
-        # Errors and logs never carry request data (emails, details) in SQL parameters.
-        hide_parameters=True,
-    )
-    app.extensions[ENGINE_KEY] = engine
-    return engine
-
-
-def engine() -> Engine:
-    engine: Engine = current_app.extensions[ENGINE_KEY]
-    return engine
-
-
-@contextmanager
-def waiting_for_connection() -> Iterator[None]:
-    """Counts the caller among the requests waiting for a pooled connection."""
-    POOL_WAITING.inc()
-    try:
-        yield
-    finally:
-        POOL_WAITING.dec()

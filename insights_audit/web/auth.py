@@ -15,10 +15,11 @@ from cachetools import TTLCache
 from flask import Flask, current_app, g, request
 from sqlalchemy import bindparam, func, or_, select
 
-from insights_audit.entries import Actor
+from insights_audit.audit.entries import Actor
+from insights_audit.db.engine import engine, waiting_for_connection
 from insights_audit.errors import Forbidden, Unauthorized
-from insights_audit.extensions import Blueprint, engine, waiting_for_connection
 from insights_audit.models import ApiToken
+from insights_audit.web.api import Blueprint
 
 SITE_ROLES = frozenset({"Opsera Administrator", "Administrator", "Power User", "Users"})
 KNOWN_ROLES = SITE_ROLES | {"Auditor", "Security Manager"}

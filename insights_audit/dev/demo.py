@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from sqlalchemy import Engine, text
 
-from insights_audit import aggregates
-from insights_audit.unit_of_work import batch_transaction
+from insights_audit.audit import aggregates
+from insights_audit.db.unit_of_work import batch_transaction
 
 COPY_ENTRIES = (
     "COPY audit_entries (id, org, type, action, target_id, user_id, user_email, details,"

@@ -1,10 +1,18 @@
-"""The background sealer: every ``AUDIT_SEAL_INTERVAL_SECONDS`` one gunicorn worker seals the
-entries written since the last checkpoint, for every org, creates the trail's partitions for
-the coming months and, once a day with ``AUDIT_RETENTION_DAYS``, applies retention. Then,
-under a lock of their own, the most-viewed windows clients ask for are counted again.
+"""Every background job of the service, in one place. Each gunicorn worker runs them in one
+daemon thread (``start``), every ``AUDIT_SEAL_INTERVAL_SECONDS``; PostgreSQL advisory locks
+let one process run each job at a time, across every worker and host:
 
-Writers never wait for it: they only insert (see ``sealing``). Workers take turns through a
-PostgreSQL advisory lock, so one seals while the others skip that round.
+- **sealing** (``seal_everything``, lock ``SEALER_LOCK``): the entries written since the
+  last checkpoint of every org become signed checkpoints (exported as files with
+  ``AUDIT_EXPORT_DIR``). Writers never wait for it: they only insert (``integrity.sealing``).
+- **partitions** (``keep_the_trail_tidy``): the trail's month partitions for the coming
+  three months.
+- **retention** (``keep_the_trail_tidy``, once a day with ``AUDIT_RETENTION_DAYS``): whole
+  months past the horizon dropped, each with its signed record (``integrity.retention``).
+- **service gauges** (``measure_gauges``): what ``/metrics`` shows of sealing, across orgs.
+- **window recounts** (``recount_windows``, lock ``RECOUNT_LOCK``, never under the sealing
+  lock): the most-viewed windows clients asked for in the last hour, counted again, at most
+  ``WINDOWS_KEPT_PER_ORG`` per org within ``RECOUNT_BUDGET_SECONDS`` a pass.
 """
 
 from __future__ import annotations
@@ -20,16 +28,17 @@ from flask import Flask
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
-from insights_audit import chain_order, retention
-from insights_audit.extensions import engine
+from insights_audit.audit import chain_order
+from insights_audit.audit.keys import app_signing_key
+from insights_audit.audit.window_counts import keep_window, windows_to_keep
+from insights_audit.db.engine import engine
+from insights_audit.db.orgs import chained_orgs
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.integrity import retention
 from insights_audit.integrity.checkpoints import last_checkpoint, position_after
 from insights_audit.integrity.files import export
 from insights_audit.integrity.sealing import seal
-from insights_audit.keys import app_signing_key
 from insights_audit.models import NEWEST_CHECKPOINT, UNSEALED_ENTRIES, AuditEntry, ServiceGauge
-from insights_audit.orgs import chained_orgs
-from insights_audit.unit_of_work import transaction
-from insights_audit.window_counts import keep_window, windows_to_keep
 
 log = logging.getLogger(__name__)
 

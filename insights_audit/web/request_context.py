@@ -8,7 +8,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from insights_audit.entries import RequestMeta
+from insights_audit.audit.entries import RequestMeta
 from insights_audit.errors import BadRequest
 
 REQUEST_ID_HEADER = "X-Request-ID"

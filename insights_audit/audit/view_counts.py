@@ -28,8 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID, Insert, insert
 
-from insights_audit.driver_sql import DriverStatement
-from insights_audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry_params
+from insights_audit.audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry_params
+from insights_audit.db.driver_sql import DriverStatement
 from insights_audit.models import DashboardDailyViews, DashboardTotal, Key, ViewLog
 
 

@@ -16,18 +16,20 @@ from psycopg import sql
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from insights_audit import create_app, demo, embedded, schema_migrations
-from insights_audit.app_role import grant_app_role
-from insights_audit.auth import principal_for
+from insights_audit import create_app
+from insights_audit.audit.keys import app_signing_key
 from insights_audit.config import Settings
-from insights_audit.extensions import engine
+from insights_audit.db import schema_migrations
+from insights_audit.db.app_role import grant_app_role
+from insights_audit.db.engine import engine
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.dev import demo, embedded
 from insights_audit.integrity.sealing import seal
-from insights_audit.keys import app_signing_key
 from insights_audit.models import AuditEntry
-from insights_audit.tokens import create_token
-from insights_audit.unit_of_work import transaction
+from insights_audit.web.auth import principal_for
+from insights_audit.web.tokens import create_token
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 DATA_DIR = PROJECT_DIR / ".data"
 PG_DIR = DATA_DIR / "pg"
 DEV_ORG = "dev-org"

@@ -29,13 +29,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, Row, cast, delete, func, insert, select, text
 
-from insights_audit.chain_order import text_xid
+from insights_audit.audit.chain_order import text_xid
+from insights_audit.audit.keys import key_id
+from insights_audit.db.orgs import chained_orgs
+from insights_audit.db.unit_of_work import EVERY_ORG, set_tenant
 from insights_audit.integrity.canonical import ZERO_HASH, canonical_json, chain_hash
 from insights_audit.integrity.checkpoints import HASH_BYTES, ID_BYTES, chain_timestamp
-from insights_audit.keys import key_id
 from insights_audit.models import XID8, AuditCheckpoint, IdempotencyKey, RetentionRecord
-from insights_audit.orgs import chained_orgs
-from insights_audit.unit_of_work import EVERY_ORG, set_tenant
 
 MINIMUM_DAYS = 30
 RECORD_VERSION = 1

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from insights_audit.driver_sql import DriverStatement
+from insights_audit.db.driver_sql import DriverStatement
 
 WINDOW_START = DriverStatement(
     text(

@@ -4,13 +4,15 @@ Row-level security admits only the rows of the org named by ``insights_audit.org
 ``set_tenant`` sets for the current transaction (``set_config(..., is_local => true)``): the
 one way the org is set, so a pooled connection never carries an org to its next user.
 
-A request's unit of work (``request_work``) is opened on first use, which is after
-authorization, because the org is the token's. Readers and writers use the same object.
-When the view returns, a normal response commits it (or rolls it back if the response is an
-error); a streamed response keeps it open until the server closes the response, after its
-body has been sent or aborted, so a generator reads inside the same transaction and under
-the same org.
-Commands and background jobs use ``transaction`` and ``batch_transaction`` instead.
+Two ways to begin one, and only these:
+
+- ``UnitOfWork``: for requests (``web.work.request_work`` makes one per request, opened on
+  first use, after authorization). A short read or write begins with ``begin_on`` (BEGIN
+  and the tenant in one round trip); a snapshot (``snapshot=True``) is ``REPEATABLE READ``,
+  read only, for reads in several statements, and ``unbounded`` lifts the statement
+  timeout for long streamed reads, which bound themselves.
+- ``transaction`` (and ``batch_transaction``, without a statement timeout): for commands
+  and background jobs, committed when the block ends.
 """
 
 from __future__ import annotations
@@ -22,19 +24,14 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
-from flask import Flask, Response, g
 from psycopg import sql
 from sqlalchemy import Connection, Engine, event, text
-from sqlalchemy import exc as sa_exc
 
-from insights_audit import driver_sql
-from insights_audit.auth import current_principal
-from insights_audit.errors import database_unavailable_response
-from insights_audit.extensions import ENGINE_KEY, engine, waiting_for_connection
+from insights_audit.db import driver_sql
+from insights_audit.db.engine import engine, waiting_for_connection
 
 log = logging.getLogger(__name__)
 
-WORK_KEY = "_insights_audit_work"
 # ``insights_audit.org`` of maintenance across orgs: only the tables' owner may use it.
 EVERY_ORG = "*"
 # Row-level security reads the org from this setting, set for one transaction at a time.
@@ -133,59 +130,10 @@ class UnitOfWork:
             self._connection = None
 
 
-def request_work(*, snapshot: bool = False, unbounded: bool = False) -> UnitOfWork:
-    """The current request's unit of work, on the caller's org (authorization ran first).
-
-    ``snapshot`` and ``unbounded`` choose the kind of transaction, which only the first use
-    can do.
-    """
-    work: UnitOfWork | None = g.get(WORK_KEY)
-    if work is None:
-        work = UnitOfWork(engine(), current_principal().org, snapshot=snapshot, unbounded=unbounded)
-        setattr(g, WORK_KEY, work)
-    return work
-
-
-def streamed(work: UnitOfWork, body: Callable[[Connection], Iterator[bytes]]) -> Iterator[bytes]:
-    """``body``'s chunks read inside ``work``, which begins when the first chunk is asked for
-    and ends after the last one (or when the server closes the response, if sooner)."""
-    try:
-        yield from body(work.connection)
-    finally:
-        work.close()
-
-
-def init_request_work(app: Flask) -> None:
-    """Commit each request's work before its response leaves; close it at the end."""
-    # Request work runs its connection in autocommit around its own BEGIN (``begin_on``);
-    # every connection goes back to the pool without it, for the next user.
-    event.listen(app.extensions[ENGINE_KEY].pool, "checkin", _autocommit_off)
-
-    @app.after_request
-    def _finish(response: Response) -> Response:
-        work: UnitOfWork | None = g.get(WORK_KEY)
-        if work is None:
-            return response
-        if response.is_streamed:
-            # The body still reads: the work ends when the server closes the response, after
-            # the last byte or on an abort (Flask tears the request down before that).
-            g.pop(WORK_KEY)
-            response.call_on_close(work.close)
-            return response
-        try:
-            if response.status_code < 400:
-                work.commit()
-        except (sa_exc.OperationalError, sa_exc.TimeoutError):
-            return database_unavailable_response()
-        finally:
-            work.close()
-        return response
-
-    @app.teardown_request
-    def _close(_: BaseException | None) -> None:
-        work: UnitOfWork | None = g.pop(WORK_KEY, None)
-        if work is not None:
-            work.close()
+def reset_autocommit_on_checkin(bind: Engine) -> None:
+    """Request work runs its connection in autocommit around its own BEGIN (``begin_on``);
+    every connection goes back to the pool without it, for the next user."""
+    event.listen(bind.pool, "checkin", _autocommit_off)
 
 
 def _autocommit_off(dbapi_connection: Any, _record: Any) -> None:

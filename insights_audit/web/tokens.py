@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, case, func, insert, select, update
 
-from insights_audit.auth import hash_token, new_token_secret
 from insights_audit.models import ApiToken
+from insights_audit.web.auth import hash_token, new_token_secret
 
 
 @dataclass(frozen=True)

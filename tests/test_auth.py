@@ -1,4 +1,5 @@
-"""§2: authentication, authorization and the order of checks."""
+"""Authentication (bearer tokens), authorization by scope and role, and the order of the
+checks: 404, 405, 401, 403, 400, then 404 for a missing resource."""
 
 from __future__ import annotations
 

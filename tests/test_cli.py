@@ -1,4 +1,4 @@
-"""§5: the ``insights-audit`` command."""
+"""The ``insights-audit`` command: migrations, tokens, exports and reports."""
 
 from __future__ import annotations
 

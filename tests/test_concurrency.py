@@ -1,4 +1,4 @@
-"""§3.4: concurrent views are never lost or double counted; idempotent replays and 409s."""
+"""Concurrent views are never lost or double counted; idempotent replays and 409s."""
 
 from __future__ import annotations
 

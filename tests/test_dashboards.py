@@ -1,4 +1,4 @@
-"""§3.1-§3.4: recording views, recently viewed, most viewed, stats."""
+"""Recording views, recently viewed, most viewed (all time and windows), stats."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def append_view_entry(app: Flask, org: str, dashboard_id: str, user: str, when: 
     )
 
 
-# §3.4 -----------------------------------------------------------------------------------
+# Recording a view -----------------------------------------------------------------------
 
 
 def test_recording_a_view_counts_it_and_writes_one_audit_entry(
@@ -151,7 +151,7 @@ def test_malformed_dashboard_id_is_400(client: FlaskClient, token: str, bad_id: 
         }
 
 
-# §3.1 -----------------------------------------------------------------------------------
+# Recently viewed ------------------------------------------------------------------------
 
 
 def test_recently_viewed_lists_my_dashboards_newest_first(
@@ -216,7 +216,7 @@ def test_recently_viewed_limit(client: FlaskClient, token: str) -> None:
     assert len(get_data(client, token, "/dashboard/recently-viewed?limit=100")) == 12
 
 
-# §3.2 -----------------------------------------------------------------------------------
+# Most viewed ----------------------------------------------------------------------------
 
 
 def test_most_viewed_orders_by_count_then_recency_then_id(
@@ -276,7 +276,7 @@ def test_most_viewed_rejects_bad_query(client: FlaskClient, token: str, query: s
     assert response.status_code == 400 and response.json["errors"]["query"]
 
 
-# §3.3 -----------------------------------------------------------------------------------
+# Stats ----------------------------------------------------------------------------------
 
 
 def test_stats_of_a_never_viewed_dashboard_are_zeros(client: FlaskClient, token: str) -> None:

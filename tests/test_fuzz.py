@@ -1,4 +1,4 @@
-"""Issue 4 §4: property-based fuzzing of the whole API from its OpenAPI document (schemathesis).
+"""Property-based fuzzing of the whole API from its OpenAPI document (schemathesis).
 
 Every operation gets generated requests, valid and invalid, with a valid token: none may get a
 5xx, and every response must match the documented status codes, content types, headers and

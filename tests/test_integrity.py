@@ -1,4 +1,4 @@
-"""Issue 4 §2: the hash chain, signed checkpoints, ``audit verify`` and ``GET {base}/integrity``."""
+"""The hash chain, signed checkpoints, ``audit verify`` and ``GET {base}/integrity``."""
 
 from __future__ import annotations
 

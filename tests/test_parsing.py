@@ -1,4 +1,4 @@
-"""§1 conventions: timestamps, ids and cursors, parsed and formatted exactly."""
+"""Timestamps, ids, cursors and feed positions, parsed and formatted exactly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 4 §3: row-level security, forced on the owner, with the org set per transaction."""
+"""Row-level security, forced on the owner, with the org set per transaction."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""§1 and §4: health, readiness, the OpenAPI document, Swagger UI, the error envelope."""
+"""Health, readiness, the OpenAPI document, Swagger UI and the error envelope."""
 
 from __future__ import annotations
 

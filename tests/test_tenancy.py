@@ -1,4 +1,4 @@
-"""§2 tenancy: a second org sees none of the first org's views, stats, entries or ids."""
+"""Tenancy: a second org sees none of the first org's views, stats, entries or ids."""
 
 from __future__ import annotations
 

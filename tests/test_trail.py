@@ -1,4 +1,4 @@
-"""§3.5-§3.8: audit trails, single entries, recording events, bad input."""
+"""Audit trails of a target, single entries, recording events, and bad input."""
 
 from __future__ import annotations
 
@@ -265,7 +265,7 @@ def test_limit_1000_is_accepted(client: FlaskClient, token: str) -> None:
     )
 
 
-# §3.7 -----------------------------------------------------------------------------------
+# Recording an event ---------------------------------------------------------------------
 
 
 def test_dashboard_view_event_counts_like_the_view_endpoint(

@@ -55,11 +55,15 @@ class DriverStatement:
                 assert isinstance(compiled, SQLCompiler)
                 if compiled.positional or any(b.expanding for b in compiled.binds.values()):
                     raise TypeError("a DriverStatement takes named, non-expanding parameters")
-                processors = cast(dict[str, Processor], dict(compiled._bind_processors))
+                # Each parameter's conversion, as the dialect's type makes it (public API).
+                processors: dict[str, Processor] = {}
                 constants = {}
                 for bind in compiled.binds.values():
+                    name = compiled.bind_names[bind]
+                    processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                    if processor is not None:
+                        processors[name] = processor
                     if not bind.required:
-                        name = compiled.bind_names[bind]
                         value = bind.effective_value
                         constants[name] = processors[name](value) if name in processors else value
                 self._compiled = _Compiled(compiled.string, constants, processors)

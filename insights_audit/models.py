@@ -24,6 +24,18 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, TIMESTAMP, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
 
+# A view is an entry of type "dashboard" and action "view": the one place that says so.
+VIEW_TYPE = "dashboard"
+VIEW_ACTION = "view"
+
+
+def is_view(alias: str | None = None) -> str:
+    """The SQL condition that an entry (of table alias ``alias``, if given) is a view: the
+    same text the partial indexes of views are defined with, so the planner can match it."""
+    prefix = f"{alias}." if alias else ""
+    return f"{prefix}type = '{VIEW_TYPE}' AND {prefix}action = '{VIEW_ACTION}'"
+
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -106,7 +118,7 @@ class AuditEntry(Base):
             "action",
             text("created_at DESC"),
             text("id DESC"),
-            postgresql_where=text("NOT (type = 'dashboard' AND action = 'view')"),
+            postgresql_where=text(f"NOT ({is_view()})"),
         ),
         Index(
             "ix_audit_entries_text",
@@ -119,7 +131,7 @@ class AuditEntry(Base):
             "org",
             "created_at",
             postgresql_include=["target_id", "user_id"],
-            postgresql_where=text("type = 'dashboard' AND action = 'view'"),
+            postgresql_where=text(is_view()),
         ),
     )
 

@@ -18,10 +18,11 @@ from insights_audit.models import (
     ViewLog,
     WindowCount,
     WindowSnapshot,
+    is_view,
 )
 
 REBUILD_VIEW_LOGS = text(
-    """
+    f"""
     INSERT INTO view_logs (org, user_id, dashboard_id, user_email, view_count,
                            first_viewed_at, last_viewed_at, previous_viewed_at)
     SELECT org, user_id, target_id,
@@ -30,13 +31,13 @@ REBUILD_VIEW_LOGS = text(
            count(*), min(created_at), max(created_at),
            (array_agg(created_at ORDER BY created_at DESC))[2]
     FROM audit_entries
-    WHERE org = :org AND type = 'dashboard' AND action = 'view'
+    WHERE org = :org AND {is_view()}
     GROUP BY org, user_id, target_id
     """
 )
 
 REBUILD_DAILY_VIEWS = text(
-    """
+    f"""
     INSERT INTO dashboard_daily_views (org, dashboard_id, day, views, unique_viewers,
                                        last_viewers, total_views)
     SELECT :org, per_day.target_id, per_day.day, per_day.views, per_day.viewers,
@@ -48,7 +49,7 @@ REBUILD_DAILY_VIEWS = text(
             SELECT target_id, (created_at AT TIME ZONE 'UTC')::date AS day, user_id,
                    count(*) AS views
             FROM audit_entries
-            WHERE org = :org AND type = 'dashboard' AND action = 'view'
+            WHERE org = :org AND {is_view()}
             GROUP BY 1, 2, 3
         ) AS per_viewer
         GROUP BY target_id, day

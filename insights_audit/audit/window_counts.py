@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from insights_audit.db.driver_sql import DriverStatement
+from insights_audit.models import is_view
 
 WINDOW_START = DriverStatement(
     text(
@@ -62,7 +63,7 @@ def in_window(name: str = "in_window", since: str = "since", day: str = "snapsho
     {name}_before AS (
         SELECT e.target_id AS dashboard_id, count(*) AS views
         FROM audit_entries AS e
-        WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
+        WHERE e.org = :org AND {is_view("e")}
           AND e.created_at >= date_trunc('day', CAST(:{since} AS timestamptz))
           AND e.created_at < :{since}
         GROUP BY e.target_id

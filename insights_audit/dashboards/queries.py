@@ -35,7 +35,7 @@ from insights_audit.db.json_sql import (
     json_value,
     sql_text,
 )
-from insights_audit.models import DashboardTotal, TimestampTZ, ViewLog
+from insights_audit.models import DashboardTotal, TimestampTZ, ViewLog, is_view
 
 TOP_VIEWERS = 10
 
@@ -133,7 +133,7 @@ def _listed_dashboards() -> str:
 
 MOST_VIEWED_KEPT = DriverStatement(
     text(
-        """
+        f"""
     WITH asked AS (
         -- The window is in demand, so the background worker keeps it counted (written at
         -- most every 5 minutes; only requests mark it, never the worker's own recounts).
@@ -145,12 +145,12 @@ MOST_VIEWED_KEPT = DriverStatement(
         FROM audit_entries AS e
         WHERE e.org = :org AND e.txid >= CAST(:xmin AS xid8)
           AND NOT pg_visible_in_snapshot(e.txid, CAST(:snapshot AS pg_snapshot))
-          AND e.type = 'dashboard' AND e.action = 'view' AND e.created_at >= :since
+          AND {is_view("e")} AND e.created_at >= :since
         GROUP BY e.target_id
     ), slid_out AS (
         SELECT e.target_id AS dashboard_id, count(*) AS views
         FROM audit_entries AS e
-        WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
+        WHERE e.org = :org AND {is_view("e")}
           AND e.created_at >= CAST(:as_of AS timestamptz) - make_interval(days => :days)
           AND e.created_at < :since
           AND pg_visible_in_snapshot(e.txid, CAST(:snapshot AS pg_snapshot))

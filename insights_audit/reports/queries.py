@@ -15,14 +15,14 @@ from typing import Any
 from sqlalchemy import Connection, Text, column, literal_column, table, text
 
 from insights_audit.db.json_sql import api_timestamp, csv_cell, joined, quoted, sql_text
-from insights_audit.models import TimestampTZ
+from insights_audit.models import TimestampTZ, is_view
 
 # The period's views.
-VIEWS = """
+VIEWS = f"""
     views AS (
         SELECT e.id, e.target_id AS dashboard_id, e.user_id, e.user_email, e.created_at
         FROM audit_entries AS e
-        WHERE e.org = :org AND e.type = 'dashboard' AND e.action = 'view'
+        WHERE e.org = :org AND {is_view("e")}
           AND e.created_at >= :since AND e.created_at < :until
     )
 """
@@ -124,8 +124,8 @@ STALE = text(
         SELECT t.dashboard_id, t.name,
                CASE WHEN t.last_viewed_at < :until THEN t.last_viewed_at
                     ELSE (SELECT max(e.created_at) FROM audit_entries AS e
-                          WHERE e.org = :org AND e.type = 'dashboard'
-                            AND e.target_id = t.dashboard_id AND e.action = 'view'
+                          WHERE e.org = :org AND {is_view("e")}
+                            AND e.target_id = t.dashboard_id
                             AND e.created_at < :until)
                END AS last_viewed_at
         FROM dashboard_totals AS t

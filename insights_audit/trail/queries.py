@@ -42,7 +42,7 @@ from insights_audit.db.json_sql import (
     json_list,
     quoted,
 )
-from insights_audit.models import AuditEntry
+from insights_audit.models import VIEW_ACTION, AuditEntry, is_view
 from insights_audit.trail.cursors import TrailPosition
 
 
@@ -225,14 +225,12 @@ def _like_escaped(word: str) -> str:
 
 # The predicate of the partial index ix_audit_entries_action, written as the index writes it
 # (literal, not bound) so that PostgreSQL can prove a query implies it.
-NOT_A_VIEW = literal_column(
-    "NOT (audit_entries.type = 'dashboard' AND audit_entries.action = 'view')", Boolean
-)
+NOT_A_VIEW = literal_column(f"NOT ({is_view('audit_entries')})", Boolean)
 
 
 def _could_be_a_view(action: str) -> bool:
     """Whether an action filter (exact, or a prefix ending in ``*``) can keep a view."""
-    return "view".startswith(action[:-1]) if action.endswith("*") else action == "view"
+    return VIEW_ACTION.startswith(action[:-1]) if action.endswith("*") else action == VIEW_ACTION
 
 
 def filter_conditions(org: str, wanted: TrailFilter) -> list[ColumnElement[bool]]:

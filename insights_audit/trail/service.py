@@ -11,6 +11,7 @@ from insights_audit.audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry
 from insights_audit.audit.view_counts import dashboard_name_upsert, record_view
 from insights_audit.db.unit_of_work import UnitOfWork
 from insights_audit.errors import NotFound, TooManyRequests
+from insights_audit.models import VIEW_ACTION, VIEW_TYPE
 from insights_audit.trail import queries
 from insights_audit.trail.cursors import TrailPosition
 from insights_audit.trail.queries import EntryPage, TrailFilter
@@ -35,7 +36,7 @@ def record_entry(
     """Append one entry in one statement; a dashboard view also counts, as a recorded view does."""
     name = details.get("name") if type_ == "dashboard" else None
     name = name if isinstance(name, str) else None
-    if type_ == "dashboard" and action == "view":
+    if (type_, action) == (VIEW_TYPE, VIEW_ACTION):
         return record_view(db, actor, target_id, name, details, meta)
     params = entry_params(actor, type_, action, target_id, details, meta)
     statement = select(ENTRY_INSERT.cte("entry"))

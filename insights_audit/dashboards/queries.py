@@ -38,6 +38,8 @@ from insights_audit.db.json_sql import (
 from insights_audit.models import DashboardTotal, TimestampTZ, ViewLog, is_view
 
 TOP_VIEWERS = 10
+# The heaviest viewers first (ix_view_logs_top_viewers), as the stats list them.
+TOP_VIEWERS_ORDER = "view_count DESC, last_viewed_at DESC, user_id"
 
 
 # "Recently viewed" of one user (ix_view_logs_recent), as the JSON array the API sends.
@@ -228,15 +230,72 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     return data
 
 
-def _time(expression: str) -> str:
-    """The time ``expression`` as the JSON the API writes ('null' for null)."""
-    return sql_text(json_string(api_timestamp(literal_column(expression, TimestampTZ))))
+def _sql(expression: str) -> Any:
+    """A piece of the statement below, by its SQL text."""
+    return literal_column(expression)
 
+
+def _time(expression: str) -> ColumnElement[str]:
+    """The time ``expression`` as the JSON the API writes ('null' for null)."""
+    return json_string(api_timestamp(literal_column(expression, TimestampTZ)))
+
+
+def _listed(item: ColumnElement[str], order: str, source: str) -> ColumnElement[str]:
+    """The JSON array of ``item`` over the rows of ``source``, in ``order``."""
+    items = f"string_agg({sql_text(item)}, ',' ORDER BY {order})"
+    return json_list(_sql(f"(SELECT {items} FROM {source})"))
+
+
+# The stats object, field by field, in the order of the ``DashboardStats`` schema
+# (tests/test_field_parity.py holds the two together).
+STATS_JSON = json_object(
+    {
+        "dashboardId": json_string(_sql("CAST(:dashboard_id AS uuid)")),
+        "name": json_value(_sql("t.name")),
+        "totalViews": json_number(_sql("coalesce(t.view_count, 0)")),
+        "uniqueViewers": json_number(_sql("coalesce(t.unique_viewers, 0)")),
+        "firstViewedAt": _time("t.first_viewed_at"),
+        "lastViewedAt": _time("t.last_viewed_at"),
+        "period": json_object(
+            {
+                "days": json_number(_sql("CAST(:days AS integer)")),
+                "from": _time("bounds.first_day"),
+                "to": _time("now()"),
+                "views": json_number(_sql("(SELECT sum(views) FROM days)")),
+                # A user viewed it in the period iff their latest view is on one of its days.
+                "uniqueViewers": json_number(_sql("(SELECT sum(last_viewers) FROM days)")),
+            }
+        ),
+        "dailyViews": _listed(
+            json_object(
+                {
+                    "date": json_string(_sql("to_char(day_start::date, 'YYYY-MM-DD')")),
+                    "views": json_number(_sql("views")),
+                    "uniqueViewers": json_number(_sql("viewers")),
+                }
+            ),
+            "day_start",
+            "days",
+        ),
+        "topViewers": _listed(
+            json_object(
+                {
+                    "userId": json_value(_sql("user_id")),
+                    "userEmail": json_value(_sql("user_email")),
+                    "viewCount": json_number(_sql("view_count")),
+                    "lastViewedAt": _time("last_viewed_at"),
+                }
+            ),
+            TOP_VIEWERS_ORDER,
+            "top",
+        ),
+    }
+)
 
 # The stats of one dashboard as the JSON object the API sends.
 DASHBOARD_STATS = DriverStatement(
     text(
-        """
+        f"""
     WITH bounds AS (
         SELECT date_trunc('day', now()) - make_interval(days => :days - 1) AS first_day
     ), days AS (
@@ -255,43 +314,13 @@ DASHBOARD_STATS = DriverStatement(
         SELECT user_id, user_email, view_count, last_viewed_at
         FROM view_logs
         WHERE org = :org AND dashboard_id = :dashboard_id
-        ORDER BY view_count DESC, last_viewed_at DESC, user_id
+        ORDER BY {TOP_VIEWERS_ORDER}
         LIMIT :top
     )
-    SELECT '{"dashboardId":"' || CAST(:dashboard_id AS uuid)
-           || '","name":' || JSON_NAME
-           || ',"totalViews":' || coalesce(t.view_count, 0)
-           || ',"uniqueViewers":' || coalesce(t.unique_viewers, 0)
-           || ',"firstViewedAt":' || FIRST_VIEWED
-           || ',"lastViewedAt":' || LAST_VIEWED
-           || ',"period":{"days":' || CAST(:days AS integer)
-           || ',"from":' || PERIOD_FROM || ',"to":' || PERIOD_TO
-           || ',"views":' || (SELECT sum(views) FROM days)
-           -- A user viewed it in the period iff their latest view is on one of its days.
-           || ',"uniqueViewers":' || (SELECT sum(last_viewers) FROM days)
-           || '},"dailyViews":['
-           || (SELECT string_agg('{"date":"' || to_char(day_start::date, 'YYYY-MM-DD')
-                                 || '","views":' || views
-                                 || ',"uniqueViewers":' || viewers || '}',
-                                 ',' ORDER BY day_start)
-               FROM days)
-           || '],"topViewers":['
-           || coalesce((SELECT string_agg(
-                              '{"userId":' || to_json(user_id)
-                              || ',"userEmail":' || coalesce(to_json(user_email)::text, 'null')
-                              || ',"viewCount":' || view_count
-                              || ',"lastViewedAt":' || TOP_LAST_VIEWED || '}',
-                              ',' ORDER BY view_count DESC, last_viewed_at DESC, user_id)
-                        FROM top), '')
-           || ']}'
+    SELECT {sql_text(STATS_JSON)}
     FROM bounds
     LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = :dashboard_id
-    """.replace("JSON_NAME", sql_text(json_value(literal_column("t.name"))))
-        .replace("TOP_LAST_VIEWED", _time("last_viewed_at"))
-        .replace("FIRST_VIEWED", _time("t.first_viewed_at"))
-        .replace("LAST_VIEWED", _time("t.last_viewed_at"))
-        .replace("PERIOD_FROM", _time("bounds.first_day"))
-        .replace("PERIOD_TO", _time("now()"))
+    """
     )
 )
 

@@ -66,7 +66,10 @@ class RecentlyViewed(MethodView):
         The caller's own dashboards, most recently viewed first (ties: `dashboardId`
         ascending), with the caller's own view count.
         """
-        return json_envelope(service.recently_viewed(current_principal(), limit), RECENT_MESSAGE)
+        return json_envelope(
+            service.recently_viewed(request_work(), current_principal().user_id, limit),
+            RECENT_MESSAGE,
+        )
 
 
 @blp.route("/most-viewed")
@@ -81,7 +84,7 @@ class MostViewed(MethodView):
         By view count across all users, highest first (ties: `lastViewedAt` descending, then
         `dashboardId`). With `days`, only views of the last `days` x 24 hours count.
         """
-        data = service.most_viewed(current_principal(), limit, days)
+        data = service.most_viewed(request_work(), limit, days)
         return json_envelope(data, MOST_VIEWED_MESSAGE)
 
 
@@ -101,7 +104,7 @@ class TrendingDashboards(MethodView):
         a dashboard is, in standard deviations of a Poisson count, so a jump from 0 to 5
         outranks one from 1,000 to 1,010.
         """
-        found = service.trending(current_principal(), days, limit)
+        found = service.trending(request_work(), days, limit)
         return {"data": shown(found), "message": TRENDING_MESSAGE}
 
 
@@ -120,7 +123,7 @@ class RecommendedDashboards(MethodView):
         than `limit` have a score, the organisation's most viewed dashboards of the window
         that I did not view follow (`reason` `popular`, `score` 0).
         """
-        found = service.recommended(current_principal(), days, limit)
+        found = service.recommended(request_work(), current_principal().user_id, days, limit)
         return {"data": shown(found), "message": RECOMMENDED_MESSAGE}
 
 
@@ -140,7 +143,7 @@ class RelatedDashboards(MethodView):
         dashboard nobody viewed in the window gives an empty list.
         """
         dashboard_id = parse_target_id(dashboardId, "dashboard")
-        found = service.related(current_principal(), dashboard_id, days, limit)
+        found = service.related(request_work(), dashboard_id, days, limit)
         return {"data": shown(found), "message": RELATED_MESSAGE}
 
 
@@ -157,7 +160,7 @@ class DashboardStats(MethodView):
         and the ten heaviest viewers of all time. A never-viewed dashboard gives zeros.
         """
         dashboard_id = parse_target_id(dashboardId, "dashboard")
-        stats = service.dashboard_stats(current_principal(), dashboard_id, days)
+        stats = service.dashboard_stats(request_work(), dashboard_id, days)
         return json_envelope(stats, STATS_MESSAGE)
 
 

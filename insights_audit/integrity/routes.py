@@ -11,7 +11,7 @@ from insights_audit.audit.keys import app_signing_key
 from insights_audit.integrity.schemas import INTEGRITY_MESSAGE, IntegrityEnvelope, NoQuery
 from insights_audit.integrity.service import integrity_of
 from insights_audit.web.api import BASE_PATH, Blueprint
-from insights_audit.web.auth import OVERSIGHT_ROLES, READ, current_principal, requires
+from insights_audit.web.auth import OVERSIGHT_ROLES, READ, requires
 from insights_audit.web.work import request_work
 
 INTEGRITY_ENVELOPE = IntegrityEnvelope()
@@ -40,7 +40,7 @@ class TrailIntegrity(MethodView):
         are counted in `unsealed`. `insights-audit audit verify` re-verifies every entry.
         """
         public_key = app_signing_key(current_app).public_key()
-        report = integrity_of(request_work().connection, current_principal().org, public_key)
+        report = integrity_of(request_work(), public_key)
         return {
             "data": report,
             "message": INTEGRITY_MESSAGE,

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects.postgresql import insert
 
+from insights_audit.db.unit_of_work import UnitOfWork
 from insights_audit.integrity.verification import verify
 from insights_audit.models import IntegrityVerification
 
@@ -40,9 +41,10 @@ def _advance(connection: Connection, org: str, block: int, checked: int) -> Any:
     return connection.execute(_STATE.where(IntegrityVerification.org == org)).one()
 
 
-def integrity_of(connection: Connection, org: str, public_key: Ed25519PublicKey) -> dict[str, Any]:
-    """The org's integrity: the checkpoints sealed since the last call verified, the head
-    advanced, and the whole answer (``checked`` counts every entry verified so far)."""
+def integrity_of(work: UnitOfWork, public_key: Ed25519PublicKey) -> dict[str, Any]:
+    """The work's org's integrity: the checkpoints sealed since the last call verified, the
+    head advanced, and the whole answer (``checked`` counts every entry verified so far)."""
+    connection, org = work.connection, work.org
     state = connection.execute(_STATE.where(IntegrityVerification.org == org)).one_or_none()
     verdict = verify(connection, org, public_key, after_block=state.block if state else 0)
     verified_at = state.verified_at if state else None

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 
 from insights_audit.audit import chain_order
 from insights_audit.audit.keys import cursor_key
-from insights_audit.errors import VALIDATION_FAILED, BadRequest, Forbidden, TooManyRequests
+from insights_audit.errors import VALIDATION_FAILED, BadRequest, TooManyRequests
 from insights_audit.metrics import (
     ENTRIES_WRITTEN,
     EXPORTED_ENTRIES,
@@ -49,6 +49,7 @@ from insights_audit.web.auth import (
     SITE_ROLES,
     WRITE,
     current_principal,
+    on_behalf_requires,
     requires,
 )
 from insights_audit.web.idempotency import IdempotencyHeaders, respond_once
@@ -84,7 +85,7 @@ def _trail_page(type_: str, raw_id: str, query: dict[str, Any]) -> Response:
     target_id = parse_target_id(raw_id, type_)
     limit = query["limit"]
     data, after = service.trail_page(
-        current_principal(),
+        request_work(),
         type_,
         target_id,
         limit,
@@ -156,7 +157,7 @@ class AuditLogEntry(MethodView):
 
         Every field of the entry. An id unknown to the caller's organisation is a 404.
         """
-        found = service.entry(current_principal(), parse_audit_id(id))
+        found = service.entry(request_work(), parse_audit_id(id))
         return json_envelope(found, ENTRY_MESSAGE)
 
 
@@ -177,7 +178,7 @@ class AuditLogs(MethodView):
         """
         limit = query["limit"]
         data, after = service.search_page(
-            current_principal(), service.trail_filter(query), limit, query.get("cursor")
+            request_work(), service.trail_filter(query), limit, query.get("cursor")
         )
         pagination, headers = next_page(after, limit)
         return json_envelope(data, SEARCH_MESSAGE, pagination, headers)
@@ -185,6 +186,7 @@ class AuditLogs(MethodView):
     @requires(scopes=WRITE, roles=SITE_ROLES)
     @blp.arguments(IdempotencyHeaders(), location="headers", as_kwargs=True)
     @blp.arguments(NewEntry(), location="json")
+    @on_behalf_requires(roles=ON_BEHALF_ROLES)
     @blp.response(201, RecordedEnvelope)
     @blp.alt_response(409, response="CONFLICT")
     @blp.alt_response(413, response=HTTPStatus(413).name)
@@ -198,8 +200,6 @@ class AuditLogs(MethodView):
         principal = current_principal()
         user_id = body.get("userId", principal.user_id)
         on_behalf = user_id != principal.user_id
-        if on_behalf and not principal.roles & ON_BEHALF_ROLES:
-            raise Forbidden()
         email = body.get("userEmail")
         if not on_behalf and email is not None and email != principal.user_email:
             raise BadRequest(VALIDATION_FAILED, errors={"json": {"userEmail": [OWN_EMAIL_ONLY]}})
@@ -269,7 +269,8 @@ class TrailExport(MethodView):
         if release is None:
             raise TooManyRequests(service.EXPORTS_BUSY, service.EXPORT_RETRY_AFTER_SECONDS)
         try:
-            work = service.begin_export(current_principal(), settings.export_concurrency)
+            work = request_work(snapshot=True, unbounded=True)
+            service.begin_export(work, settings.export_concurrency)
         except BaseException:
             release()
             raise
@@ -323,7 +324,7 @@ class TrailFeed(MethodView):
         principal = current_principal()
         limit = query["limit"]
         data, position, has_more, count = service.feed_page(
-            principal, query.get("after", chain_order.START), limit
+            request_work(), query.get("after", chain_order.START), limit
         )
         next_cursor = encode_feed_position(position, principal.org, cursor_key(current_app))
         FEED_REQUESTS.inc()

@@ -1,4 +1,4 @@
-"""Audit trail commands and reads."""
+"""Audit trail commands and reads, each given the unit of work it runs in."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from insights_audit.trail import queries
 from insights_audit.trail.cursors import TrailPosition
 from insights_audit.trail.queries import EntryPage, TrailFilter
 from insights_audit.trail.schemas import search_words
-from insights_audit.web.auth import Principal
-from insights_audit.web.work import request_work
 
 AUDIT_LOG_NOT_FOUND = "Audit log not found"
 EXPORTS_BUSY = "Too many exports are running - try again later"
@@ -45,16 +43,16 @@ def record_entry(
     return db.execute(statement, params).one()
 
 
-def entry(principal: Principal, entry_id: str) -> str:
-    """The entry as one JSON object; a 404 unless the principal's org has it."""
-    found = queries.entry_by_id(request_work().connection, principal.org, entry_id)
+def entry(work: UnitOfWork, entry_id: str) -> str:
+    """The entry as one JSON object; a 404 unless the work's org has it."""
+    found = queries.entry_by_id(work.connection, work.org, entry_id)
     if found is None:
         raise NotFound(AUDIT_LOG_NOT_FOUND)
     return found
 
 
 def trail_page(
-    principal: Principal,
+    work: UnitOfWork,
     type_: str,
     target_id: uuid.UUID,
     limit: int,
@@ -64,8 +62,8 @@ def trail_page(
     """One page of a target's entries, newest first, as a JSON array, and the position after
     it if there are more."""
     page = queries.trail_page(
-        request_work().connection,
-        principal.org,
+        work.connection,
+        work.org,
         type_,
         target_id,
         limit=limit,
@@ -93,32 +91,28 @@ def trail_filter(query: dict[str, Any]) -> TrailFilter:
 
 
 def search_page(
-    principal: Principal, wanted: TrailFilter, limit: int, cursor: TrailPosition | None
+    work: UnitOfWork, wanted: TrailFilter, limit: int, cursor: TrailPosition | None
 ) -> tuple[str, TrailPosition | None]:
     """One page of the org's entries that ``wanted`` keeps, newest first, as a JSON array,
     and the position after it if there are more."""
-    page = queries.search_page(
-        request_work().connection, principal.org, wanted, limit=limit, after=cursor
-    )
+    page = queries.search_page(work.connection, work.org, wanted, limit=limit, after=cursor)
     return _with_position(page)
 
 
-def begin_export(principal: Principal, concurrency: int) -> UnitOfWork:
-    """The snapshot the export reads, begun now, holding one of the org's ``concurrency``
-    export slots; a 429 when every slot is taken."""
-    work = request_work(snapshot=True, unbounded=True)
-    if not queries.take_export_slot(work.connection, principal.org, concurrency):
+def begin_export(work: UnitOfWork, concurrency: int) -> None:
+    """Begin the snapshot the export reads (``work`` is one), holding one of the org's
+    ``concurrency`` export slots; a 429 when every slot is taken."""
+    if not queries.take_export_slot(work.connection, work.org, concurrency):
         raise TooManyRequests(EXPORTS_BUSY, EXPORT_RETRY_AFTER_SECONDS)
-    return work
 
 
 def feed_page(
-    principal: Principal, position: tuple[str, str], limit: int
+    work: UnitOfWork, position: tuple[str, str], limit: int
 ) -> tuple[str, tuple[str, str], bool, int]:
     """The entries after ``position`` in chain order that no transaction can precede any
     more, as a JSON array; the position after them (``position`` itself when there are none);
     whether more are ready; and how many entries the array holds."""
-    page = queries.feed_page(request_work().connection, principal.org, position, limit)
+    page = queries.feed_page(work.connection, work.org, position, limit)
     if page.last:
         position = (str(page.last[0]), page.last[1])
     return page.data, position, page.more, page.count

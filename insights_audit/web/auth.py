@@ -181,3 +181,24 @@ def requires(*, scopes: Iterable[str], roles: Iterable[str]) -> Callable[[F], F]
         return cast(F, documented(wrapper))
 
     return decorator
+
+
+def on_behalf_requires(*, roles: Iterable[str], field: str = "userId") -> Callable[[F], F]:
+    """The one body-dependent rule: a body whose ``field`` names another user than the
+    caller's (a write on their behalf) is for ``roles`` only (403 otherwise). Placed below
+    ``@requires`` and the body's ``@blp.arguments``, so that 401 and 400 come first."""
+    accepted_roles = frozenset(roles)
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            principal = current_principal()
+            body = next(arg for arg in args if isinstance(arg, dict))
+            acting_for = body.get(field, principal.user_id)
+            if acting_for != principal.user_id and not principal.roles & accepted_roles:
+                raise Forbidden()
+            return view(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorator

@@ -83,11 +83,21 @@ def popular_dashboard(rows: Any) -> ColumnElement[str]:
     )
 
 
+def popular_order(views: Any, last_viewed_at: Any, dashboard_id: Any) -> tuple[Any, ...]:
+    """The one order of "most viewed": views descending, then the most recently viewed, then
+    the id."""
+    return (views.desc(), last_viewed_at.desc(), dashboard_id)
+
+
+def popular_order_sql(views: str, last_viewed_at: str, dashboard_id: str) -> str:
+    """``popular_order`` of the named columns, as SQL text for an ORDER BY."""
+    columns: tuple[Any, ...] = tuple(map(literal_column, (views, last_viewed_at, dashboard_id)))
+    return ", ".join(sql_text(key) for key in popular_order(*columns))
+
+
 # All-time "most viewed" of an org (ix_dashboard_totals_popular).
-POPULAR_ORDER = (
-    DashboardTotal.view_count.desc(),
-    DashboardTotal.last_viewed_at.desc(),
-    DashboardTotal.dashboard_id,
+POPULAR_ORDER = popular_order(
+    DashboardTotal.view_count, DashboardTotal.last_viewed_at, DashboardTotal.dashboard_id
 )
 MOST_VIEWED = DriverStatement(
     json_array(
@@ -128,7 +138,7 @@ def _listed_dashboards() -> str:
         column("unique_viewers", BigInteger),
         column("last_viewed_at", TimestampTZ),
     )
-    order = (listed.c.view_count.desc(), listed.c.last_viewed_at.desc(), listed.c.dashboard_id)
+    order = popular_order(listed.c.view_count, listed.c.last_viewed_at, listed.c.dashboard_id)
     items = func.string_agg(popular_dashboard(listed.c), aggregate_order_by(constant(","), *order))
     return sql_text(json_list(items))
 
@@ -164,7 +174,7 @@ MOST_VIEWED_KEPT = DriverStatement(
          FROM window_counts AS w
          WHERE w.org = :org AND w.days = :days
            AND w.dashboard_id NOT IN (SELECT dashboard_id FROM changed)
-         ORDER BY w.views DESC, w.last_viewed_at DESC, w.dashboard_id
+         ORDER BY {popular_order_sql("w.views", "w.last_viewed_at", "w.dashboard_id")}
          LIMIT :limit)
         UNION ALL
         SELECT c.dashboard_id,
@@ -179,7 +189,7 @@ MOST_VIEWED_KEPT = DriverStatement(
         FROM candidates AS c
         JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = c.dashboard_id
         WHERE c.views > 0
-        ORDER BY c.views DESC, t.last_viewed_at DESC, c.dashboard_id
+        ORDER BY {popular_order_sql("c.views", "t.last_viewed_at", "c.dashboard_id")}
         LIMIT :limit
     ), listed AS (
         SELECT top.dashboard_id, top.name, top.view_count,

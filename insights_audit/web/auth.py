@@ -155,7 +155,7 @@ def requires(*, scopes: Iterable[str], roles: Iterable[str]) -> Callable[[F], F]
     """Let a view run only for a valid token holding one of ``scopes`` and one of ``roles``.
 
     It only authorizes: the view's database work is the request's unit of work
-    (``unit_of_work.request_work``), opened on the caller's org when first used. Also writes
+    (``web.work.request_work``), opened on the caller's org when first used. Also writes
     the bearer requirement and the 401/403 responses into the OpenAPI document.
     """
     accepted_scopes = frozenset(scopes)

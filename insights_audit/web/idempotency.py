@@ -95,7 +95,7 @@ def respond_once(
 ) -> Response:
     """Run ``produce`` (one statement), unless ``key`` already has a response to replay.
 
-    Runs in the request's unit of work (``unit_of_work.request_work``): claiming the key (for
+    Runs in the request's unit of work (``web.work.request_work``): claiming the key (for
     this normalised ``path`` and parsed ``request_body``), the work and remembering its
     response commit together.
     """

@@ -439,3 +439,28 @@ def test_trending_and_related_hold_for_any_history(
     for board in BOARDS[:5]:
         asked, data = get(client, token, f"/dashboard/{board}/related?days={days}&limit=50")
         assert data == related_oracle(views, {}, asked, board, days, 50)
+
+
+def test_recommended_picks_the_same_few_out_of_many_candidates(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str
+) -> None:
+    """More candidates than are scored exactly (limit + 10): the cheap ranking that picks them
+    must not lose one the exact scores would list."""
+    rng = random.Random(org)
+    boards = sorted(str(uuid.UUID(int=n * 15485863 + 7)) for n in range(45))
+    users = [f"wide-{n}" for n in range(12)]
+    now = datetime.now(UTC)
+    views = [
+        View(
+            rng.choice(users),
+            rng.choice(boards),
+            now - timedelta(seconds=rng.uniform(60, 80 * 86400)),
+        )
+        for _ in range(700)
+    ]
+    write_views(app, org, views, {})
+    for user in users:
+        token = make_token(user=user)
+        for limit in (1, 2, 5):
+            asked, data = get(client, token, f"/dashboard/recommended?days=60&limit={limit}")
+            assert data == recommended_oracle(views, {}, asked, user, 60, limit), (user, limit)

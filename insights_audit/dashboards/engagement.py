@@ -175,30 +175,72 @@ class Recommended:
     because: list[uuid.UUID]
 
 
-# For each dashboard X the caller viewed in the window and each dashboard Y they did not, the
-# viewers both share, and the sizes of both viewer sets.
-RECOMMENDED = text(
-    """
-    WITH mine AS (
+# The caller's dashboards X viewed in the window, and how many viewed each in it.
+MINE_SQL = """
+    mine AS (
         SELECT v.dashboard_id AS x FROM view_logs AS v
         WHERE v.org = :org AND v.user_id = :user_id AND v.last_viewed_at >= :since
-    ), x_viewers AS (
+    ), x_sizes AS (
+        SELECT v.dashboard_id AS x, count(*) AS viewers
+        FROM mine JOIN view_logs AS v ON v.org = :org AND v.dashboard_id = mine.x
+        WHERE v.last_viewed_at >= :since
+        GROUP BY v.dashboard_id
+    )
+"""
+
+# The ranking, without a row per pair (X, Y): score(Y) = sum over X of shared(X, Y) /
+# sqrt(|X| |Y|) = (sum over the viewers u of Y of weight(u)) / sqrt(|Y|), where weight(u) is
+# the sum of 1 / sqrt(|X|) over my dashboards X that u viewed. One row per (viewer, Y)
+# instead of one per (X, viewer, Y); its floating sums differ from the exact score in the
+# last bits only, so it picks the candidates and ``RECOMMENDED`` scores them exactly.
+CANDIDATES = text(
+    f"""
+    WITH {MINE_SQL}, weights AS (
+        SELECT v.user_id, sum(1 / sqrt(CAST(xs.viewers AS float8))) AS weight
+        FROM x_sizes AS xs
+        JOIN view_logs AS v ON v.org = :org AND v.dashboard_id = xs.x
+        WHERE v.last_viewed_at >= :since
+        GROUP BY v.user_id
+    ), scored AS (
+        SELECT v.dashboard_id AS y, sum(w.weight) AS weight
+        FROM weights AS w
+        JOIN view_logs AS v ON v.org = :org AND v.user_id = w.user_id
+        WHERE v.last_viewed_at >= :since AND v.dashboard_id NOT IN (SELECT x FROM mine)
+        GROUP BY v.dashboard_id
+    ), y_sizes AS (
+        SELECT v.dashboard_id AS y, count(*) AS viewers
+        FROM view_logs AS v
+        WHERE v.org = :org AND v.last_viewed_at >= :since
+          AND v.dashboard_id IN (SELECT y FROM scored)
+        GROUP BY v.dashboard_id
+    )
+    SELECT s.y
+    FROM scored AS s JOIN y_sizes AS z ON z.y = s.y
+    ORDER BY round(CAST(s.weight / sqrt(CAST(z.viewers AS float8)) AS numeric), {ORDER_DIGITS})
+             DESC, s.y
+    LIMIT :candidates
+    """
+)
+
+# For each of my dashboards X and each candidate Y, the viewers both share, and the sizes of
+# both viewer sets: the exact score and its ``because``.
+RECOMMENDED = text(
+    f"""
+    WITH {MINE_SQL}, x_viewers AS (
         SELECT v.dashboard_id AS x, v.user_id
         FROM mine JOIN view_logs AS v ON v.org = :org AND v.dashboard_id = mine.x
         WHERE v.last_viewed_at >= :since
-    ), x_sizes AS (
-        SELECT x, count(*) AS viewers FROM x_viewers GROUP BY x
     ), pairs AS (
         SELECT xv.x, v.dashboard_id AS y, count(*) AS shared
         FROM x_viewers AS xv
         JOIN view_logs AS v ON v.org = :org AND v.user_id = xv.user_id
-        WHERE v.last_viewed_at >= :since AND v.dashboard_id NOT IN (SELECT x FROM mine)
+        WHERE v.last_viewed_at >= :since AND v.dashboard_id = ANY(:candidates)
         GROUP BY xv.x, v.dashboard_id
     ), y_sizes AS (
         SELECT v.dashboard_id AS y, count(*) AS viewers
         FROM view_logs AS v
         WHERE v.org = :org AND v.last_viewed_at >= :since
-          AND v.dashboard_id IN (SELECT y FROM pairs)
+          AND v.dashboard_id = ANY(:candidates)
         GROUP BY v.dashboard_id
     )
     SELECT p.y, p.x, p.shared, xs.viewers AS x_viewers, ys.viewers AS y_viewers, t.name
@@ -214,15 +256,24 @@ MINE = text(
     " WHERE org = :org AND user_id = :user_id AND last_viewed_at >= :since"
 )
 BECAUSE_LIMIT = 3
+# Candidates scored exactly beyond those asked for: the ranking's last-bit differences can
+# only swap near-equal scores, never reach this far.
+SPARE_CANDIDATES = 10
 
 
 def similar_to_mine(
-    connection: Connection, org: str, user_id: str, since: datetime
+    connection: Connection, org: str, user_id: str, since: datetime, limit: int
 ) -> tuple[list[Recommended], set[uuid.UUID]]:
-    """Every dashboard the caller did not view in the window whose viewers overlap those of
-    one they did, scored by the sum of the cosines, highest first; and the caller's own."""
-    params = {"org": org, "user_id": user_id, "since": since}
+    """The ``limit`` dashboards the caller did not view in the window whose viewers overlap
+    those of the ones they did most, by the sum of the cosines, highest first; and the
+    caller's own."""
+    params: dict[str, Any] = {"org": org, "user_id": user_id, "since": since}
     mine = set(connection.scalars(MINE, params))
+    if not mine:
+        return [], mine
+    params["candidates"] = list(
+        connection.scalars(CANDIDATES, {**params, "candidates": limit + SPARE_CANDIDATES})
+    )
     contributions: dict[uuid.UUID, list[tuple[float, uuid.UUID]]] = {}
     names: dict[uuid.UUID, str | None] = {}
     for row in connection.execute(RECOMMENDED, params):
@@ -237,7 +288,7 @@ def similar_to_mine(
         because = [x for _, x in parts[:BECAUSE_LIMIT]]
         found.append(Recommended(y, names[y], score, "similar", because))
     found.sort(key=lambda item: (-order_key(item.score), item.dashboard_id))
-    return found, mine
+    return found[:limit], mine
 
 
 def popular(items: list[dict[str, Any]]) -> list[Recommended]:

@@ -43,8 +43,7 @@ def recommended(work: UnitOfWork, user_id: str, days: int, limit: int) -> list[R
     org's most viewed of the window, never one they viewed in it."""
     connection = work.connection
     since = engagement.window_start(connection, days)
-    similar, mine = engagement.similar_to_mine(connection, work.org, user_id, since)
-    chosen = similar[:limit]
+    chosen, mine = engagement.similar_to_mine(connection, work.org, user_id, since, limit)
     if len(chosen) < limit:
         taken = mine | {item.dashboard_id for item in chosen}
         wanted = limit - len(chosen) + len(taken)

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients mutation
+.PHONY: install run test lint format clean bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients bench-engagement mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-partitioning: $(INSTALLED)
 # A view's throughput with and without the search indexes, side by side on one database.
 bench-view-indexes: $(INSTALLED)
 	$(PY) -m benchmarks.view_indexes
+
+# The engagement endpoints timed one request at a time (benchmarks/engagement.py).
+bench-engagement: $(INSTALLED)
+	$(PY) -m benchmarks.engagement
 
 # How many trickling and stalled clients one instance survives (benchmarks/slow_clients.py).
 bench-slow-clients: $(INSTALLED)

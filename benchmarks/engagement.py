@@ -1,0 +1,67 @@
+"""``make bench-engagement``: the engagement endpoints timed one request at a time.
+
+wrk's windows suit fast endpoints; these take tens to hundreds of milliseconds, and their
+``-c 16`` requests outlive a run. Here each endpoint is asked ``BENCH_REQUESTS`` times in a
+row (the app in this process, on the ``make bench`` database of ``BENCH_EVENTS`` events, as
+the app role, the benchmark's real viewers' tokens), and the median and worst times are
+printed. Run ``make bench`` first: it builds the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import replace
+
+from benchmarks.database import as_app_role, start_database
+from benchmarks.settings import BASE, DATA, EVENTS, log
+from insights_audit import create_app
+from insights_audit.config import Settings
+from insights_audit.dev import embedded
+
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "15"))
+
+
+def main() -> None:
+    server_url, _ = start_database()
+    name = f"bench_{EVENTS}"
+    manifest = DATA / f"{name}.json"
+    if not manifest.exists():
+        raise SystemExit(f"no {name}: run `BENCH_EVENTS={EVENTS} make bench` first")
+    dataset = json.loads(manifest.read_text())
+    url = as_app_role(embedded.database_url(server_url, name))
+    app = create_app(replace(Settings.from_env(), database_url=url))
+    client = app.test_client()
+    tokens, boards = dataset["tokens"][:REQUESTS], dataset["dashboards"]
+    plans = {
+        "trending": [("/dashboard/trending", tokens[0])] * REQUESTS,
+        "related (most viewed)": [
+            (f"/dashboard/{d}/related", tokens[0]) for d in boards[:REQUESTS]
+        ],
+        "related (random)": [
+            (f"/dashboard/{d}/related", tokens[0]) for d in boards[len(boards) // 5 :][:REQUESTS]
+        ],
+        "recommended": [("/dashboard/recommended", token) for token in tokens],
+        "usage report (30 days)": [("/reports/usage", tokens[0])] * min(REQUESTS, 5),
+    }
+    log(f"{EVENTS:,} events, one request at a time, as the app role")
+    for label, plan in plans.items():
+        times = []
+        for path, token in plan:
+            started = time.perf_counter()
+            response = client.get(f"{BASE}{path}", headers={"Authorization": f"Bearer {token}"})
+            times.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                raise SystemExit(f"{path}: {response.status_code} {response.get_data()[:200]!r}")
+        print(
+            f"{label:<24} p50 {statistics.median(times):8.1f} ms   max {max(times):8.1f} ms"
+            f"   (n={len(times)})",
+            flush=True,
+        )
+    app.extensions["insights_audit.engine"].dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -25,8 +25,9 @@ from sqlalchemy.engine import make_url
 from insights_audit import create_app
 from insights_audit.config import Settings
 from insights_audit.db import schema_migrations
+from insights_audit.db.engine import engine
 from insights_audit.db.unit_of_work import transaction
-from insights_audit.dev import embedded
+from insights_audit.dev import demo, embedded
 from insights_audit.web.api import BASE_PATH
 from insights_audit.web.tokens import create_token
 
@@ -138,6 +139,16 @@ def make_token(app: Flask, org: str) -> TokenFactory:
 @pytest.fixture
 def token(make_token: TokenFactory) -> str:
     return make_token()
+
+
+@pytest.fixture
+def big_org(app: Flask, org: str) -> str:
+    """An org of 40,000 entries (about 15 MB of NDJSON), loaded with COPY."""
+    with app.app_context():
+        # A seed of its own: the demo's ids follow from it, and ids are unique across orgs.
+        seed = int.from_bytes(org.encode()[-6:], "big")
+        demo.seed(engine(), demo.SeedPlan(org, 40_000, 200, 50, 30, seed), lambda _: None)
+    return org
 
 
 def bearer(secret: str) -> dict[str, str]:

@@ -249,16 +249,6 @@ def test_bad_export_requests_get_the_error_envelope(
     assert response.status_code == 400 and response.json["errors"]["query"]
 
 
-@pytest.fixture
-def big_org(app: Flask, org: str) -> str:
-    """An org of 40,000 entries (about 15 MB of NDJSON), loaded with COPY."""
-    with app.app_context():
-        # A seed of its own: the demo's ids follow from it, and ids are unique across orgs.
-        seed = int.from_bytes(org.encode()[-6:], "big")
-        demo.seed(engine(), demo.SeedPlan(org, 40_000, 200, 50, 30, seed), lambda _: None)
-    return org
-
-
 def test_an_export_outlasting_the_worker_timeout_completes(
     database_url: str, make_token: TokenFactory, big_org: str
 ) -> None:

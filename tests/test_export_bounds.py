@@ -18,20 +18,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from insights_audit import create_app
-from insights_audit.db.engine import engine
-from insights_audit.dev import demo
 from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view, running_gunicorn
 
 AUDITOR = ("Auditor",)
-
-
-@pytest.fixture
-def big_org(app: Flask, org: str) -> str:
-    """An org of 40,000 entries (about 15 MB of NDJSON)."""
-    with app.app_context():
-        seed = int.from_bytes(org.encode()[-6:], "big")
-        demo.seed(engine(), demo.SeedPlan(org, 40_000, 200, 50, 30, seed), lambda _: None)
-    return org
 
 
 def export_backends(database_url: str) -> list[tuple[str, str | None]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -177,19 +178,32 @@ def keep_the_trail_tidy(app: Flask, key: Ed25519PrivateKey) -> None:
         log.info("retention: %s", line)
 
 
-def start(app: Flask) -> threading.Event | None:
-    """Run ``seal_everything`` every interval in a daemon thread until the returned event is
-    set (no thread if the interval is 0)."""
+@dataclass
+class BackgroundJobs:
+    """The thread that runs the jobs, and how to stop it."""
+
+    thread: threading.Thread
+    stopping: threading.Event
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the pass under way, and wait for it (``timeout`` seconds at most)."""
+        self.stopping.set()
+        self.thread.join(timeout)
+
+
+def start(app: Flask) -> BackgroundJobs | None:
+    """Run ``seal_everything`` (and the jobs after it) every interval in a daemon thread
+    until stopped (no thread if the interval is 0)."""
     if not isinstance(app, Flask):  # a WSGI middleware around the app: nothing to seal with
         log.warning("audit sealer not started: the WSGI application is not the Flask app")
         return None
     interval = app.config["SETTINGS"].audit_seal_interval_seconds
     if interval <= 0:
         return None
-    stop = threading.Event()
+    stopping = threading.Event()
 
     def run() -> None:
-        while not stop.wait(interval):
+        while not stopping.wait(interval):
             try:
                 sealed = seal_everything(app)
             except Exception:  # the next round tries again; the trail itself is unaffected
@@ -198,5 +212,6 @@ def start(app: Flask) -> threading.Event | None:
                 if sealed:
                     log.info("sealed %d audit entries", sealed)
 
-    threading.Thread(target=run, name="audit-sealer", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=run, name="audit-sealer", daemon=True)
+    thread.start()
+    return BackgroundJobs(thread, stopping)

@@ -18,6 +18,7 @@ Two ways to begin one, and only these:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -79,6 +80,9 @@ class UnitOfWork:
         self._connection: Connection | None = None
         self._driver: psycopg.Connection[Any] | None = None
         self._after_commit: list[Callable[[], None]] = []
+        # A cancel from another thread and the connection's return to the pool take turns:
+        # a cancel never reaches the connection's next user.
+        self._cancelling = threading.Lock()
 
     @property
     def connection(self) -> Connection:
@@ -103,13 +107,14 @@ class UnitOfWork:
     def cancel(self) -> None:
         """Cancel the statement the work's connection runs, if any; safe from another thread
         (the statement fails with ``QueryCanceled`` in the thread that waits for it)."""
-        driver = self._driver
-        if driver is None or driver.closed:
-            return
-        try:
-            driver.cancel_safe(timeout=5)
-        except (psycopg.Error, OSError):
-            log.warning("could not cancel a statement of org %s", self.org)
+        with self._cancelling:
+            driver = self._driver
+            if driver is None or driver.closed:
+                return
+            try:
+                driver.cancel_safe(timeout=5)
+            except (psycopg.Error, OSError):
+                log.warning("could not cancel a statement of org %s", self.org)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the work has committed (never if it rolls back)."""
@@ -124,10 +129,10 @@ class UnitOfWork:
 
     def close(self) -> None:
         """End the work: a transaction still open is rolled back."""
-        if self._connection is not None:
-            self._driver = None
-            self._connection.close()
-            self._connection = None
+        with self._cancelling:
+            connection, self._connection, self._driver = self._connection, None, None
+        if connection is not None:
+            connection.close()
 
 
 def reset_autocommit_on_checkin(bind: Engine) -> None:

@@ -143,10 +143,6 @@ class Watcher:
         with self._lock:
             self._streams.discard(stream)
 
-    def open_streams(self, kind: str) -> int:
-        with self._lock:
-            return sum(stream.kind == kind for stream in self._streams)
-
     def _run(self) -> None:
         while True:
             time.sleep(WATCH_INTERVAL_SECONDS)

@@ -21,7 +21,7 @@ bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 # Threaded workers: a slow client holds one thread, not a whole worker, and the worker's
 # heartbeat does not wait for a long streamed response (exports). See BENCHMARKS.md.
-worker_class = "gthread"
+worker_class = "insights_audit.web.gunicorn_worker.TailingThreadWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 10

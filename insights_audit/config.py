@@ -66,6 +66,9 @@ class Settings:
     export_concurrency: int = 2
     # Threads of a gunicorn worker: streamed responses may take at most half of them.
     worker_threads: int = 8
+    # Live tails: a comment line at least this often, and how many one worker process holds.
+    stream_heartbeat_seconds: int = 15
+    stream_max_tails: int = 1000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -92,6 +95,10 @@ class Settings:
             export_stall_seconds=_int("EXPORT_STALL_SECONDS", cls.export_stall_seconds),
             export_concurrency=max(1, _int("EXPORT_CONCURRENCY", cls.export_concurrency)),
             worker_threads=max(1, _int("GUNICORN_THREADS", cls.worker_threads)),
+            stream_heartbeat_seconds=max(
+                1, _int("STREAM_HEARTBEAT_SECONDS", cls.stream_heartbeat_seconds)
+            ),
+            stream_max_tails=max(1, _int("STREAM_MAX_TAILS", cls.stream_max_tails)),
             metrics_enabled=(os.environ.get("METRICS_ENABLED") or "on").lower()
             not in ("off", "0", "false", "no"),
         )

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     Connection,
+    Row,
     Select,
     SQLColumnExpression,
     Text,
@@ -212,6 +213,20 @@ class TrailFilter:
     # Words that must all occur in the entry's searchable text (``audit_search_text``).
     words: tuple[str, ...] = ()
 
+    def keeps(self, row: Any) -> bool:
+        """Whether a row of ``feed_rows`` passes the type, action, target and user parts of
+        the filter (a live tail's; it has no others), as ``filter_conditions`` would."""
+        if self.types and row.type not in self.types:
+            return False
+        if self.actions and not any(
+            row.action.startswith(action[:-1]) if action.endswith("*") else row.action == action
+            for action in self.actions
+        ):
+            return False
+        if self.target_id is not None and row.target_id != self.target_id:
+            return False
+        return not self.user_ids or row.user_id in self.user_ids
+
 
 # The searchable text of an entry: the expression ``ix_audit_entries_text`` indexes.
 SEARCH_TEXT = func.audit_search_text(
@@ -362,3 +377,43 @@ def feed_page(connection: Connection, org: str, position: tuple[str, str], limit
     )
     chain_order.read_in_chain_order(connection)
     return read_page(connection, query, {"limit": limit})
+
+
+def feed_rows(
+    connection: Connection,
+    org: str,
+    position: tuple[str, str],
+    limit: int,
+    wanted: TrailFilter | None = None,
+) -> list[Row[Any]]:
+    """Up to ``limit`` of the org's entries after ``position`` in chain order, below the
+    horizon, that ``wanted`` keeps (every one without it), one row each: ``txid`` (text),
+    ``id``, ``type``, ``action``, ``target_id``, ``user_id`` and ``entry`` (its JSON)."""
+    conditions = filter_conditions(org, wanted) if wanted is not None else [AuditEntry.org == org]
+    query = (
+        select(
+            cast(AuditEntry.txid, Text).label("txid"),
+            AuditEntry.id,
+            AuditEntry.type,
+            AuditEntry.action,
+            AuditEntry.target_id,
+            AuditEntry.user_id,
+            ENTRY_JSON.label("entry"),
+        )
+        .where(*conditions, chain_order.after(position), AuditEntry.txid < HORIZON)
+        .order_by(AuditEntry.txid, AuditEntry.id)
+        .limit(limit)
+    )
+    chain_order.read_in_chain_order(connection)
+    return list(connection.execute(query))
+
+
+def newest_position(connection: Connection, org: str) -> tuple[str, str]:
+    """The position of the org's newest entry below the horizon (the chain's start if none)."""
+    newest = connection.execute(
+        select(cast(AuditEntry.txid, Text), AuditEntry.id)
+        .where(AuditEntry.org == org, AuditEntry.txid < HORIZON)
+        .order_by(AuditEntry.txid.desc(), AuditEntry.id.desc())
+        .limit(1)
+    ).first()
+    return (newest[0], newest[1]) if newest is not None else chain_order.START

@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 
 from insights_audit.audit import chain_order
 from insights_audit.audit.keys import cursor_key
+from insights_audit.db.engine import engine
 from insights_audit.errors import VALIDATION_FAILED, BadRequest, TooManyRequests
 from insights_audit.metrics import (
     ENTRIES_WRITTEN,
@@ -21,8 +22,12 @@ from insights_audit.metrics import (
     FEED_ENTRIES,
     FEED_REQUESTS,
 )
-from insights_audit.trail import service
-from insights_audit.trail.cursors import encode_feed_position, next_page
+from insights_audit.trail import live, service
+from insights_audit.trail.cursors import (
+    decode_feed_position,
+    encode_feed_position,
+    next_page,
+)
 from insights_audit.trail.export import CSV_HEADER, FORMATS, export_bytes, export_filename, gzipped
 from insights_audit.trail.schemas import (
     ENTRY_MESSAGE,
@@ -39,6 +44,7 @@ from insights_audit.trail.schemas import (
     RecordedEnvelope,
     SearchEnvelope,
     SearchQuery,
+    TailQuery,
     TrailQuery,
 )
 from insights_audit.web.api import BASE_PATH, Blueprint
@@ -62,6 +68,7 @@ from insights_audit.web.openapi_parameters import (
 from insights_audit.web.request_context import request_meta
 from insights_audit.web.schemas import json_envelope, parse_audit_id, parse_target_id
 from insights_audit.web.streaming import WATCHER, new_stream, watched
+from insights_audit.web.tails import HUB
 from insights_audit.web.work import request_work, streamed
 
 OWN_EMAIL_ONLY = "Your own entries carry your token's email; only on-behalf writes may name one."
@@ -331,3 +338,80 @@ class TrailFeed(MethodView):
         FEED_ENTRIES.inc(count)
         pagination = {"limit": limit, "nextCursor": next_cursor, "hasMore": has_more}
         return json_envelope(data, FEED_MESSAGE, pagination)
+
+
+TAILS_BUSY = "Too many live tails are open - try again later"
+TAIL_RETRY_AFTER_SECONDS = 5
+TAIL_RESPONSE = {
+    "description": "Server-Sent Events, one per entry: `id` (its feed position), `event:"
+    " entry`, `data` (the entry as one line of JSON); `: ping` comments while nothing happens",
+    "content": {
+        "text/event-stream": {
+            "schema": {"type": "string"},
+            "example": 'id: AbC...\nevent: entry\ndata: {"id": "507f1f77bcf86cd799439011",'
+            ' "type": "kpi", ...}\n\n',
+        }
+    },
+}
+
+
+@blp.route("/stream")
+class TrailTail(MethodView):
+    @requires(scopes=READ, roles=OVERSIGHT_ROLES)
+    @blp.arguments(TailQuery(), location="query")
+    @blp.doc(responses={"200": TAIL_RESPONSE})
+    @blp.alt_response(429, response=HTTPStatus(429).name)
+    @blp.doc(operationId="tailAuditLogs")
+    def get(self, query: dict[str, Any]) -> Response:
+        """Follow my organisation's trail live
+
+        Server-Sent Events (`curl -N`, or `EventSource` in a browser): each new entry as
+        one event, in the order of the feed. Without `after` or `Last-Event-ID` it sends the
+        entries that arrive from now on; with either, every entry after that position exactly
+        once, then the new ones, so a reconnecting client loses nothing. A `: ping` comment
+        at least every `STREAM_HEARTBEAT_SECONDS`. Filters as in the search.
+        """
+        org = current_principal().org
+        settings = current_app.config["SETTINGS"]
+        key = cursor_key(current_app)
+        position = query.get("after")
+        last_event_id = request.headers.get("Last-Event-ID", "").strip()
+        if last_event_id:
+            try:
+                position = decode_feed_position(last_event_id, org, key)
+            except ValueError:
+                raise BadRequest(
+                    VALIDATION_FAILED,
+                    errors={"headers": {"Last-Event-ID": ["Not a valid feed position."]}},
+                ) from None
+        client = request.environ.get("gunicorn.socket")
+        if HUB.enabled:
+            release = HUB.release if HUB.reserve(settings.stream_max_tails) else None
+        else:
+            # Served by its own thread: at most half of a worker's threads, as exports.
+            release = WATCHER.reserve(max(1, settings.worker_threads // 2))
+        if release is None:
+            raise TooManyRequests(TAILS_BUSY, TAIL_RETRY_AFTER_SECONDS)
+        bind = engine()
+        try:
+            if position is None:
+                position = live.start_position(bind, org)
+        except BaseException:
+            release()
+            raise
+        body = live.tail_body(
+            bind=bind,
+            read=live.reader(bind, key),
+            org=org,
+            wanted=service.trail_filter(query),
+            position=position,
+            heartbeat_seconds=settings.stream_heartbeat_seconds,
+            client=client,
+            chunked=request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1",
+            release=release,
+        )
+        return Response(
+            body,
+            content_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )

@@ -23,6 +23,10 @@ from insights_audit.web.schemas import (
 
 ACTION_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 TYPES = ("dashboard", "kpi", "mapping")
+# Types the service writes itself (changes to push streams, viewer links): filters name them
+# too.
+SERVICE_TYPES = ("stream", "token")
+FILTER_TYPES = TYPES + SERVICE_TYPES
 DETAILS_LIMIT_BYTES = 16 * 1024
 EXPORT_FORMATS = ("ndjson", "csv")
 
@@ -63,11 +67,11 @@ def search_words(q: str) -> tuple[str, ...]:
     return tuple(seen.values())
 
 
-class TrailFilterQuery(TimeWindow):
-    """The filters of the org-wide search and export, each optional, combined with AND."""
+class EntryFilters(StrictSchema):
+    """Filters on an entry's own fields, each optional, combined with AND."""
 
     type = fields.List(
-        fields.String(validate=validate.OneOf(TYPES)),
+        fields.String(validate=validate.OneOf(FILTER_TYPES)),
         metadata={"description": "Repeatable: entries of any of these types"},
     )
     action = fields.List(
@@ -82,6 +86,11 @@ class TrailFilterQuery(TimeWindow):
         fields.String(validate=validate.Length(1, 255)),
         metadata={"description": "Repeatable: entries of any of these users"},
     )
+
+
+class TrailFilterQuery(TimeWindow, EntryFilters):
+    """The filters of the org-wide search and export, each optional, combined with AND."""
+
     q = fields.String(
         validate=validate.Length(1, SEARCH_TEXT_LIMIT),
         metadata={
@@ -121,6 +130,17 @@ class FeedQuery(StrictSchema):
         }
     )
     limit = fields.Integer(load_default=500, validate=validate.Range(1, 1000))
+
+
+class TailQuery(EntryFilters):
+    after = FeedPosition(
+        metadata={
+            "type": "string",
+            "description": "A feed position (an event's `id`, or a feed page's `nextCursor`):"
+            " send every entry after it. `Last-Event-ID` does the same and wins. Neither:"
+            " only entries that arrive from now on",
+        }
+    )
 
 
 class FeedPagination(ResponseSchema):

@@ -9,7 +9,7 @@ import os
 import socket
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -216,7 +216,7 @@ def sse_connect(url: str, token: str, query: str = "", **headers: str) -> socket
     return connection
 
 
-def chunks_of(connection: socket.socket) -> Iterator[bytes]:
+def chunks_of(connection: socket.socket) -> Generator[bytes, None, None]:
     """The decoded chunks of a chunked body."""
     with connection.makefile("rb") as reader:
         while True:

@@ -14,6 +14,7 @@ from insights_audit.health.routes import register_swagger_assets
 from insights_audit.integrity.routes import blp as integrity
 from insights_audit.metrics import init_request_metrics, watch_pool
 from insights_audit.reports.routes import blp as reports
+from insights_audit.streams.routes import blp as streams
 from insights_audit.trail.routes import blp as trail
 from insights_audit.web.api import Api
 from insights_audit.web.auth import init_token_cache
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(trail)
     api.register_blueprint(integrity)
     api.register_blueprint(reports)
+    api.register_blueprint(streams)
     register_swagger_assets(app)
     register_commands(app)
     return app

@@ -23,6 +23,10 @@ def _names(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
 
 
+def _flag(name: str) -> bool:
+    return (os.environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _retention_days() -> int | None:
     if not (os.environ.get("AUDIT_RETENTION_DAYS") or "").strip():
         return None
@@ -69,6 +73,17 @@ class Settings:
     # Live tails: a comment line at least this often, and how many one worker process holds.
     stream_heartbeat_seconds: int = 15
     stream_max_tails: int = 1000
+    # A tail ends after this long (clients reconnect with Last-Event-ID: connections spread
+    # again over workers and hosts).
+    stream_max_seconds: float = 3600
+    # Push streams: the key of their secrets (None: derived from the signing key), whether
+    # http and private destinations are allowed, a batch's size, and how long a failing
+    # stream keeps trying before it is suspended.
+    stream_secret_key: str | None = None
+    stream_allow_http: bool = False
+    stream_allow_private: bool = False
+    stream_batch_size: int = 500
+    stream_suspend_after_hours: int = 24
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -99,6 +114,14 @@ class Settings:
                 1, _int("STREAM_HEARTBEAT_SECONDS", cls.stream_heartbeat_seconds)
             ),
             stream_max_tails=max(1, _int("STREAM_MAX_TAILS", cls.stream_max_tails)),
+            stream_max_seconds=max(1, _int("STREAM_MAX_SECONDS", int(cls.stream_max_seconds))),
+            stream_secret_key=os.environ.get("STREAM_SECRET_KEY") or None,
+            stream_allow_http=_flag("STREAM_ALLOW_HTTP"),
+            stream_allow_private=_flag("STREAM_ALLOW_PRIVATE"),
+            stream_batch_size=min(1000, max(1, _int("STREAM_BATCH_SIZE", cls.stream_batch_size))),
+            stream_suspend_after_hours=max(
+                1, _int("STREAM_SUSPEND_AFTER_HOURS", cls.stream_suspend_after_hours)
+            ),
             metrics_enabled=(os.environ.get("METRICS_ENABLED") or "on").lower()
             not in ("off", "0", "false", "no"),
         )

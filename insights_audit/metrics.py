@@ -3,7 +3,8 @@
 Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` (set up by ``gunicorn.conf.py`` before workers
 fork) makes every worker write its samples to files that ``GET /metrics`` aggregates with
 ``prometheus_client``'s multiprocess collector. Without it (tests, one process) the default
-registry is used. Labels never carry tokens, orgs or ids: routes are URL templates.
+registry is used. Labels never carry tokens or orgs: routes are URL templates; the one id is
+a push stream's, whose delivery each stream's administrators follow (few per org).
 
 The scrape itself (``GET /metrics``, with the sealing gauges read from the database) is
 ``health.metrics``.
@@ -49,6 +50,27 @@ EXPORTS = Counter("insights_audit_exports_total", "Exports started, by format", 
 EXPORTED_ENTRIES = Counter("insights_audit_exported_entries_total", "Entries sent in exports")
 FEED_REQUESTS = Counter("insights_audit_feed_requests_total", "Feed pages answered")
 FEED_ENTRIES = Counter("insights_audit_feed_entries_total", "Entries served by the feed")
+OPEN_TAILS = Gauge(
+    "insights_audit_live_tails_open",
+    "Live tails (GET {base}/stream) open, per worker process",
+    multiprocess_mode="liveall",
+)
+STREAM_DELIVERED = Counter(
+    "insights_audit_stream_delivered_entries_total",
+    "Entries a push stream's receiver accepted, by stream",
+    ["stream"],
+)
+STREAM_FAILURES = Counter(
+    "insights_audit_stream_delivery_failures_total",
+    "Batches a push stream's receiver did not accept, by stream",
+    ["stream"],
+)
+STREAM_LAG = Gauge(
+    "insights_audit_stream_lag_seconds",
+    "Age of the oldest entry a push stream has yet to deliver, by stream (at its last pass)",
+    ["stream"],
+    multiprocess_mode="mostrecent",
+)
 
 UNMATCHED = "unmatched"
 # Label values come from closed sets: a method outside this one is counted as OTHER_METHOD.

@@ -97,7 +97,9 @@ class AuditEntry(Base):
     __tablename__ = "audit_entries"
     __table_args__ = (
         CheckConstraint("id ~ '^[0-9a-f]{24}$'", name="id_is_object_id"),
-        CheckConstraint("type IN ('dashboard', 'kpi', 'mapping')", name="known_type"),
+        CheckConstraint(
+            "type IN ('dashboard', 'kpi', 'mapping', 'stream', 'token')", name="known_type"
+        ),
         # The trail of one target, newest first, is a keyset scan of this index.
         Index(
             "ix_audit_entries_trail",
@@ -408,3 +410,34 @@ TENANT_TABLES = (
     "window_snapshots",
     "window_counts",
 )
+
+
+class PushStream(Base):
+    """A push stream: the org's trail delivered to a webhook or a Splunk HEC endpoint, from
+    a feed position that moves only after the receiver accepted a batch (migration 0012)."""
+
+    __tablename__ = "push_streams"
+    __table_args__ = (
+        Index("ix_push_streams_org", "org", "created_at"),
+        Index("ix_push_streams_due", "next_attempt_at", postgresql_where=text("status = 'active'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    org: Mapped[str] = mapped_column(Key)
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    status: Mapped[str] = mapped_column(Text, server_default=text("'active'"))
+    # The webhook's signing secret or the HEC token, encrypted (``streams.secrets``).
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    # The feed position ``(txid, id)`` of the last entry the receiver accepted.
+    position_txid: Mapped[str] = mapped_column(Text, server_default=text("'0'"))
+    position_id: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    delivered: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    last_delivered_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    failing_since: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=text("now()"))
+    created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=text("now()"))

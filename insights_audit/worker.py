@@ -13,6 +13,9 @@ let one process run each job at a time, across every worker and host:
 - **window recounts** (``recount_windows``, lock ``RECOUNT_LOCK``, never under the sealing
   lock): the most-viewed windows clients asked for in the last hour, counted again, at most
   ``WINDOWS_KEPT_PER_ORG`` per org within ``RECOUNT_BUDGET_SECONDS`` a pass.
+- **push streams** (``streams.delivery``, a lock per stream): every active stream that is
+  due, batch by batch, every ``STREAM_PASS_INTERVAL_SECONDS``, in a thread of its own so
+  that a slow receiver never delays sealing.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from insights_audit.audit import chain_order
-from insights_audit.audit.keys import app_signing_key
+from insights_audit.audit.keys import app_signing_key, cursor_key
 from insights_audit.audit.window_counts import keep_window, windows_to_keep
 from insights_audit.db.engine import engine
 from insights_audit.db.orgs import chained_orgs
@@ -40,6 +43,8 @@ from insights_audit.integrity.checkpoints import last_checkpoint, position_after
 from insights_audit.integrity.files import export
 from insights_audit.integrity.sealing import seal
 from insights_audit.models import NEWEST_CHECKPOINT, UNSEALED_ENTRIES, AuditEntry, ServiceGauge
+from insights_audit.streams import delivery
+from insights_audit.streams.secrets import secrets_key
 
 log = logging.getLogger(__name__)
 
@@ -178,17 +183,50 @@ def keep_the_trail_tidy(app: Flask, key: Ed25519PrivateKey) -> None:
         log.info("retention: %s", line)
 
 
+# How often the deliverer looks for streams that are due: entries reach receivers within
+# about this, plus the feed's horizon.
+STREAM_PASS_INTERVAL_SECONDS = 0.5
+
+
+def delivery_policy(app: Flask) -> delivery.DeliveryPolicy:
+    settings = app.config["SETTINGS"]
+    return delivery.DeliveryPolicy(
+        allow_http=settings.stream_allow_http,
+        allow_private=settings.stream_allow_private,
+        secrets_key=secrets_key(app_signing_key(app), settings.stream_secret_key),
+        cursor_key=cursor_key(app),
+        batch_size=settings.stream_batch_size,
+        suspend_after=timedelta(hours=settings.stream_suspend_after_hours),
+    )
+
+
+def deliver_streams(app: Flask, stopping: threading.Event) -> None:
+    """Deliver push streams until ``stopping`` is set."""
+    with app.app_context():
+        bind = engine()
+        policy = delivery_policy(app)
+    while not stopping.wait(STREAM_PASS_INTERVAL_SECONDS):
+        try:
+            delivery.deliver_due(bind, policy, stopping.is_set)
+        except Exception:  # the next pass tries again; positions move only after a 2xx
+            log.exception("delivering push streams failed")
+
+
 @dataclass
 class BackgroundJobs:
-    """The thread that runs the jobs, and how to stop it."""
+    """The threads that run the jobs, and how to stop them."""
 
     thread: threading.Thread
     stopping: threading.Event
+    deliverer: threading.Thread | None = None
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop after the pass under way, and wait for it (``timeout`` seconds at most)."""
+        """Stop after the passes under way, and wait for them (``timeout`` seconds at most
+        each)."""
         self.stopping.set()
         self.thread.join(timeout)
+        if self.deliverer is not None:
+            self.deliverer.join(timeout)
 
 
 def start(app: Flask) -> BackgroundJobs | None:
@@ -214,4 +252,8 @@ def start(app: Flask) -> BackgroundJobs | None:
 
     thread = threading.Thread(target=run, name="audit-sealer", daemon=True)
     thread.start()
-    return BackgroundJobs(thread, stopping)
+    deliverer = threading.Thread(
+        target=deliver_streams, args=(app, stopping), name="stream-deliverer", daemon=True
+    )
+    deliverer.start()
+    return BackgroundJobs(thread, stopping, deliverer)

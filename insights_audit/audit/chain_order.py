@@ -20,6 +20,11 @@ HORIZON = func.pg_snapshot_xmin(func.pg_current_snapshot())
 START = ("0", "")
 
 
+def position_key(position: tuple[str, str]) -> tuple[int, str]:
+    """A position ``(txid, id)`` as a value that sorts in chain order."""
+    return int(position[0]), position[1]
+
+
 def text_xid(value: str) -> Any:
     """A transaction id given as decimal text, as an ``xid8`` value."""
     return cast(literal(value, Text), XID8())

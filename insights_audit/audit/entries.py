@@ -69,7 +69,8 @@ class Actor:
     user_id: str
     user_email: str | None
     recorded_by: str
-    recorded_by_token: int
+    # None: the service itself (a stream it suspended).
+    recorded_by_token: int | None
 
 
 @dataclass(frozen=True)

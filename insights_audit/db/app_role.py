@@ -23,6 +23,8 @@ APP_ROLE_GRANTS = {
     "window_counts": "SELECT, INSERT, UPDATE, DELETE",
     # Figures across orgs for /metrics, measured by the background job (migration 0011).
     "service_gauges": "SELECT, INSERT, UPDATE",
+    # Push streams, changed by org administrators and moved on by the deliverer (0012).
+    "push_streams": "SELECT, INSERT, UPDATE, DELETE",
     "alembic_version": "SELECT",
 }
 
@@ -40,5 +42,7 @@ def grant_app_role(connection: Connection, role: str) -> None:
         "audit_ensure_partitions(date, date)",
         "audit_partition_orgs(text)",
         "audit_drop_partition(text, timestamptz)",
+        # Which orgs' streams are due: org and id only (migration 0012).
+        "push_streams_due()",
     ):
         connection.execute(text(f"GRANT EXECUTE ON FUNCTION {function} TO {quoted}"))

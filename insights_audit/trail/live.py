@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from insights_audit.audit.chain_order import position_key
 from insights_audit.db.unit_of_work import transaction
 from insights_audit.trail import queries
 from insights_audit.trail.cursors import encode_feed_position
@@ -31,7 +32,6 @@ from insights_audit.web.tails import (
     Position,
     Tail,
     can_hand_off,
-    position_key,
 )
 
 # Entries read per query, by the backlog and by the hub.
@@ -102,6 +102,7 @@ def tail_body(
     wanted: TrailFilter,
     position: Position,
     heartbeat_seconds: float,
+    max_seconds: float,
     client: Any,
     chunked: bool,
     release: Callable[[], None],
@@ -109,6 +110,7 @@ def tail_body(
     """The tail's response body. Its place among the process's tails (``release``) is given
     back when it ends, or by the hub."""
     handed_off = False
+    ends_at = time.monotonic() + max_seconds
     try:
         yield HEAD
         for payload, read_up_to in backlog(bind, read, org, position, wanted):
@@ -120,22 +122,29 @@ def tail_body(
             def fetch(org: str, after: Position) -> tuple[Sequence[Event], bool]:
                 return read(org, after, None)
 
-            tail = Tail(org, position, wanted.keeps, fetch, heartbeat_seconds, chunked=chunked)
+            tail = Tail(
+                org, position, wanted.keeps, fetch, heartbeat_seconds, ends_at, chunked=chunked
+            )
             HUB.adopt(tail, client)
             handed_off = True
             raise HandedOff()
-        yield from _poll_here(read, org, wanted, position, heartbeat_seconds)
+        yield from _poll_here(read, org, wanted, position, heartbeat_seconds, ends_at)
     finally:
         if not handed_off:
             release()
 
 
 def _poll_here(
-    read: Reader, org: str, wanted: TrailFilter, position: Position, heartbeat_seconds: float
+    read: Reader,
+    org: str,
+    wanted: TrailFilter,
+    position: Position,
+    heartbeat_seconds: float,
+    ends_at: float,
 ) -> Iterator[bytes]:
     """The tail served by its own thread: where the server cannot hand it off."""
     last_sent = time.monotonic()
-    while True:
+    while time.monotonic() < ends_at:
         events, more = read(org, position, None)
         if events:
             position = events[-1].position
@@ -148,4 +157,4 @@ def _poll_here(
         if time.monotonic() - last_sent >= heartbeat_seconds:
             last_sent = time.monotonic()
             yield PING
-        time.sleep(POLL_SECONDS)
+        time.sleep(max(0.0, min(POLL_SECONDS, ends_at - time.monotonic())))

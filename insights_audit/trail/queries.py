@@ -388,7 +388,8 @@ def feed_rows(
 ) -> list[Row[Any]]:
     """Up to ``limit`` of the org's entries after ``position`` in chain order, below the
     horizon, that ``wanted`` keeps (every one without it), one row each: ``txid`` (text),
-    ``id``, ``type``, ``action``, ``target_id``, ``user_id`` and ``entry`` (its JSON)."""
+    ``id``, ``type``, ``action``, ``target_id``, ``user_id``, ``created_at`` and ``entry`` (its
+    JSON)."""
     conditions = filter_conditions(org, wanted) if wanted is not None else [AuditEntry.org == org]
     query = (
         select(
@@ -398,6 +399,7 @@ def feed_rows(
             AuditEntry.action,
             AuditEntry.target_id,
             AuditEntry.user_id,
+            AuditEntry.created_at,
             ENTRY_JSON.label("entry"),
         )
         .where(*conditions, chain_order.after(position), AuditEntry.txid < HORIZON)

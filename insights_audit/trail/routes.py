@@ -369,7 +369,9 @@ class TrailTail(MethodView):
         one event, in the order of the feed. Without `after` or `Last-Event-ID` it sends the
         entries that arrive from now on; with either, every entry after that position exactly
         once, then the new ones, so a reconnecting client loses nothing. A `: ping` comment
-        at least every `STREAM_HEARTBEAT_SECONDS`. Filters as in the search.
+        at least every `STREAM_HEARTBEAT_SECONDS`; the stream ends after
+        `STREAM_MAX_SECONDS`, and `EventSource` reconnects by itself. Filters as in the
+        search.
         """
         org = current_principal().org
         settings = current_app.config["SETTINGS"]
@@ -406,6 +408,7 @@ class TrailTail(MethodView):
             wanted=service.trail_filter(query),
             position=position,
             heartbeat_seconds=settings.stream_heartbeat_seconds,
+            max_seconds=settings.stream_max_seconds,
             client=client,
             chunked=request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1",
             release=release,

@@ -36,6 +36,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from insights_audit.audit.chain_order import position_key
+from insights_audit.metrics import OPEN_TAILS
+
 log = logging.getLogger(__name__)
 
 # How often the hub looks for new entries: an entry reaches its tails within this (plus the
@@ -45,11 +48,6 @@ POLL_SECONDS = 0.5
 MAX_UNSENT_BYTES = 1 << 20
 
 Position = tuple[str, str]
-
-
-def position_key(position: Position) -> tuple[int, str]:
-    """A feed position ``(txid, id)`` as a value that sorts in chain order."""
-    return int(position[0]), position[1]
 
 
 @dataclass(frozen=True)
@@ -76,6 +74,8 @@ class Tail:
     wants: Callable[[Any], bool]
     fetch: Fetch
     heartbeat_seconds: float
+    # When the tail ends (``time.monotonic()``); its client reconnects with Last-Event-ID.
+    ends_at: float = float("inf")
     sock: socket.socket | None = None
     # Whether the response's body is sent in chunks (HTTP/1.1) or runs until the close.
     chunked: bool = True
@@ -137,11 +137,13 @@ class Hub:
             if self._count >= limit:
                 return False
             self._count += 1
+            OPEN_TAILS.set(self._count)
             return True
 
     def release(self) -> None:
         with self._lock:
             self._count -= 1
+            OPEN_TAILS.set(self._count)
 
     def adopt(self, tail: Tail, client: socket.socket) -> None:
         """Take ``tail`` over, with its client's socket (already reserved)."""
@@ -245,8 +247,21 @@ class Hub:
 
     def _keep_alive(self, now: float) -> None:
         for tail in list(self._tails):
-            if not tail.waiting and now - tail.last_sent >= tail.heartbeat_seconds:
+            if now >= tail.ends_at:
+                self._end(tail)
+            elif not tail.waiting and now - tail.last_sent >= tail.heartbeat_seconds:
                 tail.unsent += b": ping\n\n"
+
+    def _end(self, tail: Tail) -> None:
+        """End a tail that has run its time: what waits, the body's end, then the close."""
+        assert tail.sock is not None
+        tail.frame()
+        ending = tail.framed + (b"0\r\n\r\n" if tail.chunked else b"")
+        with contextlib.suppress(OSError):
+            tail.sock.setblocking(True)
+            tail.sock.settimeout(1)
+            tail.sock.sendall(ending)
+        self._close(tail, "it ran its time")
 
     def _send_all(self) -> None:
         for tail in list(self._tails):

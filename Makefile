@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients bench-engagement mutation
+.PHONY: install run test lint format clean bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients bench-engagement bench-realtime mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench-engagement: $(INSTALLED)
 # How many trickling and stalled clients one instance survives (benchmarks/slow_clients.py).
 bench-slow-clients: $(INSTALLED)
 	$(PY) -m benchmarks.slow_clients
+
+# Live tails beside the reads, and push stream delivery (benchmarks/realtime.py).
+bench-realtime: $(INSTALLED)
+	$(PY) -m benchmarks.realtime
 
 # Mutation testing of auth, idempotency, cursors, body schemas and the integrity package
 # (slow; not in CI): MUTATION_MODULES=auth,idempotency limits it. See tools/mutation.py.

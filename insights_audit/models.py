@@ -409,6 +409,7 @@ TENANT_TABLES = (
     "audit_retention_records",
     "window_snapshots",
     "window_counts",
+    "push_streams",
 )
 
 

@@ -634,3 +634,20 @@ def gunicorn_workers(port: str) -> list[int]:
     master = min(masters)
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return [int(pid) for pid in children]
+
+
+def test_metrics_show_each_streams_delivery(
+    open_app: Flask, open_client: FlaskClient, make_token: TokenFactory, org: str, receiver: Any
+) -> None:
+    admin = make_token(roles=ADMIN)
+    hook = receiver(500)
+    stream = create_stream(open_client, admin, url=hook.url)
+    record_view(open_client, admin, new_id())
+    deliver(open_app, stream, org)
+    due_now(open_app, stream)
+    assert deliver(open_app, stream, org) == 2
+    metrics = open_client.get("/metrics").get_data(as_text=True)
+    label = f'{{stream="{stream["id"]}"}}'
+    assert f"insights_audit_stream_delivered_entries_total{label} 2.0" in metrics
+    assert f"insights_audit_stream_delivery_failures_total{label} 1.0" in metrics
+    assert f"insights_audit_stream_lag_seconds{label} " in metrics

@@ -315,7 +315,8 @@ def test_filters_choose_what_a_stream_delivers(
     )
     record_view(open_client, admin, new_id())
     for action in ("settings.update", "delete", "settings.reset"):
-        body: dict[str, Any] = {"type": "kpi", "action": action, "targetId": new_id(), "details": {}}
+        body: dict[str, Any] = {"type": "kpi", "action": action, "targetId": new_id()}
+        body["details"] = {}
         assert open_client.post(BASE, json=body, headers=bearer(admin)).status_code == 201
     assert deliver(open_app, stream, org) == 2
     (item,) = hook.received

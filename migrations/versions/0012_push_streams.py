@@ -82,8 +82,7 @@ def upgrade() -> None:
     )
     op.execute("CREATE INDEX ix_push_streams_org ON push_streams (org, created_at)")
     op.execute(
-        "CREATE INDEX ix_push_streams_due ON push_streams (next_attempt_at)"
-        " WHERE status = 'active'"
+        "CREATE INDEX ix_push_streams_due ON push_streams (next_attempt_at) WHERE status = 'active'"
     )
     op.execute(f"CREATE POLICY tenant_isolation ON push_streams USING ({RULE}) WITH CHECK ({RULE})")
     op.execute("ALTER TABLE push_streams ENABLE ROW LEVEL SECURITY")

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients bench-engagement bench-realtime mutation
+.PHONY: install run test lint format clean vendor bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients bench-engagement bench-realtime mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ lint: $(INSTALLED)
 format: $(INSTALLED)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# The viewer's third-party assets, from the npm registry at pinned versions, with their
+# licences; committed, so neither `make run` nor an install needs Node.
+UPLOT_VERSION := 1.6.32
+VENDOR := insights_audit/ui/static/vendor
+vendor:
+	rm -rf .data/npm && mkdir -p .data/npm $(VENDOR)/uplot
+	cd .data/npm && npm pack --silent uplot@$(UPLOT_VERSION) && tar xzf uplot-$(UPLOT_VERSION).tgz
+	cp .data/npm/package/dist/uPlot.iife.min.js .data/npm/package/dist/uPlot.min.css \
+		.data/npm/package/LICENSE $(VENDOR)/uplot/
+	echo "uplot $(UPLOT_VERSION) (npm), MIT" > $(VENDOR)/uplot/VERSION
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

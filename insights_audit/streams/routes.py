@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 from flask import Response, current_app
@@ -18,6 +19,7 @@ from insights_audit.streams.schemas import (
     UPDATED_MESSAGE,
     CreatedStreamEnvelope,
     NewStream,
+    NoQuery,
     RotatedSecretEnvelope,
     StreamChanges,
     StreamEnvelope,
@@ -60,9 +62,10 @@ def _stream_id(raw: str) -> uuid.UUID:
 @blp.route("")
 class Streams(MethodView):
     @requires(scopes=READ, roles=ON_BEHALF_ROLES)
+    @blp.arguments(NoQuery(), location="query")
     @blp.response(200, StreamsEnvelope)
     @blp.doc(operationId="listStreams")
-    def get(self) -> dict[str, Any]:
+    def get(self, _: dict[str, Any]) -> dict[str, Any]:
         """List my organisation's push streams
 
         Every stream with its delivery state: the position of the last entry its receiver
@@ -74,6 +77,7 @@ class Streams(MethodView):
     @requires(scopes=WRITE, roles=ON_BEHALF_ROLES)
     @blp.arguments(NewStream())
     @blp.response(201, CreatedStreamEnvelope)
+    @blp.alt_response(413, response=HTTPStatus(413).name)
     @blp.doc(operationId="createStream")
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create a push stream
@@ -92,6 +96,8 @@ class Streams(MethodView):
 class OneStream(MethodView):
     @requires(scopes=READ, roles=ON_BEHALF_ROLES)
     @blp.response(200, StreamEnvelope)
+    @blp.alt_response(400, response=HTTPStatus(400).name)
+    @blp.alt_response(404, response=HTTPStatus(404).name)
     @blp.doc(operationId="getStream")
     def get(self, streamId: str) -> dict[str, Any]:
         """Get a push stream"""
@@ -101,6 +107,8 @@ class OneStream(MethodView):
     @requires(scopes=WRITE, roles=ON_BEHALF_ROLES)
     @blp.arguments(StreamChanges())
     @blp.response(200, StreamEnvelope)
+    @blp.alt_response(404, response=HTTPStatus(404).name)
+    @blp.alt_response(413, response=HTTPStatus(413).name)
     @blp.doc(operationId="updateStream")
     def patch(self, body: dict[str, Any], streamId: str) -> dict[str, Any]:
         """Change a push stream
@@ -121,6 +129,8 @@ class OneStream(MethodView):
 
     @requires(scopes=WRITE, roles=ON_BEHALF_ROLES)
     @blp.response(204)
+    @blp.alt_response(400, response=HTTPStatus(400).name)
+    @blp.alt_response(404, response=HTTPStatus(404).name)
     @blp.doc(operationId="deleteStream")
     def delete(self, streamId: str) -> Response:
         """Delete a push stream
@@ -136,6 +146,9 @@ class OneStream(MethodView):
 class StreamSecret(MethodView):
     @requires(scopes=WRITE, roles=ON_BEHALF_ROLES)
     @blp.response(200, RotatedSecretEnvelope)
+    @blp.alt_response(400, response=HTTPStatus(400).name)
+    @blp.alt_response(404, response=HTTPStatus(404).name)
+    @blp.alt_response(413, response=HTTPStatus(413).name)
     @blp.doc(operationId="rotateStreamSecret")
     def post(self, streamId: str) -> dict[str, Any]:
         """Rotate a webhook stream's signing secret

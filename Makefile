@@ -33,7 +33,7 @@ format: $(INSTALLED)
 # The viewer's third-party assets, from the npm registry at pinned versions, with their
 # licences; committed, so neither `make run` nor an install needs Node.
 UPLOT_VERSION := 1.6.32
-VENDOR := insights_audit/ui/static/vendor
+VENDOR := insights_audit/viewer/static/vendor
 vendor:
 	rm -rf .data/npm && mkdir -p .data/npm $(VENDOR)/uplot
 	cd .data/npm && npm pack --silent uplot@$(UPLOT_VERSION) && tar xzf uplot-$(UPLOT_VERSION).tgz

@@ -167,10 +167,11 @@ def follow(connection: socket.socket, arrivals: dict[str, float], stop: threadin
         if not chunk:
             return
         now = time.monotonic()
-        buffer += chunk
-        for found in buffer.split(b'{"id": "')[1:]:
-            arrivals.setdefault(found[:24].decode(errors="replace"), now)
-        buffer = buffer[-64:]
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        for line in lines:
+            # The hub sends whole events in each chunk: a data line is never cut by framing.
+            if line.startswith(b"data: "):
+                arrivals.setdefault(json.loads(line[6:])["id"], now)
 
 
 def write_views(writer: str, per_second: int, seconds: int) -> dict[str, float]:

@@ -16,6 +16,8 @@ from insights_audit.metrics import init_request_metrics, watch_pool
 from insights_audit.reports.routes import blp as reports
 from insights_audit.streams.routes import blp as streams
 from insights_audit.trail.routes import blp as trail
+from insights_audit.viewer import ui
+from insights_audit.viewer.routes import blp as viewer
 from insights_audit.web.api import Api
 from insights_audit.web.auth import init_token_cache
 from insights_audit.web.logs import init_request_log
@@ -86,6 +88,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(integrity)
     api.register_blueprint(reports)
     api.register_blueprint(streams)
+    api.register_blueprint(viewer)
+    ui.register(app, settings)
     register_swagger_assets(app)
     register_commands(app)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from insights_audit import worker
 from insights_audit.audit import aggregates
+from insights_audit.audit.entries import Actor, RequestMeta
 from insights_audit.audit.keys import signing_key
 from insights_audit.config import Settings
 from insights_audit.db import schema_migrations
@@ -37,6 +39,7 @@ from insights_audit.trail.export import export_bytes
 from insights_audit.trail.queries import export_count
 from insights_audit.trail.schemas import EXPORT_FORMATS, ExportQuery
 from insights_audit.trail.service import trail_filter
+from insights_audit.viewer import links
 from insights_audit.web.auth import KNOWN_ROLES, SCOPES
 from insights_audit.web.tokens import create_token, list_tokens, revoke_token
 
@@ -401,6 +404,66 @@ def retention_apply(dry_run: bool) -> None:
         click.echo(line)
 
 
+class Duration(click.ParamType):
+    """A duration: seconds, or a number with ``s``, ``m``, ``h`` or ``d`` (``90m``, ``1h``)."""
+
+    name = "duration"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        unit = self.UNITS.get(text[-1:], None)
+        digits = text[:-1] if unit else text
+        if not digits.isdigit():
+            self.fail(f"{value!r} is not a duration such as 3600, 90m, 1h or 1d", param, ctx)
+        return int(digits) * (unit or 1)
+
+
+@click.command("viewer-link", help="A short-lived, read-only link that opens the viewer signed in.")
+@click.option("--org", required=True, help="Organisation of the person.")
+@click.option("--user", "user_id", required=True, help="User id the link signs in as.")
+@click.option("--email", default=None, help="E-mail address of that user.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(sorted(KNOWN_ROLES)),
+    help="Their roles (repeatable; default Users).",
+)
+@click.option(
+    "--ttl", type=Duration(), default="1h", show_default=True, help="How long it signs in."
+)
+def viewer_link_cli(
+    org: str, user_id: str, email: str | None, roles: tuple[str, ...], ttl: int
+) -> None:
+    if not org.strip() or not user_id.strip():
+        raise click.BadParameter("must not be empty", param_hint="--org/--user")
+    if not links.MIN_TTL_SECONDS <= ttl <= links.MAX_TTL_SECONDS:
+        raise click.BadParameter("must be between 1m and 1d", param_hint="--ttl")
+    settings = _settings()
+    base_url = settings.public_base_url or f"http://{os.environ.get('BIND', '127.0.0.1:8000')}"
+    actor = Actor(org, "insights-audit", None, "insights-audit", None)
+    with transaction(org) as connection:
+        link = links.mint(
+            connection,
+            actor,
+            RequestMeta(None, None, "insights-audit viewer-link"),
+            base_url,
+            user_id=user_id,
+            user_email=email,
+            roles=list(roles) or list(links.DEFAULT_ROLES),
+            ttl_seconds=ttl,
+            via="cli",
+        )
+    expires = link["expiresAt"].isoformat(timespec="seconds")
+    click.echo(f"Viewer link for {user_id} in org {org}, valid until {expires}:")
+    click.echo(link["url"])
+
+
 COMMANDS = (
     db_cli,
     tokens_cli,
@@ -410,6 +473,7 @@ COMMANDS = (
     export_cli,
     report_cli,
     retention_cli,
+    viewer_link_cli,
 )
 
 

@@ -84,6 +84,8 @@ class Settings:
     stream_allow_private: bool = False
     stream_batch_size: int = 500
     stream_suspend_after_hours: int = 24
+    # Who may show the viewer in a frame (CSP frame-ancestors): 'none', 'self' or origins.
+    ui_frame_ancestors: str = "'none'"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -116,6 +118,8 @@ class Settings:
             stream_max_tails=max(1, _int("STREAM_MAX_TAILS", cls.stream_max_tails)),
             stream_max_seconds=max(1, _int("STREAM_MAX_SECONDS", int(cls.stream_max_seconds))),
             stream_secret_key=os.environ.get("STREAM_SECRET_KEY") or None,
+            ui_frame_ancestors=(os.environ.get("UI_FRAME_ANCESTORS") or "").strip()
+            or cls.ui_frame_ancestors,
             stream_allow_http=_flag("STREAM_ALLOW_HTTP"),
             stream_allow_private=_flag("STREAM_ALLOW_PRIVATE"),
             stream_batch_size=min(1000, max(1, _int("STREAM_BATCH_SIZE", cls.stream_batch_size))),

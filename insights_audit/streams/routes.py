@@ -19,7 +19,6 @@ from insights_audit.streams.schemas import (
     UPDATED_MESSAGE,
     CreatedStreamEnvelope,
     NewStream,
-    NoQuery,
     RotatedSecretEnvelope,
     StreamChanges,
     StreamEnvelope,
@@ -29,7 +28,7 @@ from insights_audit.web.api import BASE_PATH, Blueprint
 from insights_audit.web.auth import ON_BEHALF_ROLES, READ, WRITE, current_principal, requires
 from insights_audit.web.openapi_parameters import id_parameter
 from insights_audit.web.request_context import request_meta
-from insights_audit.web.schemas import parse_target_id
+from insights_audit.web.schemas import NoQuery, parse_target_id
 from insights_audit.web.work import request_work
 
 blp = Blueprint(

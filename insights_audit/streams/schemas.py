@@ -36,10 +36,6 @@ TOKEN_ONLY_FOR_HEC = "Only a splunk-hec stream has a token."
 HEC_NEEDS_A_TOKEN = "A splunk-hec stream needs its HEC token."
 
 
-class NoQuery(StrictSchema):
-    """No query parameters: an unknown one is a 400."""
-
-
 class StreamFilters(StrictSchema):
     """Which entries the stream delivers (the search's meanings; every part optional)."""
 

@@ -108,6 +108,10 @@ class StrictSchema(ma.Schema):
         unknown = ma.RAISE
 
 
+class NoQuery(StrictSchema):
+    """An operation without query parameters: an unknown one is a 400."""
+
+
 class ResponseSchema(ma.Schema):
     """A part of a response body. The service always sends every field (null where a field
     allows it), so the OpenAPI document lists every field as required."""

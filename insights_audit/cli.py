@@ -14,7 +14,7 @@ from typing import BinaryIO
 import click
 import marshmallow as ma
 from flask import Flask, current_app
-from flask.cli import AppGroup, ScriptInfo
+from flask.cli import AppGroup, ScriptInfo, with_appcontext
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -424,6 +424,7 @@ class Duration(click.ParamType):
 
 
 @click.command("viewer-link", help="A short-lived, read-only link that opens the viewer signed in.")
+@with_appcontext
 @click.option("--org", required=True, help="Organisation of the person.")
 @click.option("--user", "user_id", required=True, help="User id the link signs in as.")
 @click.option("--email", default=None, help="E-mail address of that user.")

@@ -44,5 +44,7 @@ def grant_app_role(connection: Connection, role: str) -> None:
         "audit_drop_partition(text, timestamptz)",
         # Which orgs' streams are due: org and id only (migration 0012).
         "push_streams_due()",
+        # Read-only viewer tokens of the transaction's org, within a day (migration 0013).
+        "mint_viewer_token(text, text, text[], bytea, timestamptz, text)",
     ):
         connection.execute(text(f"GRANT EXECUTE ON FUNCTION {function} TO {quoted}"))

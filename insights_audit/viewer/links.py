@@ -13,15 +13,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 
 from insights_audit.audit.entries import ENTRY_INSERT, Actor, RequestMeta, entry_params
-from insights_audit.web.tokens import create_token
+from insights_audit.web.auth import hash_token, new_token_secret
 
 TOKEN_TYPE = "token"
 ACTION = "viewer-link.create"
-# Viewer links only read.
-SCOPES = ["api-readonly"]
+# Viewer links only read: ``mint_viewer_token`` (migration 0013) gives scope api-readonly.
 DEFAULT_ROLES = ["Users"]
 DEFAULT_TTL_SECONDS = 3600
 MIN_TTL_SECONDS = 60
@@ -42,17 +41,19 @@ def mint(
 ) -> dict[str, Any]:
     """A new viewer link for ``user_id`` in ``actor``'s org: ``{"url", "token", "expiresAt"}``."""
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
-    token_id, secret = create_token(
-        connection,
-        org=actor.org,
-        user_id=user_id,
-        user_email=user_email,
-        roles=roles,
-        scopes=SCOPES,
-        name=f"viewer link for {user_id}"[:200],
-        expires_in_days=None,
-        expires_at=expires_at,
-    )
+    secret = new_token_secret()
+    token_id: int = connection.execute(
+        select(
+            func.mint_viewer_token(
+                user_id,
+                user_email,
+                sorted(set(roles)),
+                hash_token(secret),
+                expires_at,
+                f"viewer link for {user_id}"[:200],
+            )
+        )
+    ).scalar_one()
     link_id = uuid.uuid4()
     details = {
         "userId": user_id,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, case, func, insert, select, update
 
@@ -33,14 +31,12 @@ def create_token(
     scopes: list[str],
     name: str | None,
     expires_in_days: int | None,
-    expires_at: datetime | None = None,
 ) -> tuple[int, str]:
-    """A new token's id and secret; only the secret's hash is stored. It expires after
-    ``expires_in_days``, or at ``expires_at``, or never."""
+    """A new token's id and secret; only the secret's hash is stored."""
     secret = new_token_secret()
-    expiry: Any = expires_at
-    if expires_in_days:
-        expiry = func.now() + func.make_interval(0, 0, 0, expires_in_days)
+    expires_at = (
+        func.now() + func.make_interval(0, 0, 0, expires_in_days) if expires_in_days else None
+    )
     token_id = connection.execute(
         insert(ApiToken)
         .values(
@@ -51,7 +47,7 @@ def create_token(
             roles=sorted(set(roles)),
             scopes=sorted(set(scopes)),
             token_hash=hash_token(secret),
-            expires_at=expiry,
+            expires_at=expires_at,
         )
         .returning(ApiToken.id)
     ).scalar_one()

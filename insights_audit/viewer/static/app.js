@@ -125,7 +125,8 @@
     return response.blob().then((blob) => {
       const disposition = response.headers.get("Content-Disposition") || "";
       const named = disposition.match(/filename="([^"]+)"/);
-      const link = h("a", { href: URL.createObjectURL(blob), download: named ? named[1] : fallback });
+      const name = named ? named[1] : fallback;
+      const link = h("a", { href: URL.createObjectURL(blob), download: name, hidden: true }, name);
       document.body.append(link);
       link.click();
       setTimeout(() => { URL.revokeObjectURL(link.href); link.remove(); }, 1000);

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean vendor bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients bench-engagement bench-realtime mutation
+.PHONY: install run test lint format clean vendor bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients bench-engagement bench-realtime bench-viewer mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ bench-slow-clients: $(INSTALLED)
 # Live tails beside the reads, and push stream delivery (benchmarks/realtime.py).
 bench-realtime: $(INSTALLED)
 	$(PY) -m benchmarks.realtime
+
+# The viewer's first load against make run's server, in Chromium (benchmarks/viewer.py);
+# BENCH_VIEWER_DOCS=1 also refreshes the README's screenshots in docs/.
+bench-viewer: $(INSTALLED)
+	$(PY) -m benchmarks.viewer $(if $(BENCH_VIEWER_DOCS),--docs,)
 
 # Mutation testing of auth, idempotency, cursors, body schemas and the integrity package
 # (slow; not in CI): MUTATION_MODULES=auth,idempotency limits it. See tools/mutation.py.

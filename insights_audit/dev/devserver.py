@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from insights_audit import create_app
+from insights_audit.audit.entries import Actor, RequestMeta
 from insights_audit.audit.keys import app_signing_key
 from insights_audit.config import Settings
 from insights_audit.db import schema_migrations
@@ -26,6 +27,7 @@ from insights_audit.db.unit_of_work import transaction
 from insights_audit.dev import demo, embedded
 from insights_audit.integrity.sealing import seal
 from insights_audit.models import AuditEntry
+from insights_audit.viewer import links
 from insights_audit.web.auth import principal_for
 from insights_audit.web.tokens import create_token
 
@@ -77,6 +79,24 @@ def development_token(app: Flask, database_url: str) -> str:
     return secret
 
 
+def viewer_link(app: Flask) -> str:
+    """A day's read-only link that opens the viewer as the development user."""
+    actor = Actor(DEV_ORG, "insights-audit", None, "insights-audit", None)
+    with app.app_context(), transaction(DEV_ORG) as connection:
+        link = links.mint(
+            connection,
+            actor,
+            RequestMeta(None, None, "make run"),
+            f"http://{BIND}",
+            user_id=DEV_USER,
+            user_email=f"{DEV_USER}@{DEV_ORG}.example.com",
+            roles=["Administrator", "Users"],
+            ttl_seconds=links.MAX_TTL_SECONDS,
+            via="make run",
+        )
+    return str(link["url"])
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path``, readable by its owner only from the moment it exists."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -123,10 +143,13 @@ def serve(database_url: str, serve_as: str | None = None) -> int:
     with app.app_context():
         seal(transaction, DEV_ORG, app_signing_key(app))
     token = development_token(app, database_url)
+    viewer = viewer_link(app)
     service_url = app_role_url(app, database_url, serve_as) if serve_as else database_url
     print(
         "\n"
         f"  insights-audit is starting on http://{BIND}\n"
+        f"  Viewer:       {viewer}\n"
+        "                (signed in as the development user, read-only, for a day)\n"
         f"  Swagger UI:   http://{BIND}/docs  (Authorize with the token below)\n"
         f"  Org / user:   {DEV_ORG} / {DEV_USER} (Administrator, scope api)\n"
         f"  Token:        {token}\n\n"

@@ -45,7 +45,7 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(
     monkeypatch.setitem(app.config, "SETTINGS", brief)
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 27
+    assert len(operations) == 29
 
     for operation, mode in itertools.product(operations, GenerationMode):
 

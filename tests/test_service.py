@@ -18,6 +18,8 @@ from tests.conftest import BASE
 CONTRACT_PATHS = {
     f"{BASE}/dashboard/recently-viewed": {"get"},
     f"{BASE}/stream": {"get"},
+    f"{BASE}/viewer-links": {"post"},
+    f"{BASE}/me": {"get"},
     f"{BASE}/streams": {"get", "post"},
     f"{BASE}/streams/{{streamId}}": {"get", "patch", "delete"},
     f"{BASE}/streams/{{streamId}}/rotate-secret": {"post"},

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
 from sqlalchemy import Connection
+from werkzeug.exceptions import MethodNotAllowed
 
 from insights_audit.audit import chain_order
 from insights_audit.audit.keys import cursor_key
@@ -164,7 +165,16 @@ class AuditLogEntry(MethodView):
 
         Every field of the entry. An id unknown to the caller's organisation is a 404.
         """
-        found = service.entry(request_work(), parse_audit_id(id))
+        try:
+            entry_id = parse_audit_id(id)
+        except BadRequest:
+            # A fixed path beside the ids that takes other methods ({base}/viewer-links).
+            fixed = [rule for rule in current_app.url_map.iter_rules() if rule.rule == request.path]
+            if fixed:
+                methods = sorted({method for rule in fixed for method in rule.methods or ()})
+                raise MethodNotAllowed(methods) from None
+            raise
+        found = service.entry(request_work(), entry_id)
         return json_envelope(found, ENTRY_MESSAGE)
 
 

@@ -276,23 +276,45 @@ def main() -> None:
         embedded.drop_database(SERVER, name)
 
 
+ROUNDS = 3
+
+
 def _tails_beside_reads(master: int, script: Path, auditor: str, writer: str) -> None:
+    """Reads without and with open tails, alternating, ``ROUNDS`` times: medians."""
     wrk(script, 16)  # warm up
-    without = {connections: wrk(script, connections) for connections in (16, 1)}
-    rss_before = workers_rss_kb(master)
-    tails = [open_tail(auditor) for _ in range(TAILS)]
-    time.sleep(2)
-    rss_after = workers_rss_kb(master)
-    with_tails = {connections: wrk(script, connections) for connections in (16, 1)}
-    print(f"\nreads (recently-viewed, most-viewed), without and with {TAILS} open tails:")
+    runs: dict[tuple[bool, int], list[dict[str, float]]] = {}
+    growth = []
+    tails: list[socket.socket] = []
+    for _ in range(ROUNDS):
+        for connection in tails:
+            connection.close()
+        time.sleep(1)
+        for connections in (16, 1):
+            runs.setdefault((False, connections), []).append(wrk(script, connections))
+        rss_before = workers_rss_kb(master)
+        tails = [open_tail(auditor) for _ in range(TAILS)]
+        time.sleep(2)
+        growth.append((workers_rss_kb(master) - rss_before) / TAILS)
+        for connections in (16, 1):
+            runs.setdefault((True, connections), []).append(wrk(script, connections))
+
+    def median(key: tuple[bool, int], figure: str) -> float:
+        return statistics.median(run[figure] for run in runs[key])
+
+    print(
+        f"\nreads (recently-viewed, most-viewed), without and with {TAILS} open tails,"
+        f" medians of {ROUNDS} alternating runs:"
+    )
     print("connections   rps without   rps with   ratio   p99 without   p99 with   ratio")
     for connections in (16, 1):
-        a, b = without[connections], with_tails[connections]
+        a_rps, b_rps = median((False, connections), "rps"), median((True, connections), "rps")
+        a_p99 = median((False, connections), "p99_ms")
+        b_p99 = median((True, connections), "p99_ms")
         print(
-            f"{connections:>11}  {a['rps']:>12.0f}  {b['rps']:>9.0f}  {b['rps'] / a['rps']:>6.2f}"
-            f"  {a['p99_ms']:>9.2f} ms  {b['p99_ms']:>6.2f} ms  {b['p99_ms'] / a['p99_ms']:>5.2f}"
+            f"{connections:>11}  {a_rps:>12.0f}  {b_rps:>9.0f}  {b_rps / a_rps:>6.2f}"
+            f"  {a_p99:>9.2f} ms  {b_p99:>6.2f} ms  {b_p99 / a_p99:>5.2f}"
         )
-    print(f"memory per open tail: {(rss_after - rss_before) / TAILS:.1f} KiB (workers' RSS)")
+    print(f"memory per open tail: {statistics.median(growth):.1f} KiB (workers' RSS, median)")
     arrivals: list[dict[str, float]] = [{} for _ in range(10)]
     stop = threading.Event()
     followers = [

@@ -16,8 +16,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from insights_audit import create_app
+from insights_audit.config import Settings
 from insights_audit.db.engine import ENGINE_KEY
-from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.trail import queries
+from tests.conftest import BASE, TEST_SIGNING_KEY, TokenFactory, bearer, new_id, run_sql
 
 AUDITOR = ("Auditor",)
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -321,3 +324,69 @@ def test_a_search_page_is_bound_by_the_statement_timeout(
         assert waited < 3
     finally:
         quick.extensions[ENGINE_KEY].dispose()
+
+
+# ---- as the app role, under row-level security ------------------------------------------
+
+
+def _trail_reads(app: Flask, org: str) -> dict[str, int]:
+    """Rows the org's partitions gave to table scans and index fetches, and scans of their
+    trigram index, so far (statistics, read as the owner)."""
+    rows = run_sql(
+        app,
+        "SELECT coalesce(sum(t.seq_tup_read), 0), coalesce(sum(t.idx_tup_fetch), 0),"
+        " (SELECT coalesce(sum(i.idx_scan), 0) FROM pg_stat_user_indexes AS i"
+        "  WHERE i.relname LIKE 'audit_entries_%' AND i.indexrelname LIKE '%text%')"
+        " FROM pg_stat_user_tables AS t WHERE t.relname LIKE 'audit_entries_%'",
+    )
+    ((table_rows, fetched, text_scans),) = rows
+    return {"table_rows": int(table_rows), "fetched": int(fetched), "text_scans": int(text_scans)}
+
+
+def _search_as_app_role(app_role_url: str, org: str, words: tuple[str, ...]) -> list[str]:
+    """One search page as the service runs it (the app role, the org's policy), its
+    statistics flushed when it commits."""
+    service = create_app(Settings(database_url=app_role_url, audit_signing_key=TEST_SIGNING_KEY))
+    with service.app_context(), transaction(org) as connection:
+        connection.exec_driver_sql("SELECT pg_stat_force_next_flush()")
+        page = queries.search_page(connection, org, queries.TrailFilter(words=words), limit=100)
+    return [entry["id"] for entry in json.loads(page.data)]
+
+
+def _matching(app: Flask, org: str, word: str) -> list[str]:
+    rows = run_sql(
+        app,
+        "SELECT id FROM audit_entries WHERE org = :org"
+        " AND audit_search_text(action, user_id, user_email, details) LIKE :pattern"
+        " ORDER BY created_at DESC, id DESC LIMIT 100",
+        org=org,
+        pattern=f"%{word.lower()}%",
+    )
+    return [entry_id for (entry_id,) in rows]
+
+
+def test_as_the_app_role_a_common_word_walks_the_newest_entries_and_a_rare_one_its_index(
+    app: Flask, app_role_url: str, big_org: str
+) -> None:
+    run_sql(app, "ANALYZE audit_entries")
+    (rare,) = run_sql(
+        app,
+        "SELECT user_id FROM audit_entries WHERE org = :org GROUP BY user_id"
+        " HAVING count(*) BETWEEN 5 AND 60 ORDER BY count(*) LIMIT 1",
+        org=big_org,
+    )[0:1]
+    cases = {"common": "view", "rare": rare[0], "absent": "zq-nowhere-qz"}
+    for kind, word in cases.items():
+        before = _trail_reads(app, big_org)
+        found = _search_as_app_role(app_role_url, big_org, (word,))
+        time.sleep(0.1)
+        after = _trail_reads(app, big_org)
+        read = {name: after[name] - before[name] for name in before}
+        assert found == _matching(app, big_org, word), kind
+        # Never a scan of the org's 40,000 entries.
+        assert read["table_rows"] == 0, (kind, read)
+        assert read["fetched"] <= 5_000 + 202, (kind, read)
+        if kind == "common":
+            assert len(found) == 100 and read["text_scans"] == 0, (kind, read)
+        else:
+            assert read["text_scans"] > 0, (kind, read)

@@ -46,5 +46,8 @@ def grant_app_role(connection: Connection, role: str) -> None:
         "push_streams_due()",
         # Read-only viewer tokens of the transaction's org, within a day (migration 0013).
         "mint_viewer_token(text, text, text[], bytea, timestamptz, text)",
+        # A search page's keys, with the trigram index usable (migration 0014).
+        "audit_search_keys(text, text[], text[], text[], text[], uuid, text[], timestamptz,"
+        " timestamptz, timestamptz, text, integer)",
     ):
         connection.execute(text(f"GRANT EXECUTE ON FUNCTION {function} TO {quoted}"))

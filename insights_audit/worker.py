@@ -216,7 +216,7 @@ def deliver_streams(app: Flask, stopping: threading.Event) -> None:
 class BackgroundJobs:
     """The threads that run the jobs, and how to stop them."""
 
-    thread: threading.Thread
+    thread: threading.Thread | None
     stopping: threading.Event
     deliverer: threading.Thread | None = None
 
@@ -224,20 +224,20 @@ class BackgroundJobs:
         """Stop after the passes under way, and wait for them (``timeout`` seconds at most
         each)."""
         self.stopping.set()
-        self.thread.join(timeout)
+        if self.thread is not None:
+            self.thread.join(timeout)
         if self.deliverer is not None:
             self.deliverer.join(timeout)
 
 
 def start(app: Flask) -> BackgroundJobs | None:
-    """Run ``seal_everything`` (and the jobs after it) every interval in a daemon thread
-    until stopped (no thread if the interval is 0)."""
+    """Run ``seal_everything`` (and the jobs after it) every interval in a daemon thread, and
+    the stream deliverer in another, until stopped (no sealing thread if the interval is 0:
+    cron seals then; streams are delivered either way)."""
     if not isinstance(app, Flask):  # a WSGI middleware around the app: nothing to seal with
         log.warning("audit sealer not started: the WSGI application is not the Flask app")
         return None
     interval = app.config["SETTINGS"].audit_seal_interval_seconds
-    if interval <= 0:
-        return None
     stopping = threading.Event()
 
     def run() -> None:
@@ -250,8 +250,10 @@ def start(app: Flask) -> BackgroundJobs | None:
                 if sealed:
                     log.info("sealed %d audit entries", sealed)
 
-    thread = threading.Thread(target=run, name="audit-sealer", daemon=True)
-    thread.start()
+    thread = None
+    if interval > 0:
+        thread = threading.Thread(target=run, name="audit-sealer", daemon=True)
+        thread.start()
     deliverer = threading.Thread(
         target=deliver_streams, args=(app, stopping), name="stream-deliverer", daemon=True
     )

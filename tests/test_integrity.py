@@ -364,7 +364,10 @@ def test_the_sealer_thread_seals_on_its_interval(
         background.extensions[ENGINE_KEY].dispose()
     assert (verify(app, org).status, verify(app, org).checked) == ("verified", 3)
     no_thread = dataclasses.replace(settings, audit_seal_interval_seconds=0)
-    assert worker.start(create_app(no_thread)) is None
+    without_sealing = worker.start(create_app(no_thread))
+    assert without_sealing is not None and without_sealing.thread is None
+    assert without_sealing.deliverer is not None  # push streams are delivered all the same
+    without_sealing.stop()
 
 
 # --- tampering, as the table owner ----------------------------------------------------------

@@ -28,6 +28,8 @@ SEARCHES = {
     "action-prefix": {"action": "threshold.*"},
     "user": {"userId": "user-00042"},
     "q-word": {"q": "threshold"},
+    "q-common": {"q": "update"},
+    "q-absent": {"q": "zq-nowhere"},
     "combined": {"type": "dashboard", "action": "view", "userId": "user-00001"},
 }
 # Pages followed before the deep searches are timed.

@@ -15,8 +15,9 @@ under row-level security as before: the policy stays the last line of defence.
 A page costs what the page needs, not what the word's frequency makes it: the function first
 walks the org's newest ``WALK_ROWS`` entries after the cursor (the time index) and keeps the
 matches; a common word fills the page there. Only when it does not (a rare or absent word)
-does it ask the trigram index, with index walks and table scans off so that the planner
-cannot choose to read the whole org instead.
+does it ask the trigram index, one month at a time from the newest, until the page is full,
+with index walks and table scans off so that the planner cannot choose to read the whole org
+instead.
 
 Where the migrating role may not create roles, the function belongs to the tables' owner:
 searches are then right, under row-level security, and as slow as before.
@@ -36,7 +37,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 SEARCH_ROLE = "insights_audit_search"
-WALK_ROWS = 5000
+WALK_ROWS = 500
 SIGNATURE = (
     "audit_search_keys(text, text[], text[], text[], text[], uuid, text[], timestamptz,"
     " timestamptz, timestamptz, text, integer)"
@@ -55,6 +56,12 @@ DECLARE
     words text := '';
     walked timestamptz[];
     walked_ids text[];
+    found integer := 0;
+    added integer;
+    newest timestamptz;
+    oldest timestamptz;
+    upper_bound timestamptz;
+    lower_bound timestamptz;
     index_walks text := current_setting('enable_indexscan');
     table_scans text := current_setting('enable_seqscan');
 BEGIN
@@ -111,17 +118,31 @@ BEGIN
         RETURN;
     END IF;
 
-    -- A rare or absent word: its trigrams find the matches; never a walk of the whole org.
+    -- A rare or absent word: its trigrams find the matches, month by month from the newest,
+    -- until the page is full; never a walk of the whole org.
+    SELECT max(e.created_at), min(e.created_at) INTO newest, oldest
+        FROM audit_entries e WHERE e.org = p_org;
     IF words <> '' THEN
         PERFORM set_config('enable_indexscan', 'off', true);
         PERFORM set_config('enable_seqscan', 'off', true);
     END IF;
-    RETURN QUERY EXECUTE format(
-        'SELECT e.created_at, e.id FROM audit_entries e WHERE %s %s'
-        ' ORDER BY e.created_at DESC, e.id DESC LIMIT $12',
-        conditions, words)
-    USING p_org, p_patterns, p_types, p_actions, p_action_prefixes, p_target, p_users,
-          p_since, p_until, p_after_created, p_after_id, p_limit;
+    upper_bound := least(newest + interval '1 microsecond',
+                         p_after_created + interval '1 microsecond', p_until);
+    oldest := greatest(oldest, p_since);
+    WHILE found < p_limit AND upper_bound > oldest LOOP
+        lower_bound := date_trunc('month', upper_bound - interval '1 microsecond');
+        RETURN QUERY EXECUTE format(
+            'SELECT e.created_at, e.id FROM audit_entries e WHERE %s %s'
+            ' AND e.created_at >= $13 AND e.created_at < $14'
+            ' ORDER BY e.created_at DESC, e.id DESC LIMIT $15',
+            conditions, words)
+        USING p_org, p_patterns, p_types, p_actions, p_action_prefixes, p_target, p_users,
+              p_since, p_until, p_after_created, p_after_id, p_limit,
+              lower_bound, upper_bound, p_limit - found;
+        GET DIAGNOSTICS added = ROW_COUNT;
+        found := found + added;
+        upper_bound := lower_bound;
+    END LOOP;
     PERFORM set_config('enable_indexscan', index_walks, true);
     PERFORM set_config('enable_seqscan', table_scans, true);
 END

@@ -120,7 +120,7 @@ def ensure_varied_text(admin_url: str) -> dict[str, int]:
                     "org": BIG_ORG,
                     "action": VARIED_ACTION,
                     "count": count - present,
-                    "words": WORDS,
+                    "words": list(WORDS),
                     "names": NAMES,
                 },
             )

@@ -167,21 +167,12 @@ def create(
     return shown
 
 
-def _load(connection: Connection, org: str, stream_id: uuid.UUID) -> Row[Any]:
-    stream = connection.execute(
-        select(PushStream.__table__).where(PushStream.org == org, PushStream.id == stream_id)
-    ).one_or_none()
-    if stream is None:
-        raise NotFound(STREAM_NOT_FOUND)
-    return stream
-
-
-def _locked(connection: Connection, org: str, stream_id: uuid.UUID) -> Row[Any]:
-    stream = connection.execute(
-        select(PushStream.__table__)
-        .where(PushStream.org == org, PushStream.id == stream_id)
-        .with_for_update()
-    ).one_or_none()
+def _load(
+    connection: Connection, org: str, stream_id: uuid.UUID, *, lock: bool = False
+) -> Row[Any]:
+    """The org's stream (locked for the transaction's change if ``lock``); a 404 if none."""
+    query = select(PushStream.__table__).where(PushStream.org == org, PushStream.id == stream_id)
+    stream = connection.execute(query.with_for_update() if lock else query).one_or_none()
     if stream is None:
         raise NotFound(STREAM_NOT_FOUND)
     return stream
@@ -213,7 +204,7 @@ def change(
     """Apply ``changes``: an ``update`` entry for the fields, ``pause`` or ``resume`` for
     the status."""
     connection = work.connection
-    stream = _locked(connection, work.org, stream_id)
+    stream = _load(connection, work.org, stream_id, lock=True)
     if "token" in changes and stream.kind != "splunk-hec":
         raise BadRequest(VALIDATION_FAILED, errors={"json": {"token": [TOKEN_ONLY_FOR_HEC]}})
     if "url" in changes:
@@ -253,7 +244,7 @@ def _now() -> datetime:
 
 def remove(work: UnitOfWork, actor: Actor, meta: RequestMeta, stream_id: uuid.UUID) -> None:
     connection = work.connection
-    stream = _locked(connection, work.org, stream_id)
+    stream = _load(connection, work.org, stream_id, lock=True)
     record_change(connection, actor, "delete", stream, meta)
     connection.execute(delete(PushStream).where(PushStream.id == stream.id))
 
@@ -263,7 +254,7 @@ def rotate_secret(
 ) -> dict[str, Any]:
     """A new signing secret for a webhook stream, in force for its next delivery."""
     connection = work.connection
-    stream = _locked(connection, work.org, stream_id)
+    stream = _load(connection, work.org, stream_id, lock=True)
     if stream.kind != "webhook":
         raise BadRequest(NO_SECRET_FOR_HEC)
     secret = secrets.new_webhook_secret()

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from insights_audit import worker
 from insights_audit.audit import aggregates
-from insights_audit.audit.entries import Actor, RequestMeta
+from insights_audit.audit.entries import RequestMeta, service_actor
 from insights_audit.audit.keys import signing_key
 from insights_audit.config import Settings
 from insights_audit.db import schema_migrations
@@ -447,7 +447,7 @@ def viewer_link_cli(
         raise click.BadParameter("must be between 1m and 1d", param_hint="--ttl")
     settings = _settings()
     base_url = settings.public_base_url or f"http://{os.environ.get('BIND', '127.0.0.1:8000')}"
-    actor = Actor(org, "insights-audit", None, "insights-audit", None)
+    actor = service_actor(org)
     with transaction(org) as connection:
         link = links.mint(
             connection,

@@ -180,6 +180,22 @@ def run_sql(
         return [tuple(row) for row in result] if result.returns_rows else []
 
 
+@contextmanager
+def entry_held_open(database_url: str, org: str) -> Iterator[str]:
+    """An entry of ``org`` written by a transaction that stays open for the block and commits
+    when it ends: the late commit a feed, tail or stream must wait for and never skip."""
+    with psycopg.connect(database_url) as slow:
+        slow.execute("SELECT set_config('insights_audit.org', %s, true)", (org,))
+        row = slow.execute(
+            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id)"
+            " VALUES (audit_object_id(now()), %s, 'kpi', 'slow', gen_random_uuid(), 'w')"
+            " RETURNING id",
+            (org,),
+        ).fetchone()
+        assert row is not None
+        yield str(row[0])
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 

@@ -13,7 +13,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from insights_audit import create_app
-from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view, run_sql
+from tests.conftest import (
+    BASE,
+    TokenFactory,
+    bearer,
+    entry_held_open,
+    new_id,
+    record_view,
+    run_sql,
+)
 
 AUDITOR = ("Auditor",)
 
@@ -91,13 +99,7 @@ def test_an_open_transaction_delays_the_feed_and_never_makes_it_skip(
 ) -> None:
     token = make_token(roles=AUDITOR)
     viewer = make_token()
-    with psycopg.connect(database_url) as slow:
-        slow.execute("SELECT set_config('insights_audit.org', %s, true)", (org,))
-        slow.execute(
-            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id)"
-            " VALUES (audit_object_id(now()), %s, 'kpi', 'slow', gen_random_uuid(), 'w')",
-            (org,),
-        )
+    with entry_held_open(database_url, org):
         later = record_view(client, viewer, new_id())["auditLogId"]  # commits first
         body = feed(client, token)
         assert body["data"] == [] and body["pagination"]["hasMore"] is False

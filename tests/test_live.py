@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from flask.testing import FlaskClient
 
@@ -23,6 +22,7 @@ from tests.conftest import (
     BASE,
     TokenFactory,
     bearer,
+    entry_held_open,
     new_id,
     record_view,
     running_gunicorn,
@@ -144,19 +144,11 @@ def test_a_late_commit_reaches_the_tail_after_it_commits_never_skipped(
     viewer = make_token()
     with tail(client, auditor) as response:
         chunks = iter(response.response)
-        with psycopg.connect(database_url) as slow:
-            slow.execute("SELECT set_config('insights_audit.org', %s, true)", (org,))
-            held = slow.execute(
-                "INSERT INTO audit_entries (id, org, type, action, target_id, user_id)"
-                " VALUES (audit_object_id(now()), %s, 'kpi', 'slow', gen_random_uuid(), 'w')"
-                " RETURNING id",
-                (org,),
-            ).fetchone()
+        with entry_held_open(database_url, org) as held:
             later = record_view(client, viewer, new_id())["auditLogId"]  # commits first
             time.sleep(1.2)  # two polls: nothing may be sent while the older one is open
-        assert held is not None
         # Committed: both arrive, the one that began first first.
-        assert ids(entries_from(chunks, 2)) == [held[0], later]
+        assert ids(entries_from(chunks, 2)) == [held, later]
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from tests.conftest import (
     TEST_SIGNING_KEY,
     TokenFactory,
     bearer,
+    entry_held_open,
     new_id,
     record_view,
     run_sql,
@@ -290,13 +291,7 @@ def test_a_late_commit_is_delivered_after_it_commits_never_skipped(
     hook = receiver()
     stream = create_stream(open_client, admin, url=hook.url)
     assert deliver(open_app, stream, org) == 1  # its creation
-    with psycopg.connect(database_url) as slow:
-        slow.execute("SELECT set_config('insights_audit.org', %s, true)", (org,))
-        slow.execute(
-            "INSERT INTO audit_entries (id, org, type, action, target_id, user_id)"
-            " VALUES (audit_object_id(now()), %s, 'kpi', 'slow', gen_random_uuid(), 'w')",
-            (org,),
-        )
+    with entry_held_open(database_url, org):
         record_view(open_client, admin, new_id())  # commits first
         assert deliver(open_app, stream, org) == 0
     assert deliver(open_app, stream, org) == 2
@@ -604,7 +599,9 @@ def test_a_worker_killed_mid_delivery_loses_nothing(
             time.sleep(0.05)
         # The batch is at the receiver: kill every worker (SIGKILL: no cleanup at all).
         port = url.rsplit(":", 1)[1]
-        for pid in gunicorn_workers(port):
+        workers = gunicorn_workers(port)
+        assert workers
+        for pid in workers:
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

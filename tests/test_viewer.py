@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tests.conftest import (
     bearer,
     new_id,
     record_view,
+    run_sql,
     running_gunicorn,
 )
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
@@ -69,8 +69,6 @@ def test_a_viewer_link_is_a_read_only_token_for_one_person_and_is_audited(
 
 
 def test_a_viewer_link_expires(app: Flask, client: FlaskClient, make_token: TokenFactory) -> None:
-    from tests.conftest import run_sql
-
     admin = make_token(roles=ADMIN)
     link = mint(client, admin, ttlSeconds=60).json["data"]
     assert client.get(f"{BASE}/me", headers=bearer(link["token"])).status_code == 200
@@ -258,13 +256,11 @@ def test_a_person_looks_at_usage_and_the_trail_in_the_viewer(
         page = context.new_page()
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(str(error)))
-        started = time.monotonic()
         page.goto(link["data"]["url"])
 
         # Signed in by the link; the token has left the address bar for the tab's storage.
         recent = page.get_by_role("region", name="My recently viewed")
         expect(recent.get_by_role("link", name="Revenue board")).to_be_visible()
-        interactive = time.monotonic() - started
         assert "token=" not in page.url
         assert (
             page.evaluate("sessionStorage.getItem('insights-audit-token')") == link["data"]["token"]
@@ -323,7 +319,6 @@ def test_a_person_looks_at_usage_and_the_trail_in_the_viewer(
         page.pdf(path=str(pdf))
         assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 10_000
         browser.close()
-    assert interactive < 5  # a generous bound: the load itself is measured in BENCHMARKS.md
 
 
 @pytest.mark.skipif(

@@ -73,6 +73,15 @@ class Actor:
     recorded_by_token: int | None
 
 
+SERVICE_USER = "insights-audit"
+
+
+def service_actor(org: str) -> Actor:
+    """The service itself, writing on an operator's command or on its own (a suspended
+    stream, a viewer link from the CLI or ``make run``): no token records it."""
+    return Actor(org, SERVICE_USER, None, SERVICE_USER, None)
+
+
 @dataclass(frozen=True)
 class RequestMeta:
     """Where the action came from."""

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from insights_audit import create_app
-from insights_audit.audit.entries import Actor, RequestMeta
+from insights_audit.audit.entries import RequestMeta, service_actor
 from insights_audit.audit.keys import app_signing_key
 from insights_audit.config import Settings
 from insights_audit.db import schema_migrations
@@ -81,7 +81,7 @@ def development_token(app: Flask, database_url: str) -> str:
 
 def viewer_link(app: Flask) -> str:
     """A day's read-only link that opens the viewer as the development user."""
-    actor = Actor(DEV_ORG, "insights-audit", None, "insights-audit", None)
+    actor = service_actor(DEV_ORG)
     with app.app_context(), transaction(DEV_ORG) as connection:
         link = links.mint(
             connection,

@@ -8,10 +8,11 @@ from flask import current_app
 from flask.views import MethodView
 
 from insights_audit.audit.keys import app_signing_key
-from insights_audit.integrity.schemas import INTEGRITY_MESSAGE, IntegrityEnvelope, NoQuery
+from insights_audit.integrity.schemas import INTEGRITY_MESSAGE, IntegrityEnvelope
 from insights_audit.integrity.service import integrity_of
 from insights_audit.web.api import BASE_PATH, Blueprint
 from insights_audit.web.auth import OVERSIGHT_ROLES, READ, requires
+from insights_audit.web.schemas import NoQuery
 from insights_audit.web.work import request_work
 
 INTEGRITY_ENVELOPE = IntegrityEnvelope()

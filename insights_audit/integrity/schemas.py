@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from insights_audit.web.schemas import FastDumpSchema, StrictSchema, Timestamp, envelope
+from insights_audit.web.schemas import FastDumpSchema, Timestamp, envelope
 
 INTEGRITY_MESSAGE = "Successfully verified the integrity of the audit trail"
 STATUSES = ("verified", "failed", "no_data")
-
-
-class NoQuery(StrictSchema):
-    """The endpoint takes no query parameters: any is refused."""
 
 
 class Checkpoint(FastDumpSchema):

@@ -33,7 +33,7 @@ import urllib3
 from sqlalchemy import Engine, func, select, text, update
 
 from insights_audit.audit.chain_order import position_key
-from insights_audit.audit.entries import Actor, RequestMeta
+from insights_audit.audit.entries import RequestMeta, service_actor
 from insights_audit.db.unit_of_work import transaction
 from insights_audit.metrics import STREAM_DELIVERED, STREAM_FAILURES, STREAM_LAG
 from insights_audit.models import PushStream
@@ -336,16 +336,13 @@ def _failed(
         values["last_error"],
     )
     if suspend:
-        suspended = connection.execute(
-            select(PushStream.__table__).where(PushStream.id == stream_id)
-        ).one()
-        actor = Actor(stream.org, "insights-audit", None, "insights-audit", None)
         service.record_change(
             connection,
-            actor,
+            service_actor(stream.org),
             "suspend",
-            suspended,
+            stream,
             RequestMeta(None, None, None),
+            status="suspended",
             failingSince=failing_since.isoformat(),
             lastError=values["last_error"],
         )

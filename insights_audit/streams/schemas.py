@@ -7,10 +7,8 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from insights_audit.trail.schemas import ACTION_FILTER_PATTERN, FILTER_TYPES
+from insights_audit.trail.schemas import EntryFilters
 from insights_audit.web.schemas import (
-    CanonicalUUID,
-    FullMatch,
     ResponseSchema,
     StrictSchema,
     Timestamp,
@@ -25,7 +23,6 @@ SETTABLE_STATUSES = ("active", "paused")
 NAME_LIMIT = 200
 URL_LIMIT = 2048
 TOKEN_LIMIT = 512
-FILTER_VALUES_LIMIT = 50
 
 STREAM_MESSAGE = "Successfully retrieved stream"
 STREAMS_MESSAGE = "Successfully retrieved streams"
@@ -36,23 +33,8 @@ TOKEN_ONLY_FOR_HEC = "Only a splunk-hec stream has a token."
 HEC_NEEDS_A_TOKEN = "A splunk-hec stream needs its HEC token."
 
 
-class StreamFilters(StrictSchema):
-    """Which entries the stream delivers (the search's meanings; every part optional)."""
-
-    type = fields.List(
-        fields.String(validate=validate.OneOf(FILTER_TYPES)),
-        validate=validate.Length(1, FILTER_VALUES_LIMIT),
-    )
-    action = fields.List(
-        fields.String(validate=FullMatch(ACTION_FILTER_PATTERN)),
-        validate=validate.Length(1, FILTER_VALUES_LIMIT),
-        metadata={"description": "Actions, or prefixes ending in `*`"},
-    )
-    userId = fields.List(
-        fields.String(validate=validate.Length(1, 255)),
-        validate=validate.Length(1, FILTER_VALUES_LIMIT),
-    )
-    targetId = CanonicalUUID()
+class StreamFilters(EntryFilters):
+    """Which entries the stream delivers: the search's filters, with their meanings."""
 
 
 def _name(**kwargs: Any) -> fields.String:

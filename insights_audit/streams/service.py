@@ -79,6 +79,7 @@ def record_change(
     meta: RequestMeta,
     **more: Any,
 ) -> None:
+    """The stream's audit entry; ``more`` adds details or overrides one (a new status)."""
     details = {
         "name": stream.name,
         "kind": stream.kind,

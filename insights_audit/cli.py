@@ -9,10 +9,11 @@ import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import click
 import marshmallow as ma
+import psycopg
 from flask import Flask, current_app
 from flask.cli import AppGroup, ScriptInfo, with_appcontext
 from sqlalchemy import exc as sa_exc
@@ -31,6 +32,16 @@ from insights_audit.db.orgs import chained_orgs, orgs_with_entries
 from insights_audit.db.unit_of_work import UnitOfWork, batch_transaction, transaction
 from insights_audit.dev import demo
 from insights_audit.errors import DomainError
+from insights_audit.imports.documents import STANDARD_INPUT
+from insights_audit.imports.mapping import ENTRIES, LEGACY_UUIDS, VIEWS, Rules, parse_overrides
+from insights_audit.imports.run import (
+    IMPORT_CLOCK_SKEW,
+    IMPORT_HAD_REJECTS,
+    ImportPlan,
+    ImportRefused,
+    import_summary,
+    run_import,
+)
 from insights_audit.integrity import files, retention, sealing, verification
 from insights_audit.reports import service as reports
 from insights_audit.reports.queries import PARTS as report_parts
@@ -238,7 +249,7 @@ def audit_verify(org: str | None, against: Path | None, check_aggregates: bool) 
     public_key = signing_key(_settings()).public_key()
     exported_orgs = files.exported_orgs(against) if against is not None else ()
     checked = unsealed = 0
-    removals: list[str] = []
+    notes: list[str] = []
     for name in _orgs(org, exported_orgs):
         exported = files.read_exported(against, name) if against is not None else []
         with transaction(name) as connection:
@@ -252,10 +263,20 @@ def audit_verify(org: str | None, against: Path | None, check_aggregates: bool) 
         checked += verdict.checked
         unsealed += verdict.unsealed
         if verdict.removed and verdict.retention is not None:
-            removals.append(
+            notes.append(
                 f"{name}: {verdict.removed} earlier sealed entries were removed by retention"
                 f" (created before {verdict.retention['removedBefore']}, removed on"
                 f" {verdict.retention['removedAt']}; record {verdict.retention['number']})"
+            )
+        if verdict.imported:
+            sources = [
+                f"{file['name']} ({file['kind']}, sha256 {file['sha256']})"
+                for record in verdict.imports
+                for file in record["files"]
+            ]
+            notes.append(
+                f"{name}: {verdict.imported} entries were imported, from "
+                + ("; ".join(sources) if sources else "files whose import did not finish")
             )
         if check_aggregates:
             _verify_aggregates(name)
@@ -265,11 +286,11 @@ def audit_verify(org: str | None, against: Path | None, check_aggregates: bool) 
             " `insights-audit audit checkpoint` seals them.",
             err=True,
         )
-    if checked == 0 and not removals:
+    if checked == 0 and not notes:
         click.echo("no entries to verify")
         sys.exit(2)
     click.echo(f"verified {checked} entries")
-    for line in removals:
+    for line in notes:
         click.echo(line)
 
 
@@ -384,6 +405,95 @@ def report_usage(org: str, since: str | None, until: str | None, fmt: str, out: 
     out.write(reports.report_bytes(report, fmt))
 
 
+@click.command("import", help="Bring a document store's view logs and audit entries into an org.")
+@click.option("--org", required=True, help="Organisation the history belongs to.")
+@click.option(
+    "--views",
+    multiple=True,
+    metavar="FILE",
+    help="mongoexport output of view logs: JSON lines or an array, gzip or not; - reads"
+    " standard input (repeatable).",
+)
+@click.option(
+    "--entries",
+    multiple=True,
+    metavar="FILE",
+    help="mongoexport output of audit entries, read like --views (repeatable).",
+)
+@click.option(
+    "--map",
+    "mappings",
+    multiple=True,
+    metavar="FIELD=PATH",
+    help="Read FIELD from PATH (dotted; a|b tries a, then b; empty: never) instead of the"
+    " default (repeatable).",
+)
+@click.option(
+    "--legacy-uuid",
+    type=click.Choice(sorted(LEGACY_UUIDS)),
+    default="python",
+    show_default=True,
+    help="Byte order of UUIDs stored as binary subtype 3: the driver that wrote them.",
+)
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="import-rejects.jsonl",
+    show_default=True,
+    help="Where rejected documents are listed, with their line and reason.",
+)
+@click.option("--dry-run", is_flag=True, help="Read and check everything, import nothing.")
+def import_cli(
+    org: str,
+    views: tuple[str, ...],
+    entries: tuple[str, ...],
+    mappings: tuple[str, ...],
+    legacy_uuid: str,
+    rejects_path: Path,
+    dry_run: bool,
+) -> None:
+    if not views and not entries:
+        raise click.UsageError("give at least one --views or --entries file")
+    files = [(VIEWS, path) for path in views] + [(ENTRIES, path) for path in entries]
+    if [path for _, path in files].count(STANDARD_INPUT) > 1:
+        raise click.UsageError("standard input (-) can be read only once")
+    for _, path in files:
+        if path != STANDARD_INPUT and not Path(path).is_file():
+            raise click.BadParameter(f"{path}: no such file", param_hint="--views/--entries")
+    try:
+        overrides = parse_overrides(mappings)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--map") from error
+    settings = _settings()
+    with transaction() as connection:
+        now: datetime = connection.execute(select(func.now())).scalar_one()
+    days = settings.audit_retention_days
+    rules = Rules(
+        org,
+        latest=now + IMPORT_CLOCK_SKEW,
+        earliest=now - timedelta(days=days) if days is not None else None,
+        legacy_uuid=LEGACY_UUIDS[legacy_uuid],
+    )
+    plan = ImportPlan(org, files, overrides, rules, rejects_path, dry_run)
+    size = sum(Path(path).stat().st_size for _, path in files if path != STANDARD_INPUT)
+    # A bar of the bytes read, for a person watching files (standard input has no known end).
+    watched = sys.stderr.isatty() and STANDARD_INPUT not in [path for _, path in files]
+    try:
+        with click.progressbar(
+            length=size, label="Importing", file=sys.stderr if watched else io.StringIO()
+        ) as bar:
+            report = run_import(
+                engine(), plan, None if dry_run else signing_key(settings), bar.update
+            )
+    except ImportRefused as error:
+        raise click.ClickException(str(error)) from error
+    for line in import_summary(report):
+        click.echo(line)
+    if report.total("rejected"):
+        sys.exit(IMPORT_HAD_REJECTS)
+
+
 @click.group("retention", cls=AppGroup, help="Removing entries older than AUDIT_RETENTION_DAYS.")
 def retention_cli() -> None:
     pass
@@ -475,6 +585,7 @@ COMMANDS = (
     report_cli,
     retention_cli,
     viewer_link_cli,
+    import_cli,
 )
 
 
@@ -504,6 +615,8 @@ def main() -> None:
             obj=ScriptInfo(create_app=lambda: create_app(), load_dotenv_defaults=False),
         )
     except sa_exc.OperationalError as error:
+        if isinstance(error.orig, psycopg.errors.QueryCanceled):
+            raise  # reached, and a statement ran too long: not a connection problem
         # One clear line instead of a driver traceback: which server, and why not.
         reason = str(error.orig or error).strip().splitlines()[0]
         url = make_url(Settings.from_env().database_url).render_as_string(hide_password=True)

@@ -98,7 +98,8 @@ class AuditEntry(Base):
     __table_args__ = (
         CheckConstraint("id ~ '^[0-9a-f]{24}$'", name="id_is_object_id"),
         CheckConstraint(
-            "type IN ('dashboard', 'kpi', 'mapping', 'stream', 'token')", name="known_type"
+            "type IN ('dashboard', 'kpi', 'mapping', 'stream', 'token', 'import')",
+            name="known_type",
         ),
         # The trail of one target, newest first, is a keyset scan of this index.
         Index(

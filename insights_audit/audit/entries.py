@@ -74,6 +74,10 @@ class Actor:
 
 
 SERVICE_USER = "insights-audit"
+# ``recordedBy`` of entries brought in by ``insights-audit import`` (no token wrote them), and
+# the type of the entry that records each import: its files, their SHA-256 and its counts.
+IMPORTED_BY = "insights-audit:import"
+IMPORT_TYPE = "import"
 
 
 def service_actor(org: str) -> Actor:

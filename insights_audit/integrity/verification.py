@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Row, func, select
 
+from insights_audit.audit.entries import IMPORT_TYPE, IMPORTED_BY
 from insights_audit.integrity.canonical import (
     ZERO_HASH,
     NotInForm,
@@ -45,6 +47,10 @@ class Verdict:
     # Sealed entries that retention removed, and its latest record.
     removed: int = 0
     retention: dict[str, Any] | None = None
+    # Sealed entries that ``insights-audit import`` brought in, and the sealed records of the
+    # imports (their files and the files' SHA-256).
+    imported: int = 0
+    imports: tuple[dict[str, Any], ...] = ()
 
 
 FORGED = "entry is not in the sealed chain: inserted into sealed history"
@@ -69,14 +75,29 @@ def _removed_by_retention(entry_id: str, removed_before: float | None) -> bool:
     return removed_before is not None and int(entry_id[:8], 16) < removed_before
 
 
+@dataclass
+class _Imports:
+    """Imported entries and import records met among the verified entries."""
+
+    entries: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def note(self, row: Row[Any]) -> None:
+        if row.recorded_by == IMPORTED_BY and row.recorded_by_token is None:
+            self.entries += 1
+        elif row.type == IMPORT_TYPE:
+            self.records.append(json.loads(row.details))
+
+
 def _check_block(
     connection: Connection,
     block: Row[Any],
     previous: Row[Any] | None,
-    removed_before: float | None = None,
+    removed_before: float | None,
+    imports: _Imports,
 ) -> tuple[int, int]:
     """Compare one checkpoint's entries with the table; how many were checked, and how many
-    retention removed."""
+    retention removed. Imported entries and import records verified are noted in ``imports``."""
     listed = connection.execute(
         select(AuditCheckpoint.entry_ids, AuditCheckpoint.entry_hashes).where(
             AuditCheckpoint.org == block.org, AuditCheckpoint.block == block.block
@@ -118,6 +139,7 @@ def _check_block(
                 raise _Failure(
                     entry_id, "entry differs from what was sealed (a field changed)", checked
                 )
+            imports.note(row)
             checked += 1
         head = chain_hash(head, leaves[index])
     if len(rows) > checked:
@@ -250,6 +272,7 @@ def verify(
     latest = public_checkpoint(last) if last is not None else None
     checked = removed = 0
     retention = None
+    imports = _Imports()
     try:
         records = _retention_records(connection, org, public_key)
         retention = public_record(records[-1]) if records else None
@@ -259,7 +282,9 @@ def verify(
             _check_signature(block, previous, public_key)
             if block.block in by_number:
                 _check_exported(block, by_number[block.block])
-            block_checked, block_removed = _check_block(connection, block, previous, removed_before)
+            block_checked, block_removed = _check_block(
+                connection, block, previous, removed_before, imports
+            )
             checked += block_checked
             removed += block_removed
             previous = block
@@ -281,4 +306,15 @@ def verify(
     if checked == 0 and removed == 0:
         reason = f"{unsealed} entries are not sealed yet" if unsealed else "no entries"
         return Verdict("no_data", 0, None, reason, latest, unsealed, retention=retention)
-    return Verdict("verified", checked, None, None, latest, unsealed, removed, retention)
+    return Verdict(
+        "verified",
+        checked,
+        None,
+        None,
+        latest,
+        unsealed,
+        removed,
+        retention,
+        imports.entries,
+        tuple(imports.records),
+    )

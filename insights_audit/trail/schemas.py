@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import marshmallow as ma
@@ -11,6 +12,8 @@ from marshmallow import fields, validate
 from insights_audit.trail.cursors import Cursor, FeedPosition
 from insights_audit.web.schemas import (
     DASHBOARD_NAME_LIMIT,
+    USER_EMAIL_LIMIT,
+    USER_ID_LIMIT,
     CanonicalUUID,
     FullMatch,
     Pagination,
@@ -22,10 +25,11 @@ from insights_audit.web.schemas import (
 )
 
 ACTION_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
+ACTION_NAME = re.compile(ACTION_PATTERN)
 TYPES = ("dashboard", "kpi", "mapping")
-# Types the service writes itself (changes to push streams, viewer links): filters name them
-# too.
-SERVICE_TYPES = ("stream", "token")
+# Types the service writes itself (changes to push streams, viewer links, imports of
+# history): filters name them too.
+SERVICE_TYPES = ("stream", "token", "import")
 FILTER_TYPES = TYPES + SERVICE_TYPES
 DETAILS_LIMIT_BYTES = 16 * 1024
 EXPORT_FORMATS = ("ndjson", "csv")
@@ -48,7 +52,9 @@ class TrailQuery(TimeWindow):
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
     cursor = Cursor(metadata=PAGE_CURSOR_METADATA)
     action = fields.String(validate=FullMatch(ACTION_PATTERN), metadata={"example": "view"})
-    userId = fields.String(validate=validate.Length(1, 255), metadata={"example": "5f2b1c3d9e8a"})
+    userId = fields.String(
+        validate=validate.Length(1, USER_ID_LIMIT), metadata={"example": "5f2b1c3d9e8a"}
+    )
 
 
 # An action, or a prefix of one ending in ``*`` (``settings.*``).
@@ -83,7 +89,7 @@ class EntryFilters(StrictSchema):
     )
     targetId = CanonicalUUID()
     userId = fields.List(
-        fields.String(validate=validate.Length(1, 255)),
+        fields.String(validate=validate.Length(1, USER_ID_LIMIT)),
         metadata={"description": "Repeatable: entries of any of these users"},
     )
 
@@ -158,7 +164,8 @@ class FeedPagination(ResponseSchema):
     )
 
 
-def _details_fit(details: dict[str, Any]) -> None:
+def details_fit(details: dict[str, Any]) -> None:
+    """The limits of an entry's ``details``, for a live entry and an imported one alike."""
     size = len(json.dumps(details, separators=(",", ":"), ensure_ascii=False).encode())
     if size > DETAILS_LIMIT_BYTES:
         raise ma.ValidationError(f"At most {DETAILS_LIMIT_BYTES} bytes as JSON, got {size}.")
@@ -177,12 +184,14 @@ class NewEntry(StrictSchema):
     details = fields.Dict(
         keys=fields.String(),
         load_default=dict,
-        validate=_details_fit,
+        validate=details_fit,
         metadata={"example": {"name": "Release velocity", "field": "threshold"}},
     )
-    userId = fields.String(validate=validate.Length(1, 255), metadata={"example": "5f2b1c3d9e8a"})
+    userId = fields.String(
+        validate=validate.Length(1, USER_ID_LIMIT), metadata={"example": "5f2b1c3d9e8a"}
+    )
     userEmail = fields.Email(
-        validate=validate.Length(max=320), metadata={"example": "jane.doe@example.com"}
+        validate=validate.Length(max=USER_EMAIL_LIMIT), metadata={"example": "jane.doe@example.com"}
     )
 
     @ma.validates_schema

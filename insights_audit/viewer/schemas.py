@@ -11,7 +11,14 @@ from insights_audit.viewer.links import (
     MIN_TTL_SECONDS,
 )
 from insights_audit.web.auth import KNOWN_ROLES
-from insights_audit.web.schemas import ResponseSchema, StrictSchema, Timestamp, envelope
+from insights_audit.web.schemas import (
+    USER_EMAIL_LIMIT,
+    USER_ID_LIMIT,
+    ResponseSchema,
+    StrictSchema,
+    Timestamp,
+    envelope,
+)
 
 LINK_MESSAGE = "Successfully created viewer link"
 ME_MESSAGE = "Successfully retrieved token details"
@@ -19,9 +26,11 @@ ME_MESSAGE = "Successfully retrieved token details"
 
 class NewViewerLink(StrictSchema):
     userId = fields.String(
-        required=True, validate=validate.Length(1, 255), metadata={"example": "5f2b1c3d9e8a"}
+        required=True,
+        validate=validate.Length(1, USER_ID_LIMIT),
+        metadata={"example": "5f2b1c3d9e8a"},
     )
-    userEmail = fields.Email(validate=validate.Length(1, 320))
+    userEmail = fields.Email(validate=validate.Length(1, USER_EMAIL_LIMIT))
     roles = fields.List(
         fields.String(validate=validate.OneOf(sorted(KNOWN_ROLES))),
         validate=validate.Length(1, len(KNOWN_ROLES)),

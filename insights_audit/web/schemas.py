@@ -17,6 +17,9 @@ from insights_audit.errors import BadRequest
 
 # The longest dashboard name kept, from the view body or an entry's ``details.name``.
 DASHBOARD_NAME_LIMIT = 256
+# A user id and an e-mail address, wherever an entry or a filter names one.
+USER_ID_LIMIT = 255
+USER_EMAIL_LIMIT = 320
 AUDIT_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{24}$")
 RFC3339_PATTERN = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"

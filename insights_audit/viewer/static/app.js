@@ -6,7 +6,7 @@
   const BASE = "/api/v2/insights/kpis/audit-logs";
   const TOKEN_KEY = "insights-audit-token";
   const OVERSIGHT = ["Opsera Administrator", "Administrator", "Auditor", "Security Manager"];
-  const TYPES = ["dashboard", "kpi", "mapping", "stream", "token"];
+  const TYPES = ["dashboard", "kpi", "mapping", "stream", "token", "import"];
   const LIVE_ROWS = 500;
   const view = document.getElementById("view");
   const nav = document.getElementById("nav");

@@ -221,8 +221,7 @@ def audit_checkpoint(org: str | None, out: Path | None) -> None:
     key = signing_key(_settings())
     for name in _orgs(org):
         sealed = sealing.seal(transaction, name, key)
-        entries = sum(checkpoint.seq_to - checkpoint.seq_from + 1 for checkpoint in sealed)
-        line = f"{name}: sealed {entries} entries in {len(sealed)} checkpoints"
+        line = f"{name}: sealed {sealed.entries} entries in {sealed.checkpoints} checkpoints"
         if out is not None:
             with transaction(name) as connection:
                 written = files.export(connection, name, out)

@@ -71,9 +71,9 @@ def seal_everything(app: Flask) -> int:
                 orgs = chained_orgs(connection)
             sealed = 0
             for org in orgs:
-                checkpoints = seal(transaction, org, key)
-                sealed += sum(done.seq_to - done.seq_from + 1 for done in checkpoints)
-                if checkpoints and export_dir:
+                done = seal(transaction, org, key)
+                sealed += done.entries
+                if done.checkpoints and export_dir:
                     with transaction(org) as connection:
                         export(connection, org, Path(export_dir))
             keep_the_trail_tidy(app, key)

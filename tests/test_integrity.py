@@ -152,7 +152,7 @@ def test_a_missing_key_file_is_created_with_a_new_key_readable_by_its_owner(
 # --- helpers --------------------------------------------------------------------------------
 
 
-def seal(app: Flask, org: str) -> list[Any]:
+def seal(app: Flask, org: str) -> sealing.Sealed:
     with app.app_context():
         return sealing.seal(transaction, org, keys.app_signing_key(app))
 
@@ -199,9 +199,9 @@ def write_entries(client: FlaskClient, token: str, count: int) -> None:
 def sealed_org(app: Flask, client: FlaskClient, token: str, org: str) -> list[str]:
     """Six entries sealed in two checkpoints; returns their ids in chain order."""
     write_entries(client, token, 3)
-    assert len(seal(app, org)) == 1
+    assert seal(app, org).checkpoints == 1
     write_entries(client, token, 3)
-    assert len(seal(app, org)) == 1
+    assert seal(app, org).checkpoints == 1
     verdict = verify(app, org)
     assert (verdict.status, verdict.checked, verdict.first_bad_id) == ("verified", 6, None)
     return chain_order(app, org)
@@ -240,7 +240,7 @@ def test_checkpoints_link_up_and_cover_the_chain(app: Flask, org: str, sealed_or
         (1, 1, 3, sealed_org[0], sealed_org[2], True, 36, 96, 2),
         (2, 4, 6, sealed_org[3], sealed_org[5], False, 36, 96, 2),
     ]
-    assert seal(app, org) == []  # nothing new: no empty checkpoint
+    assert seal(app, org) == sealing.Sealed(0, 0)  # nothing new: no empty checkpoint
 
 
 def test_a_checkpoint_seals_at_most_10000_entries(app: Flask, org: str) -> None:
@@ -284,10 +284,10 @@ def test_an_open_transaction_holds_sealing_back_until_it_commits(
             {"org": org, "target": new_id()},
         )
         write_entries(client, token, 2)  # commit while the slow one is still open
-        assert seal(app, org) == []
+        assert seal(app, org) == sealing.Sealed(0, 0)
         transaction_.commit()
         slow.close()
-    assert [checkpoint.seq_to for checkpoint in seal(app, org)] == [3]
+    assert seal(app, org) == sealing.Sealed(checkpoints=1, entries=3)
     verdict = verify(app, org)
     assert (verdict.status, verdict.checked, verdict.unsealed) == ("verified", 3, 0)
 
@@ -873,7 +873,7 @@ def test_history_rewritten_and_sealed_again_is_caught_by_the_exported_copies(
         id=sealed_org[1],
     )
     run_sql(app, "DELETE FROM audit_checkpoints WHERE org = :org", org=org)
-    assert len(seal(app, org)) == 1
+    assert seal(app, org).checkpoints == 1
     assert verify(app, org).status == "verified"  # the database agrees with itself
     # Exporting again adds nothing over the evidence already there: files are never rewritten.
     with app.app_context(), transaction(org) as connection:
@@ -892,7 +892,7 @@ def test_two_sealers_at_once_seal_each_entry_once(
 
     def sealer_run() -> None:
         try:
-            outcomes.append(len(seal(app, org)))
+            outcomes.append(seal(app, org).checkpoints)
         except Exception as error:  # the failure this test looks for
             outcomes.append(error)
 

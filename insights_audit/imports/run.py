@@ -307,8 +307,7 @@ def _finish(
         def on_org(org: str) -> Any:
             return transaction(org, bind)
 
-        sealed = sealing.seal(on_org, plan.org, key)
-        report.sealed = sum(c.seq_to - c.seq_from + 1 for c in sealed)
+        report.sealed = sealing.seal(on_org, plan.org, key).entries
         report.seal_seconds = time.perf_counter() - started
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, func, insert, select
@@ -90,22 +91,32 @@ def seal_batch(
     return checkpoint
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """How many checkpoints a call of ``seal`` wrote, and how many entries they sealed."""
+
+    checkpoints: int = 0
+    entries: int = 0
+
+
 def seal(
     transaction: Callable[[str], AbstractContextManager[Connection]],
     org: str,
     key: Ed25519PrivateKey,
-) -> list[AuditCheckpoint]:
+) -> Sealed:
     """Seal the entries of ``org`` written before the call, one committed checkpoint per batch.
 
     Entries written meanwhile wait for the next call, so that busy writers cannot keep it going.
-    ``transaction(org)`` gives each batch its own committed unit of work on ``org``.
+    ``transaction(org)`` gives each batch its own committed unit of work on ``org``. Only
+    counts are kept: a checkpoint's lists take 44 bytes an entry, 44 MB for a million.
     """
     with transaction(org) as connection:
         horizon = current_horizon(connection)
-    sealed: list[AuditCheckpoint] = []
+    checkpoints = entries = 0
     while True:
         with transaction(org) as connection:
             checkpoint = seal_batch(connection, org, key, horizon)
         if checkpoint is None:
-            return sealed
-        sealed.append(checkpoint)
+            return Sealed(checkpoints, entries)
+        checkpoints += 1
+        entries += checkpoint.seq_to - checkpoint.seq_from + 1

@@ -86,7 +86,8 @@ class BatchResult:
 
 
 def ensure_months(connection: Connection, rows: Sequence[Row]) -> None:
-    """Month partitions for every month the rows fall in (past months included)."""
+    """Month partitions for every month the rows fall in (past months included), in the
+    caller's transaction, which is then on every org (the definer function's doing)."""
     first = min(row.created_at for row in rows)[:10]
     last = max(row.created_at for row in rows)[:10]
     connection.execute(MONTHS, {"first": first, "last": last})
@@ -96,7 +97,8 @@ def load_batch(
     connection: Connection, org: str, rows: Sequence[Row], seconds: Sequence[int], dry_run: bool
 ) -> BatchResult:
     """Stage and insert ``rows`` (``seconds``: each one's Unix second) in one committed
-    transaction on ``org``; with ``dry_run`` only count, and roll back."""
+    transaction on ``org``, their month partitions already made (``ensure_months``); with
+    ``dry_run`` only count, and roll back."""
     with connection.begin() as transaction:
         set_tenant(connection, org)
         for setting in BATCH_SETTINGS:
@@ -114,9 +116,6 @@ def load_batch(
             taken = _taken(connection, org, unheld=org)
             transaction.rollback()
             return BatchResult(fresh, len(rows) - fresh - len(taken), taken)
-        ensure_months(connection, rows)
-        # Creating partitions switches the transaction to every org: back to this one.
-        set_tenant(connection, org)
         inserted = connection.execute(INSERT, {"org": org, "imported_by": IMPORTED_BY}).rowcount
         if inserted == fresh:
             taken = _taken(connection, org, unheld=org)

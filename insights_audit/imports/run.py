@@ -13,11 +13,12 @@ checkpoints, and its counters and rollups rebuilt from the trail when entries we
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -36,12 +37,15 @@ from insights_audit.audit.entries import (
 )
 from insights_audit.db.unit_of_work import batch_transaction, transaction
 from insights_audit.imports.documents import Document, DocumentError, ExportFile
-from insights_audit.imports.loading import BatchResult, load_batch
+from insights_audit.imports.loading import BatchResult, ensure_months, load_batch
 from insights_audit.imports.mapping import FieldMap, Rejected, Row, Rules, to_row
 from insights_audit.integrity import sealing
 from insights_audit.models import AuditEntry, RetentionRecord
 
 BATCH_ROWS = 20_000
+# Batches loaded side by side: PostgreSQL's work per entry (seven indexes, one of them the
+# search's trigrams) is twice the reading thread's.
+LOADERS = 2
 # Clocks of the old store and of PostgreSQL may disagree by this much: later is the future.
 IMPORT_CLOCK_SKEW = timedelta(minutes=5)
 # The command's exit status when it finished but rejected documents (listed in the rejects).
@@ -158,14 +162,54 @@ def _refuse_after_retention(bind: Engine, org: str) -> None:
         )
 
 
-@contextmanager
-def _loader(bind: Engine) -> Iterator[tuple[ThreadPoolExecutor, Connection]]:
-    with ThreadPoolExecutor(1, thread_name_prefix="import-load") as pool:
-        connection = pool.submit(bind.connect).result()
-        try:
-            yield pool, connection
-        finally:
-            pool.submit(connection.close).result()
+class _Loaders:
+    """Batches loaded on ``LOADERS`` threads, each on a connection of its own, while the
+    reading thread maps the next ones. Fewer than ``2 * LOADERS`` batches are held at a
+    time: memory is bound by the batch size, not the file's.
+
+    Month partitions are made by the reading thread, in a transaction of their own, before
+    the first batch that needs them is handed over: making one locks the whole trail, which
+    two loaders each holding a batch's locks could otherwise wait for from each other."""
+
+    def __init__(self, bind: Engine, plan: ImportPlan, rejects: _Rejects) -> None:
+        self._bind = bind
+        self._plan = plan
+        self._rejects = rejects
+        self._pool = ThreadPoolExecutor(LOADERS, thread_name_prefix="import-load")
+        self._local = threading.local()
+        self._connections: list[Connection] = []
+        self._pending: deque[tuple[_Batch, Future[BatchResult]]] = deque()
+        self._months: set[str] = set()
+
+    def _load(self, batch: _Batch) -> BatchResult:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._bind.connect()
+            self._connections.append(connection)
+        plan = self._plan
+        return load_batch(connection, plan.org, batch.rows, batch.seconds, plan.dry_run)
+
+    def submit(self, batch: _Batch) -> None:
+        if not batch.rows:
+            return
+        months = {row.created_at[:7] for row in batch.rows}
+        if not self._plan.dry_run and not months <= self._months:
+            with transaction(None, self._bind) as connection:
+                ensure_months(connection, batch.rows)
+            self._months |= months
+        self._pending.append((batch, self._pool.submit(self._load, batch)))
+        self.settle(2 * LOADERS - 1)
+
+    def settle(self, keep: int = 0) -> None:
+        """Count the oldest batches' results until at most ``keep`` are pending."""
+        while len(self._pending) > keep:
+            batch, future = self._pending.popleft()
+            _count(batch, future.result(), self._rejects)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for connection in self._connections:
+            connection.close()
 
 
 def run_import(
@@ -179,28 +223,13 @@ def run_import(
     report = ImportReport([], plan.dry_run)
     rejects = _Rejects(plan.rejects_path)
     started = time.perf_counter()
+    loaders = _Loaders(bind, plan, rejects)
     try:
-        with _loader(bind) as (pool, connection):
-            pending: list[tuple[_Batch, Future[BatchResult]]] = []
-
-            def settle(keep: int) -> None:
-                while len(pending) > keep:
-                    batch, future = pending.pop(0)
-                    _count(batch, future.result(), rejects)
-
-            def submit(batch: _Batch) -> None:
-                if batch.rows:
-                    future = pool.submit(
-                        load_batch, connection, plan.org, batch.rows, batch.seconds, plan.dry_run
-                    )
-                    pending.append((batch, future))
-                    settle(1)
-
-            for kind, path in plan.files:
-                file_report = _read_file(kind, path, plan, rejects, submit, progress)
-                report.files.append(file_report)
-            settle(0)
+        for kind, path in plan.files:
+            report.files.append(_read_file(kind, path, plan, rejects, loaders.submit, progress))
+        loaders.settle()
     finally:
+        loaders.close()
         report.rejects_path = rejects.close()
     report.load_seconds = time.perf_counter() - started
     if not plan.dry_run:

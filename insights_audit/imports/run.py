@@ -5,9 +5,9 @@ second one, so that reading and PostgreSQL work side by side; at most two batche
 at a time, whatever the size of the files. Every rejected document is written to the
 rejects file as soon as it is known, with its file, position and reason.
 
-At the end, unless it is a dry run: the import's own entry (type ``import``: the files, their
-SHA-256 and counts; written once for the same files), the org's new entries sealed into
-checkpoints, and its counters and rollups rebuilt from the trail when entries were added.
+At the end, unless it is a dry run, in one transaction: the import's own entry (type
+``import``: the files, their SHA-256 and counts; written once for the same files) and the
+org's counters and rollups rebuilt from the trail; then the org's new entries are sealed.
 """
 
 from __future__ import annotations
@@ -323,13 +323,14 @@ def _finish(
     bind: Engine, plan: ImportPlan, key: Ed25519PrivateKey | None, report: ImportReport
 ) -> None:
     report.run_id = run_id(plan.org, report.files)
-    with transaction(plan.org, bind) as connection:
+    # The record and the rebuild commit together: a run stopped before them leaves no record,
+    # so running it again rebuilds even when every entry is already there.
+    with batch_transaction(bind, plan.org) as connection:
         report.recorded = _record(connection, plan.org, report)
-    if report.total("imported"):
-        started = time.perf_counter()
-        with batch_transaction(bind, plan.org) as connection:
+        if report.recorded or report.total("imported"):
+            started = time.perf_counter()
             aggregates.rebuild(connection, plan.org)
-        report.rebuild_seconds = time.perf_counter() - started
+            report.rebuild_seconds = time.perf_counter() - started
     if key is not None:
         started = time.perf_counter()
 

@@ -773,3 +773,17 @@ def test_usage_errors_exit_2_with_a_clear_message(
     result = run_import(database_url, org, *args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_the_app_role_is_refused_before_anything_is_written(
+    app: Flask, app_role_url: str, org: str, tmp_path: Path
+) -> None:
+    """An import ends by rebuilding the org's counters, which the app role may not: it is told
+    so at once, rather than after loading entries it cannot count."""
+    export = view_export(org, seed=8, count=5)
+    good = [d for n, d in enumerate(export.documents, 1) if n not in export.rejects]
+    path = write(tmp_path / "views.json", good, "lines", False)
+    result = run_import(app_role_url, org, "--views", str(path))
+    assert result.returncode == 1
+    assert "only the tables' owner may do" in result.stderr
+    assert run_sql(app, "SELECT count(*) FROM audit_entries WHERE org = :org", org=org) == [(0,)]

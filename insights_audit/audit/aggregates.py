@@ -86,19 +86,36 @@ REBUILD_TOTALS = text(
 )
 
 
+# Every table ``rebuild`` empties and fills again for an org.
+DERIVED = (
+    WindowCount,
+    WindowSnapshot,
+    TotalSnapshot,
+    DashboardDayTotal,
+    DashboardDailyViews,
+    DashboardTotal,
+    ViewLog,
+)
+
+
+def may_rebuild(connection: Connection) -> bool:
+    """Whether the connection's role may rebuild (the tables' owner may; the app role may not
+    empty them, nor analyze ``view_logs``)."""
+    owner = connection.scalar(
+        text(
+            "SELECT pg_has_role(current_user, relowner, 'MEMBER') FROM pg_class"
+            " WHERE oid = 'view_logs'::regclass"
+        )
+    )
+    may_empty = text("SELECT has_table_privilege(:table, 'DELETE')")
+    deletes = all(connection.scalar(may_empty, {"table": table.__tablename__}) for table in DERIVED)
+    return bool(owner) and deletes
+
+
 def rebuild(connection: Connection, org: str) -> None:
     """Replace the org's aggregates by what its audit trail implies, in the caller's transaction
     on ``org``."""
-    derived = (
-        WindowCount,
-        WindowSnapshot,
-        TotalSnapshot,
-        DashboardDayTotal,
-        DashboardDailyViews,
-        DashboardTotal,
-        ViewLog,
-    )
-    for table in derived:
+    for table in DERIVED:
         connection.execute(delete(table).where(table.org == org))
     connection.execute(REBUILD_VIEW_LOGS, {"org": org})
     # Fresh statistics, or the planner joins the new rows as if there were none.

@@ -149,8 +149,14 @@ class _Rejects:
         return self.path
 
 
-def _refuse_after_retention(bind: Engine, org: str) -> None:
+def _refuse_what_cannot_finish(bind: Engine, org: str) -> None:
+    """Refuse, before reading anything, an import whose counters could not be rebuilt."""
     with transaction(org, bind) as connection:
+        if not aggregates.may_rebuild(connection):
+            raise ImportRefused(
+                "An import rebuilds the org's counters, which only the tables' owner may do:"
+                " run it with DATABASE_URL set to the role that runs the migrations."
+            )
         removed = connection.scalar(
             select(func.count()).where(RetentionRecord.org == org).select_from(RetentionRecord)
         )
@@ -219,7 +225,7 @@ def run_import(
     progress: Callable[[int], None] = lambda _: None,
 ) -> ImportReport:
     """Import ``plan``'s files into its org; see the module's docstring for the steps."""
-    _refuse_after_retention(bind, plan.org)
+    _refuse_what_cannot_finish(bind, plan.org)
     report = ImportReport([], plan.dry_run)
     rejects = _Rejects(plan.rejects_path)
     started = time.perf_counter()

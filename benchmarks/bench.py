@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any
 
+from benchmarks.cpu import CpuMeter, CpuSplit
 from benchmarks.database import pgbench_view, seal_all, start_database
 from benchmarks.dataset import build_dataset, request_plans
 from benchmarks.load import ensure_tools, lua_script, start_gunicorn, stop_gunicorn, wrk
@@ -44,9 +45,13 @@ def main() -> int:
 
     log(f"measuring at {EVENTS:,} events, {SECONDS} s per run ...")
     server = start_gunicorn(data.url)
+    meter = CpuMeter(server.pid, pgdata)
     measured: dict[str, dict[str, float]] = {}
+    cpu: dict[str, CpuSplit] = {}
     for name in ("healthz", *READS, "view", "view-hot"):
+        meter.start()
         throughput = wrk(scripts[name], 16)
+        cpu[name] = meter.split(int(throughput["requests"]), throughput["cpu_seconds"])
         # Requests of a slow endpoint may still be running after wrk's window: let them end
         # before timing one request at a time.
         time.sleep(SETTLE_SECONDS)
@@ -116,6 +121,23 @@ def main() -> int:
         },
         "scaling_events": [small.events, EVENTS],
         "worker_rss_mb": round(rss, 1),
+        # CPU per request of the -c 16 runs (benchmarks/cpu.py), and the share of each
+        # endpoint's irreducible ceiling its rps reached.
+        "cpu_per_request_ms": {
+            name: {
+                "python": split.python_ms,
+                "postgres": split.postgres_ms,
+                "load_generator": split.load_ms,
+                "python_to_healthz": round(split.python_ms / cpu["healthz"].python_ms, 2)
+                if cpu["healthz"].python_ms
+                else None,
+                "ceiling_rps": round(split.ceiling_rps(cpu["healthz"].python_ms), 1),
+                "share_of_ceiling": round(
+                    measured[name]["rps"] / split.ceiling_rps(cpu["healthz"].python_ms), 3
+                ),
+            }
+            for name, split in cpu.items()
+        },
         "sealing_entries_per_s": round(sealing_rate),
         "trail_out": trail_out,
         "metrics_cost": {
@@ -154,6 +176,17 @@ def print_table(results: dict[str, Any]) -> None:
         f"{view['hot_dashboard_rps']:.0f} rps ({view['hot_to_spread_ratio']:.2f} x spread)"
         f"   worker RSS: {results['worker_rss_mb']:.0f} MB"
     )
+    print(
+        f"\n{'CPU per request (ms)':<22}{'python':>8}{'x hz':>6}{'postgres':>10}{'wrk':>7}"
+        f"{'ceiling':>9}{'share':>7}"
+    )
+    for name, split in results["cpu_per_request_ms"].items():
+        ratio = split["python_to_healthz"] or float("nan")
+        print(
+            f"{name:<22}{split['python']:>8.3f}{ratio:>6.1f}{split['postgres']:>10.3f}"
+            f"{split['load_generator']:>7.3f}{split['ceiling_rps']:>9.0f}"
+            f"{split['share_of_ceiling']:>7.2f}"
+        )
     print(f"results: {RESULTS.relative_to(ROOT)}")
 
 

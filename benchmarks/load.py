@@ -49,8 +49,10 @@ def to_ms(value: str) -> float:
 
 
 def wrk(script: Path, connections: int) -> dict[str, float]:
+    """One wrk run: rps, p50 and p99, non-2xx responses, requests, and wrk's own CPU seconds
+    (by ``wait4``: the load generator's share of the box)."""
     threads = min(2, connections)
-    out = subprocess.run(
+    command = subprocess.Popen(
         [
             "wrk",
             f"-t{threads}",
@@ -61,10 +63,15 @@ def wrk(script: Path, connections: int) -> dict[str, float]:
             str(script),
             URL,
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-    ).stdout
+    )
+    assert command.stdout is not None
+    out = command.stdout.read()
+    _, status, usage = os.wait4(command.pid, 0)
+    command.returncode = os.waitstatus_to_exitcode(status)
+    if command.returncode != 0:
+        raise subprocess.CalledProcessError(command.returncode, command.args, out)
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
     if "99" not in percentiles:
         log(f"  {script.stem}: no successful request\n{out}")
@@ -74,11 +81,14 @@ def wrk(script: Path, connections: int) -> dict[str, float]:
     if errors or socket_errors:
         problems = [match.group(0) for match in (errors, socket_errors) if match]
         log(f"  {script.stem}: {'; '.join(problems)}")
+    requests = re.search(r"(\d+) requests in", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50_ms": to_ms(percentiles["50"]),
         "p99_ms": to_ms(percentiles["99"]),
         "errors": float(errors.group(1)) if errors else 0.0,
+        "requests": float(requests.group(1)) if requests else 0.0,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
     }
 
 

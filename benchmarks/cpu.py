@@ -30,14 +30,20 @@ def _stat(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2 :].split()
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU of ``pids`` so far, in seconds (processes gone count 0)."""
-    total = 0
+def cpu_by_process(pids: list[int]) -> dict[int, float]:
+    """User and system CPU of each of ``pids`` so far, in seconds (those gone are left out)."""
+    found = {}
     for pid in pids:
         fields = _stat(pid)
         if fields is not None:
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
+            found[pid] = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return found
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU spent between two readings: by the processes still there, and all of that of the
+    processes started since (a process gone meanwhile loses what it spent since ``before``)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def children(parent: int) -> list[int]:
@@ -77,11 +83,14 @@ class CpuMeter:
     def __init__(self, gunicorn_master: int, pgdata: Path) -> None:
         self._master = gunicorn_master
         self._pgdata = pgdata
-        self._start = (0.0, 0.0)
+        self._start: tuple[dict[int, float], dict[int, float]] = ({}, {})
 
-    def _now(self) -> tuple[float, float]:
+    def _now(self) -> tuple[dict[int, float], dict[int, float]]:
         # Both sets are read again each time: PostgreSQL starts a backend per new connection.
-        return cpu_seconds(children(self._master)), cpu_seconds(postgres_pids(self._pgdata))
+        return (
+            cpu_by_process(children(self._master)),
+            cpu_by_process(postgres_pids(self._pgdata)),
+        )
 
     def start(self) -> None:
         self._start = self._now()
@@ -91,7 +100,7 @@ class CpuMeter:
         python, postgres = self._now()
         per = 1000 / max(requests, 1)
         return CpuSplit(
-            python_ms=round((python - self._start[0]) * per, 3),
-            postgres_ms=round((postgres - self._start[1]) * per, 3),
+            python_ms=round(cpu_spent(self._start[0], python) * per, 3),
+            postgres_ms=round(cpu_spent(self._start[1], postgres) * per, 3),
             load_ms=round(load_seconds * per, 3),
         )

@@ -787,3 +787,30 @@ def test_the_app_role_is_refused_before_anything_is_written(
     assert result.returncode == 1
     assert "only the tables' owner may do" in result.stderr
     assert run_sql(app, "SELECT count(*) FROM audit_entries WHERE org = :org", org=org) == [(0,)]
+
+
+def test_a_broken_array_is_imported_up_to_the_break_and_the_rest_is_one_reject(
+    app: Flask, database_url: str, org: str, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    good = [
+        json.dumps(
+            {"userId": f"u{n}", "dashboardId": BOARDS[n], "createdAt": relaxed_date(now - n * DAY)}
+        )
+        for n in range(1, 4)
+    ]
+    path = tmp_path / "views.json"
+    path.write_text(
+        "[" + ",\n".join(good) + ',\n{"userId": "u9", "dashboardId": }, ' + good[0] + "]"
+    )
+    rejects = tmp_path / "rejects.jsonl"
+    result = run_import(database_url, org, "--views", str(path), "--rejects", str(rejects))
+    assert result.returncode == 3, result.stderr
+    (reject,) = read_rejects(rejects)
+    assert reject["index"] == 3
+    assert "the array is not valid JSON from here on" in reject["reason"]
+    assert run_sql(
+        app, "SELECT count(*) FROM audit_entries WHERE org = :org AND type = 'dashboard'", org=org
+    ) == [(3,)]
+    # The file's SHA-256 covers all of it, not only what could be read.
+    assert hashlib.sha256(path.read_bytes()).hexdigest() in result.stdout

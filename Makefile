@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean vendor bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients bench-engagement bench-realtime bench-viewer bench-search bench-import mutation
+.PHONY: install run test lint format clean vendor bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients bench-engagement bench-realtime bench-viewer bench-search bench-import bench-workers mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ bench-engagement: $(INSTALLED)
 # How many trickling and stalled clients one instance survives (benchmarks/slow_clients.py).
 bench-slow-clients: $(INSTALLED)
 	$(PY) -m benchmarks.slow_clients
+
+# gunicorn's worker model (processes x threads) compared on the make bench database
+# (benchmarks/workers.py).
+bench-workers: $(INSTALLED)
+	$(PY) -m benchmarks.workers
 
 # `insights-audit import` of a 1M-document view log export (benchmarks/import_history.py).
 bench-import: $(INSTALLED)

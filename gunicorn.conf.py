@@ -18,7 +18,10 @@ os.environ.setdefault("LOG_FORMAT", "json")
 from insights_audit.web import gunicorn_errors, logs  # noqa: E402  (after the environment)
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+# Two processes per core: against one, /healthz served 32% more and most reads 5-12% more
+# (`make bench-workers`, BENCHMARKS.md): each process's GIL holds back fewer requests. Four
+# threads each did better still, but four slow clients could then hold a whole process.
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count()))
 # Threaded workers: a slow client holds one thread, not a whole worker, and the worker's
 # heartbeat does not wait for a long streamed response (exports). See BENCHMARKS.md.
 worker_class = "insights_audit.web.gunicorn_worker.TailingThreadWorker"

@@ -467,87 +467,18 @@ def entry_documents(
         )
     when = relaxed_date(now - DAY)
     target = BOARDS[0]
-    bad = {
-        len(documents) + 1: (
-            {"type": "report", "action": "x", "targetId": target, "userId": "u", "createdAt": when},
-            "type",
-        ),
-        len(documents) + 2: (
-            {
-                "type": "kpi",
-                "action": "Bad Action",
-                "targetId": target,
-                "userId": "u",
-                "createdAt": when,
-            },
-            "action",
-        ),
-        len(documents) + 3: (
-            {
-                "type": "kpi",
-                "action": "x",
-                "targetId": target,
-                "userId": "u",
-                "createdAt": when,
-                "details": {"blob": "y" * 17_000},
-            },
-            "bytes as JSON",
-        ),
-        len(documents) + 4: (
-            {
-                "type": "kpi",
-                "action": "x",
-                "targetId": target,
-                "userId": "u",
-                "createdAt": when,
-                "details": {"n": {"$numberDouble": "NaN"}},
-            },
-            "finite",
-        ),
-        len(documents) + 5: (
-            {
-                "type": "kpi",
-                "action": "x",
-                "targetId": target,
-                "userId": "u",
-                "createdAt": when,
-                "details": {"n": {"$numberLong": "99999999999999999999"}},
-            },
-            "64 bits",
-        ),
-        len(documents) + 6: (
-            {
-                "type": "kpi",
-                "action": "x",
-                "targetId": target,
-                "userId": "u",
-                "createdAt": when,
-                "details": {"t": {"$timestamp": {"t": 1, "i": 2}}},
-            },
-            "JSON cannot carry",
-        ),
-        len(documents) + 7: (
-            {
-                "type": "kpi",
-                "action": "x",
-                "targetId": target,
-                "userId": "u",
-                "createdAt": when,
-                "details": "text",
-            },
-            "not an object",
-        ),
-        len(documents) + 8: (
-            {
-                "type": "kpi",
-                "action": "x",
-                "targetId": target,
-                "userId": "u\u0000",
-                "createdAt": when,
-            },
-            "NUL",
-        ),
-    }
+    base = {"type": "kpi", "action": "x", "targetId": target, "userId": "u", "createdAt": when}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({**base, "type": "report"}, "type"),
+        ({**base, "action": "Bad Action"}, "action"),
+        ({**base, "details": {"blob": "y" * 17_000}}, "bytes as JSON"),
+        ({**base, "details": {"n": {"$numberDouble": "NaN"}}}, "finite"),
+        ({**base, "details": {"n": {"$numberLong": "99999999999999999999"}}}, "64 bits"),
+        ({**base, "details": {"t": {"$timestamp": {"t": 1, "i": 2}}}}, "JSON cannot carry"),
+        ({**base, "details": "text"}, "not an object"),
+        ({**base, "userId": "u\u0000"}, "NUL"),
+    ]
+    bad = {len(documents) + n: case for n, case in enumerate(cases, 1)}
     for document, _ in bad.values():
         documents.append(document)
     return documents, expected, {line: reason for line, (_, reason) in bad.items()}

@@ -319,35 +319,19 @@ def to_row(kind: str, fields: FieldMap, document: dict[str, Any], rules: Rules) 
     request_id = _text(read(document, "requestId"), "requestId")
     ip = _text(read(document, "ip"), "ip")
     user_agent = _text(read(document, "userAgent"), "userAgent")
-    details_text = orjson.dumps(details).decode()
-    created_text = created.isoformat()
-    entry_id = _entry_id(
-        read(document, "id"),
-        int(created.timestamp()),
-        (
-            rules.org,
-            type_,
-            action,
-            target,
-            user_id,
-            user_email,
-            details_text,
-            created_text,
-            request_id,
-            ip,
-            user_agent,
-        ),
-    )
-    return Row(
-        entry_id,
+    row = Row(
+        "",
         type_,
         action,
         target,
         user_id,
         user_email,
-        details_text,
-        created_text,
+        orjson.dumps(details).decode(),
+        created.isoformat(),
         request_id,
         ip,
         user_agent,
     )
+    # A derived id hashes the org and every field but the id.
+    entry_id = _entry_id(read(document, "id"), int(created.timestamp()), (rules.org, *row[1:]))
+    return row._replace(id=entry_id)

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean vendor bench bench-profile bench-partitioning bench-view-indexes bench-slow-clients bench-engagement bench-realtime bench-viewer bench-search bench-import bench-workers mutation
+.PHONY: install run test lint format clean vendor bench bench-profile bench-request-path bench-partitioning bench-view-indexes bench-slow-clients bench-engagement bench-realtime bench-viewer bench-search bench-import bench-workers mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ clean:
 # BENCH_EVENTS (default 10000000) and BENCH_SECONDS (default 10): see BENCHMARKS.md.
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.bench
+
+# One request's Python CPU per endpoint, in process, without gunicorn or wrk; a cProfile of
+# one endpoint with BENCH_REQUEST_PATH_PROFILE=name (benchmarks/request_path.py).
+bench-request-path: $(INSTALLED)
+	$(PY) -m benchmarks.request_path
 
 # Where a gunicorn worker's CPU goes, per endpoint, sampled by py-spy (benchmarks/profile.py).
 bench-profile: $(INSTALLED)

@@ -18,7 +18,7 @@ from insights_audit.streams.routes import blp as streams
 from insights_audit.trail.routes import blp as trail
 from insights_audit.viewer import ui
 from insights_audit.viewer.routes import blp as viewer
-from insights_audit.web.api import Api
+from insights_audit.web.api import Api, App
 from insights_audit.web.auth import init_token_cache
 from insights_audit.web.logs import init_request_log
 from insights_audit.web.request_context import (
@@ -37,7 +37,7 @@ KPIs and tool mappings. Every request needs `Authorization: Bearer <token>` (cre
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    app = Flask(__name__, static_folder=None)
+    app = App(__name__, static_folder=None)
     app.config.update(
         API_TITLE="Insights Audit Logs",
         API_VERSION="2.0",

@@ -82,6 +82,10 @@ class DriverStatement:
             raise exc.NoResultFound("No row was found when one was required")
         return row
 
+    def first(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+        """The statement's first row (its columns also by name), or None when there is none."""
+        return self._execute(connection, params, rows=True).fetchone()
+
     def scalar(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """The first column of the first row, or None when there is no row."""
         row = self._execute(connection, params, rows=False).fetchone()

@@ -16,6 +16,7 @@ from flask import Flask, current_app, g, request
 from sqlalchemy import bindparam, func, or_, select
 
 from insights_audit.audit.entries import Actor
+from insights_audit.db.driver_sql import DriverStatement
 from insights_audit.db.engine import engine, waiting_for_connection
 from insights_audit.errors import Forbidden, Unauthorized
 from insights_audit.models import ApiToken
@@ -65,18 +66,20 @@ def hash_token(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-ACTIVE_TOKEN = select(
-    ApiToken.id,
-    ApiToken.org,
-    ApiToken.user_id,
-    ApiToken.user_email,
-    ApiToken.roles,
-    ApiToken.scopes,
-    ApiToken.expires_at,
-).where(
-    ApiToken.token_hash == bindparam("token_hash"),
-    ApiToken.revoked_at.is_(None),
-    or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > func.now()),
+ACTIVE_TOKEN = DriverStatement(
+    select(
+        ApiToken.id,
+        ApiToken.org,
+        ApiToken.user_id,
+        ApiToken.user_email,
+        ApiToken.roles,
+        ApiToken.scopes,
+        ApiToken.expires_at,
+    ).where(
+        ApiToken.token_hash == bindparam("token_hash"),
+        ApiToken.revoked_at.is_(None),
+        or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > func.now()),
+    )
 )
 
 
@@ -114,7 +117,7 @@ def _lookup(token_hash: bytes) -> tuple[Principal | None, datetime | None]:
     with waiting_for_connection():
         connection = engine().connect().execution_options(isolation_level="AUTOCOMMIT")
     with connection:
-        row = connection.execute(ACTIVE_TOKEN, {"token_hash": token_hash}).one_or_none()
+        row = ACTIVE_TOKEN.first(connection, {"token_hash": token_hash})
     if row is None:
         return None, None
     principal = Principal(

@@ -12,7 +12,7 @@ from insights_audit.db.engine import init_engine
 from insights_audit.health.routes import blp as health
 from insights_audit.health.routes import register_swagger_assets
 from insights_audit.integrity.routes import blp as integrity
-from insights_audit.metrics import init_request_metrics, watch_pool
+from insights_audit.metrics import observe_request, watch_pool
 from insights_audit.reports.routes import blp as reports
 from insights_audit.streams.routes import blp as streams
 from insights_audit.trail.routes import blp as trail
@@ -68,9 +68,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # after_request hooks run in reverse order of registration: the unit of work commits
     # first, so the metrics and the request log see the final status.
     init_request_ids(app)
-    init_request_log(app)
-    if settings.metrics_enabled:
-        init_request_metrics(app)
+    init_request_log(app, observe_request if settings.metrics_enabled else None)
     init_options_answers(app)
     if not settings.public_base_url:
         init_trusted_hosts(app, settings.trusted_hosts)

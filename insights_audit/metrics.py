@@ -12,9 +12,8 @@ The scrape itself (``GET /metrics``, with the sealing gauges read from the datab
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
-from flask import Flask, Response, g, request
 from prometheus_client import (
     Counter,
     Gauge,
@@ -78,19 +77,22 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 OTHER_METHOD = "other"
 
 
-def init_request_metrics(app: Flask) -> None:
-    """Count and time every request by its route template (timed from the request log's
-    clock, ``logs.init_request_log``)."""
+# Each (route, method, status)'s children of the two request metrics, looked up once.
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-    @app.after_request
-    def _observe(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-        method = request.method if request.method in KNOWN_METHODS else OTHER_METHOD
-        REQUESTS.labels(route, method, str(response.status_code)).inc()
-        started = g.get("request_started")
-        if started is not None:
-            DURATION.labels(route).observe(time.perf_counter() - started)
-        return response
+
+def observe_request(route: str, method: str, status: int, seconds: float | None) -> None:
+    """Count one request by its route template, method and status, and time it."""
+    key = (route, method, status)
+    children = _request_children.get(key)
+    if children is None:
+        label = method if method in KNOWN_METHODS else OTHER_METHOD
+        children = (REQUESTS.labels(route, label, str(status)), DURATION.labels(route))
+        # Bounded: routes, methods and statuses are closed sets.
+        _request_children[key] = children
+    children[0].inc()
+    if seconds is not None:
+        children[1].observe(seconds)
 
 
 def watch_pool(engine: Engine) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -26,7 +27,7 @@ def logging_config(fmt: str) -> dict[str, Any]:
         raise RuntimeError(f"LOG_FORMAT must be json or text, got {fmt!r}")
     formatters = {
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "pythonjsonlogger.orjson.OrjsonFormatter",
             "fmt": "%(levelname)s %(name)s %(message)s",
             "rename_fields": {"levelname": "level", "name": "logger"},
             # ISO 8601 in UTC with microseconds, under the key "time".
@@ -53,8 +54,12 @@ def logging_config(fmt: str) -> dict[str, Any]:
     }
 
 
-def init_request_log(app: Flask) -> None:
-    """One line per request, written when its response is ready."""
+RequestObserver = Callable[[str, str, int, float | None], None]
+
+
+def init_request_log(app: Flask, observe: RequestObserver | None = None) -> None:
+    """One line per request, written when its response is ready; ``observe`` (the request
+    metrics) is told the same route, method, status and duration."""
 
     @app.before_request
     def _start_clock() -> None:
@@ -62,15 +67,22 @@ def init_request_log(app: Flask) -> None:
 
     @app.after_request
     def _log_request(response: Response) -> Response:
-        started = g.get("request_started")
-        duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
-        principal = g.get("principal")
+        # The request and its globals read once: each proxy lookup costs a context lookup.
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        state = g._get_current_object()  # type: ignore[attr-defined]
+        started = getattr(state, "request_started", None)
+        seconds = time.perf_counter() - started if started else None
+        route = req.url_rule.rule if req.url_rule is not None else "unmatched"
+        status = response.status_code
+        if observe is not None:
+            observe(route, req.method, status, seconds)
+        principal = getattr(state, "principal", None)
         fields = {
-            "request_id": g.get("request_id"),
-            "method": request.method,
-            "route": request.url_rule.rule if request.url_rule is not None else "unmatched",
-            "status": response.status_code,
-            "duration_ms": duration_ms,
+            "request_id": getattr(state, "request_id", None),
+            "method": req.method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2) if seconds is not None else None,
             "org": principal.org if principal is not None else None,
             "token_id": principal.token_id if principal is not None else None,
         }

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, Integer, bindparam, cast, exc, func, literal, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 
-from insights_audit.db.driver_sql import DriverStatement
+from insights_audit.db.driver_sql import DriverStatement, command
 from insights_audit.db.unit_of_work import transaction
 from tests.conftest import BASE, bearer, new_id, record_view
 
@@ -57,6 +57,23 @@ def test_a_connection_lost_under_a_driver_statement_is_invalidated(app: Flask) -
         assert raised.value.connection_invalidated
         # The pool hands out a working connection afterwards.
         with transaction() as connection:
+            assert DriverStatement(text("SELECT 2")).scalar(connection, {}) == 2
+
+
+def test_a_failing_command_raises_sqlalchemys_error(app: Flask) -> None:
+    with app.app_context(), pytest.raises(exc.DataError) as raised, transaction() as connection:
+        command(connection, b"SELECT 1 / 0")
+    assert "division by zero" in str(raised.value.orig)
+    assert not raised.value.connection_invalidated
+
+
+def test_a_connection_lost_under_a_command_is_invalidated(app: Flask) -> None:
+    with app.app_context():
+        with pytest.raises(exc.OperationalError) as raised, transaction() as connection:
+            command(connection, b"SELECT pg_terminate_backend(pg_backend_pid())")
+        assert raised.value.connection_invalidated
+        with transaction() as connection:
+            command(connection, b"SELECT 1")
             assert DriverStatement(text("SELECT 2")).scalar(connection, {}) == 2
 
 

@@ -61,7 +61,7 @@ def begin_on(connection: Connection, org: str) -> None:
     """
     driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
     driver.autocommit = True
-    driver_sql.run(connection, _begin_on(org), None)
+    driver_sql.command(connection, _begin_on(org))
 
 
 class UnitOfWork:
@@ -122,6 +122,10 @@ class UnitOfWork:
 
     def commit(self) -> None:
         if self._connection is not None and self._connection.in_transaction():
+            if not self._snapshot:
+                # COMMIT straight through libpq; SQLAlchemy's commit below then finds the
+                # driver's transaction ended and only closes its own.
+                driver_sql.command(self._connection, b"COMMIT")
             self._connection.commit()
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:

@@ -49,7 +49,13 @@ gunicorn_errors.install()
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
     """Each worker runs the background jobs; advisory locks let one process run each at a
     time."""
+    import gc
+
     from insights_audit import worker as background
+
+    # What the worker holds after loading the app lives as long as it does: out of the
+    # collector's sight, a full collection no longer walks it (shorter pauses, less CPU).
+    gc.freeze()
 
     background.start(worker.wsgi)
 

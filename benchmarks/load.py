@@ -96,7 +96,8 @@ def start_gunicorn(database_url: str, **env: str) -> subprocess.Popen[bytes]:
     settle(database_url)
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{PORT}"],
-        cwd=ROOT,
+        # BENCH_APP_ROOT: another checkout's app (a before/after comparison on one database).
+        cwd=os.environ.get("BENCH_APP_ROOT", ROOT),
         # The service runs as the least-privileged app role, under row-level security.
         env={**os.environ, "DATABASE_URL": as_app_role(database_url), **env},
         stdout=subprocess.DEVNULL,

@@ -23,7 +23,12 @@ from benchmarks.settings import EVENTS, log
 
 MODELS = os.environ.get("BENCH_WORKER_MODELS", "2x8,4x4,3x6").split(",")
 ROUNDS = int(os.environ.get("BENCH_WORKER_ROUNDS", "3"))
-ENDPOINTS = ("healthz", "recently-viewed", "most-viewed", "stats-30d", "dashboard-logs", "view")
+ENDPOINTS = tuple(
+    os.environ.get(
+        "BENCH_WORKER_ENDPOINTS",
+        "healthz,recently-viewed,most-viewed,stats-30d,dashboard-logs,view",
+    ).split(",")
+)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from marshmallow import fields
 
 from insights_audit.audit.keys import cursor_key
 from insights_audit.web.auth import current_principal
+from insights_audit.web.request_context import request_origin
 from insights_audit.web.schemas import AUDIT_ID_PATTERN
 
 
@@ -96,7 +97,7 @@ def next_page(after: TrailPosition | None, limit: int) -> tuple[dict[str, Any], 
     public_base_url = current_app.config["SETTINGS"].public_base_url
     path = url_for(request.endpoint or "", **(request.view_args or {}), **args)
     # Without PUBLIC_BASE_URL, the request's host is one of TRUSTED_HOSTS (request_context).
-    link = public_base_url + path if public_base_url else request.host_url.rstrip("/") + path
+    link = public_base_url + path if public_base_url else request_origin() + path
     return {"limit": limit, "nextCursor": next_cursor}, {"Link": f'<{link}>; rel="next"'}
 
 

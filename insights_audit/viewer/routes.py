@@ -5,7 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app
 from flask.views import MethodView
 from sqlalchemy import select
 
@@ -27,7 +27,7 @@ from insights_audit.web.auth import (
     current_principal,
     requires,
 )
-from insights_audit.web.request_context import request_meta
+from insights_audit.web.request_context import request_meta, request_origin
 from insights_audit.web.schemas import NoQuery
 from insights_audit.web.work import request_work
 
@@ -42,7 +42,7 @@ blp = Blueprint(
 def base_url() -> str:
     """The service's public address: ``PUBLIC_BASE_URL``, or the request's own host."""
     configured: str | None = current_app.config["SETTINGS"].public_base_url
-    return configured or request.host_url.rstrip("/")
+    return configured or request_origin()
 
 
 @blp.route("/viewer-links")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from functools import lru_cache
 
 from flask import Flask, Response, g, request
+from werkzeug.sansio.utils import get_current_url
 
 from insights_audit.audit.entries import RequestMeta
 from insights_audit.errors import BadRequest
@@ -27,6 +29,19 @@ def request_meta() -> RequestMeta:
         ip=request.remote_addr,
         user_agent=user_agent[:USER_AGENT_LIMIT] if user_agent else None,
     )
+
+
+@lru_cache(maxsize=256)
+def _origin(scheme: str, host: str, root_path: str) -> str:
+    return get_current_url(scheme, host, root_path).rstrip("/")
+
+
+def request_origin() -> str:
+    """The request's ``scheme://host`` and root path, as ``request.host_url`` without its
+    trailing slash: built once per distinct origin (werkzeug's IRI conversion costs about
+    40 µs a call, a tenth of a short read)."""
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    return _origin(req.scheme, req.host, req.root_path)
 
 
 UNTRUSTED_HOST = "Host not allowed - add it to TRUSTED_HOSTS or set PUBLIC_BASE_URL"

@@ -5,7 +5,8 @@ built by ``make bench``) is called as a WSGI callable, one request at a time, an
 own CPU time per request is printed (PostgreSQL's time is not in it; the client's wait is not
 CPU). Quick and repeatable enough to compare one change to the request path with the next;
 ``make bench`` measures the same under gunicorn and wrk. ``BENCH_REQUEST_PATH_PROFILE=name``
-also prints cProfile's top functions of that endpoint.
+also prints cProfile's top functions of that endpoint; ``BENCH_APP_ROOT`` measures another
+checkout's app (its ``insights_audit`` imported instead of this one's).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
+# BENCH_APP_ROOT: the app of another checkout (a before/after comparison on one database).
+if os.environ.get("BENCH_APP_ROOT"):
+    sys.path.insert(0, os.environ["BENCH_APP_ROOT"])
 # As under gunicorn (gunicorn.conf.py): metrics in files shared by processes, JSON log lines.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-metrics-"))
 
@@ -111,6 +115,7 @@ def main() -> int:
         replace(settings, database_url=as_app_role(data.url), token_cache_seconds=0)
     )
     profiled = os.environ.get("BENCH_REQUEST_PATH_PROFILE")
+    log(f"app: {sys.modules['insights_audit'].__file__}")
     log(f"{REQUESTS} requests x {ROUNDS} rounds per endpoint, in process, as the app role")
     results: dict[str, float] = {}
     for name in ENDPOINTS:

@@ -196,6 +196,10 @@ class ArgumentsParser(FlaskParser):
     # None: each schema decides (StrictSchema raises on unknown query and body fields).
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None}
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._shortcuts: dict[int, tuple[ma.Schema, QueryShortcut]] = {}
+
     def _raw_load_json(self, req: Any) -> Any:
         # The content type is not trusted: a non-empty body must be a JSON object.
         raw = req.get_data(cache=True)
@@ -210,10 +214,6 @@ class ArgumentsParser(FlaskParser):
         if not storable(data):
             abort(400, messages={"json": {"_schema": [UNSTORABLE_TEXT]}})
         return data
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._shortcuts: dict[int, tuple[ma.Schema, QueryShortcut]] = {}
 
     def parse(
         self, argmap: Any, req: Any = None, *, location: str | None = None, **kwargs: Any

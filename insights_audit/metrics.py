@@ -92,7 +92,6 @@ STREAM_LAG = Gauge(
     multiprocess_mode="mostrecent",
 )
 
-UNMATCHED = "unmatched"
 # Label values come from closed sets: a method outside this one is counted as OTHER_METHOD.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD = "other"

@@ -129,7 +129,7 @@ class App(Flask):
 # The spelling of an integer every ``fields.Integer`` reads as itself: no sign, no leading
 # zero, no spaces, nine digits at most.
 _PLAIN_INTEGER = re.compile(r"[1-9][0-9]{0,8}|0")
-_NO_HOOKS = ("pre_load", "post_load")
+_TRANSFORMING_HOOKS = ("pre_load", "post_load")
 
 
 class QueryShortcut:
@@ -145,7 +145,7 @@ class QueryShortcut:
     def __init__(self, schema: ma.Schema) -> None:
         fields_ = schema.load_fields
         hooked = any(schema._hooks.values())
-        transforms = any(schema._hooks.get(hook) for hook in _NO_HOOKS)
+        transforms = any(schema._hooks.get(hook) for hook in _TRANSFORMING_HOOKS)
         defaults_fixed = not any(callable(field.load_default) for field in fields_.values())
         self._defaults: dict[str, Any] | None = None
         if not transforms and defaults_fixed:

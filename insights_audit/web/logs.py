@@ -18,6 +18,8 @@ from flask import Flask, Response, g, request
 REQUEST_LOG = logging.getLogger("insights_audit.requests")
 LOG_FORMATS = ("json", "text")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# The route of a request no URL rule matched (in log lines and metric labels).
+UNMATCHED_ROUTE = "unmatched"
 
 
 def logging_config(fmt: str) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def init_request_log(app: Flask, observe: RequestObserver | None = None) -> None
         state = g._get_current_object()  # type: ignore[attr-defined]
         started = getattr(state, "request_started", None)
         seconds = time.perf_counter() - started if started else None
-        route = req.url_rule.rule if req.url_rule is not None else "unmatched"
+        route = req.url_rule.rule if req.url_rule is not None else UNMATCHED_ROUTE
         status = response.status_code
         if observe is not None:
             observe(route, req.method, status, seconds)

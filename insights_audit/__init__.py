@@ -9,6 +9,7 @@ from insights_audit.cli import register_commands
 from insights_audit.config import Settings
 from insights_audit.dashboards.routes import blp as dashboards
 from insights_audit.db.engine import init_engine
+from insights_audit.db.replicas import init_read_routing
 from insights_audit.health.routes import blp as health
 from insights_audit.health.routes import register_swagger_assets
 from insights_audit.integrity.routes import blp as integrity
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
 
     engine = init_engine(app, settings)
+    init_read_routing(app, settings)
     if settings.metrics_enabled:
         watch_pool(engine)
     init_token_cache(app, settings.token_cache_seconds)

@@ -23,6 +23,27 @@ def _names(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
 
 
+def _urls(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(name) or ""
+    urls = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for url in urls:
+        sqlalchemy_url(url)  # a postgresql:// URL, or the error says which setting is wrong
+    return urls
+
+
+def _number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a number, got {raw!r}") from exc
+    if not value > 0:
+        raise RuntimeError(f"{name} must be greater than 0, got {raw!r}")
+    return value
+
+
 def _flag(name: str) -> bool:
     return (os.environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -47,6 +68,9 @@ class Settings:
     pool_size: int = 5
     max_overflow: int = 5
     pool_timeout_s: int = 5
+    # Streaming replicas that may serve reads, and how far behind one may be.
+    database_replica_urls: tuple[str, ...] = ()
+    replica_max_lag_seconds: float = 5
     statement_timeout_ms: int = 5000
     trusted_proxies: int = 0
     # Links the service builds start with this (``https://audit.example.com``) when set;
@@ -94,6 +118,8 @@ class Settings:
             pool_size=_int("DB_POOL_SIZE", cls.pool_size),
             max_overflow=_int("DB_MAX_OVERFLOW", cls.max_overflow),
             pool_timeout_s=_int("DB_POOL_TIMEOUT", cls.pool_timeout_s),
+            database_replica_urls=_urls("DATABASE_REPLICA_URLS"),
+            replica_max_lag_seconds=_number("REPLICA_MAX_LAG_SECONDS", cls.replica_max_lag_seconds),
             statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms),
             trusted_proxies=_int("TRUSTED_PROXIES", cls.trusted_proxies),
             public_base_url=(os.environ.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
@@ -136,4 +162,7 @@ def sqlalchemy_url(url: str) -> str:
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
-    raise RuntimeError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}://")
+    raise RuntimeError(
+        f"DATABASE_URL and DATABASE_REPLICA_URLS take postgresql:// URLs,"
+        f" got {url.split(':', 1)[0]}://"
+    )

@@ -92,6 +92,32 @@ STREAM_LAG = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# Reads from replicas (``db.replicas``; only with DATABASE_REPLICA_URLS set). Replicas are
+# named by host, port and database.
+READS = Counter(
+    "insights_audit_reads_total",
+    "Reads that could go to a replica, by where they went (primary or a replica)",
+    ["destination"],
+)
+REPLICA_FALLBACKS = Counter(
+    "insights_audit_replica_fallbacks_total",
+    "Reads sent to the primary although replicas are configured, by reason (down, lagging,"
+    " behind_caller: no replica had replayed the caller's last write, writes_on_read)",
+    ["reason"],
+)
+REPLICA_LAG = Gauge(
+    "insights_audit_replica_lag_seconds",
+    "How far behind the primary a replica was at its last probe, by replica",
+    ["replica"],
+    multiprocess_mode="mostrecent",
+)
+REPLICA_USABLE = Gauge(
+    "insights_audit_replica_usable",
+    "1 when a replica may serve reads (answering, within REPLICA_MAX_LAG_SECONDS), by replica",
+    ["replica"],
+    multiprocess_mode="mostrecent",
+)
+
 # Label values come from closed sets: a method outside this one is counted as OTHER_METHOD.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD = "other"

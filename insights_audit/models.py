@@ -278,6 +278,15 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=text("now()"))
 
 
+class TokenWritePosition(Base):
+    """The transaction of a token's last write, read before a replica may serve the token's
+    reads (migration 0016; written only when replicas are configured)."""
+
+    __tablename__ = "token_write_positions"
+    token_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    xid: Mapped[str] = mapped_column(XID8)
+
+
 class AuditCheckpoint(Base):
     """A signed checkpoint: one sealed batch of an org's hash chain (see integrity/canonical.py)."""
 

@@ -14,16 +14,29 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from insights_audit.db.driver_sql import DriverStatement
+from insights_audit.db.replicas import NeedsPrimary, on_replica
 from insights_audit.models import is_view
+
+_BOUNDS = """
+    bounds AS (
+        SELECT now() - make_interval(days => :days) AS since
+    ), snapshot AS (
+        SELECT (since AT TIME ZONE 'UTC')::date - 1 AS day FROM bounds
+    )"""
+# The kept counts' moment and snapshot if younger than 10 minutes (older ones are counted
+# again), given back so that the next statement can use them as constants.
+_KEPT = """
+    SELECT bounds.since, snapshot.day, w.as_of, CAST(w.snapshot AS text) AS snapshot,
+           CAST(pg_snapshot_xmin(w.snapshot) AS text) AS xmin{stored}
+    FROM bounds CROSS JOIN snapshot
+    LEFT JOIN window_snapshots AS w
+           ON w.org = :org AND w.days = :days AND w.as_of > now() - interval '10 minutes'
+    """
 
 WINDOW_START = DriverStatement(
     text(
-        """
-        WITH bounds AS (
-            SELECT now() - make_interval(days => :days) AS since
-        ), snapshot AS (
-            SELECT (since AT TIME ZONE 'UTC')::date - 1 AS day FROM bounds
-        ), marker AS (
+        f"""
+        WITH {_BOUNDS}, marker AS (
             INSERT INTO total_snapshots (org, day)
             SELECT :org, day FROM snapshot
             ON CONFLICT DO NOTHING
@@ -41,16 +54,32 @@ WINDOW_START = DriverStatement(
             ) AS earlier ON true
             RETURNING 1
         )
-        -- The kept counts' moment and snapshot if younger than 10 minutes (older ones are
-        -- counted again), given back so that the next statement can use them as constants.
-        SELECT bounds.since, snapshot.day, w.as_of, CAST(w.snapshot AS text) AS snapshot,
-               CAST(pg_snapshot_xmin(w.snapshot) AS text) AS xmin
-        FROM bounds CROSS JOIN snapshot
-        LEFT JOIN window_snapshots AS w
-               ON w.org = :org AND w.days = :days AND w.as_of > now() - interval '10 minutes'
+        {_KEPT.format(stored="")}
         """
     )
 )
+# The same on a replica, which cannot store a day: whether the primary has stored it, and
+# whether the kept counts are due to be marked in demand (``MARK_ASKED`` of most-viewed).
+_STORED = """,
+    EXISTS (SELECT 1 FROM total_snapshots AS m WHERE m.org = :org AND m.day = snapshot.day)
+        AS stored,
+    coalesce(w.requested_at < now() - interval '5 minutes', false) AS mark_due"""
+WINDOW_START_STORED = DriverStatement(text(f"WITH {_BOUNDS} {_KEPT.format(stored=_STORED)}"))
+
+
+def window_start(connection: Connection, org: str, days: int, *, in_demand: bool = False) -> Any:
+    """The window of the last ``days`` x 24 h: its first moment, the day before it (whose
+    running totals are stored on first use) and the kept counts' moment, snapshot and xmin
+    (None when not kept). On a replica, raises ``NeedsPrimary`` when the day is not stored
+    yet, or (``in_demand``: the kept counts are read) when they are due to be marked in
+    demand."""
+    params = {"org": org, "days": days}
+    if not on_replica(connection):
+        return WINDOW_START.one(connection, params)
+    row = WINDOW_START_STORED.one(connection, params)
+    if not row.stored or (in_demand and row.mark_due):
+        raise NeedsPrimary()
+    return row[:5]
 
 
 def in_window(name: str = "in_window", since: str = "since", day: str = "snapshot_day") -> str:
@@ -154,7 +183,7 @@ def count_first(
 
 def keep_window(connection: Connection, org: str, days: int) -> None:
     """Count ``org``'s ``days`` window again from now and keep the counts."""
-    since, snapshot_day, *_ = WINDOW_START.one(connection, {"org": org, "days": days})
+    since, snapshot_day, *_ = window_start(connection, org, days)
     keep_counts(connection, org, days, since, snapshot_day)
 
 

@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, text
 
-from insights_audit.audit.window_counts import WINDOW_START, in_window
+from insights_audit.audit.window_counts import in_window, window_start
 
 # Digits of a score that its order looks at, and that the API shows.
 ORDER_DIGITS = 9
@@ -75,8 +75,8 @@ TRENDING = text(
 def trending(connection: Connection, org: str, days: int, limit: int) -> list[Trending]:
     """Dashboards viewed more in the last ``days`` x 24 h than in the ``days`` before, by
     (recent - previous) / sqrt(previous + 1), highest first."""
-    recent_since, recent_day, *_ = WINDOW_START.one(connection, {"org": org, "days": days})
-    twice_since, twice_day, *_ = WINDOW_START.one(connection, {"org": org, "days": 2 * days})
+    recent_since, recent_day, *_ = window_start(connection, org, days)
+    twice_since, twice_day, *_ = window_start(connection, org, 2 * days)
     rows = connection.execute(
         TRENDING,
         {
@@ -138,7 +138,7 @@ RELATED = text(
 )
 
 
-def window_start(connection: Connection, days: int) -> datetime:
+def window_since(connection: Connection, days: int) -> datetime:
     """The first moment of the window of the last ``days`` x 24 hours."""
     since: datetime = connection.execute(
         text("SELECT now() - make_interval(days => :days)"), {"days": days}
@@ -155,7 +155,7 @@ def related(
     connection: Connection, org: str, dashboard_id: uuid.UUID, days: int, limit: int
 ) -> list[Related]:
     """Dashboards whose viewers in the window overlap those of ``dashboard_id``, by cosine."""
-    params = {"org": org, "dashboard_id": dashboard_id, "since": window_start(connection, days)}
+    params = {"org": org, "dashboard_id": dashboard_id, "since": window_since(connection, days)}
     found = [
         Related(
             row.dashboard_id, row.name, row.shared, cosine(row.shared, row.x_viewers, row.viewers)

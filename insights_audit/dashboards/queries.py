@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID, aggregate_order_by
 
-from insights_audit.audit.window_counts import WINDOW_START, count_first
+from insights_audit.audit.window_counts import count_first, window_start
 from insights_audit.db.driver_sql import DriverStatement
 from insights_audit.db.json_sql import (
     api_timestamp,
@@ -35,6 +35,7 @@ from insights_audit.db.json_sql import (
     json_value,
     sql_text,
 )
+from insights_audit.db.replicas import on_replica
 from insights_audit.models import DashboardTotal, TimestampTZ, ViewLog, is_view
 
 TOP_VIEWERS = 10
@@ -143,16 +144,16 @@ def _listed_dashboards() -> str:
     return sql_text(json_list(items))
 
 
-MOST_VIEWED_KEPT = DriverStatement(
-    text(
-        f"""
-    WITH asked AS (
-        -- The window is in demand, so the background worker keeps it counted (written at
-        -- most every 5 minutes; only requests mark it, never the worker's own recounts).
+# The window is in demand, so the background worker keeps it counted (written at most every
+# 5 minutes; only requests mark it, never the worker's own recounts). A replica cannot: there,
+# a request that finds the mark due goes to the primary (``window_start``).
+MARK_ASKED = """asked AS (
         UPDATE window_snapshots SET requested_at = now()
         WHERE org = :org AND days = :days AND requested_at < now() - interval '5 minutes'
         RETURNING 1
-    ), added AS (
+    ),"""
+MOST_VIEWED_KEPT_SQL = f"""
+    WITH MARK_ASKED added AS (
         SELECT e.target_id AS dashboard_id, count(*) AS views
         FROM audit_entries AS e
         WHERE e.org = :org AND e.txid >= CAST(:xmin AS xid8)
@@ -209,8 +210,8 @@ MOST_VIEWED_KEPT = DriverStatement(
     )
     SELECT LISTED_DASHBOARDS FROM listed
     """.replace("LISTED_DASHBOARDS", _listed_dashboards())
-    )
-)
+MOST_VIEWED_KEPT = DriverStatement(text(MOST_VIEWED_KEPT_SQL.replace("MARK_ASKED", MARK_ASKED)))
+MOST_VIEWED_KEPT_ON_REPLICA = DriverStatement(text(MOST_VIEWED_KEPT_SQL.replace("MARK_ASKED", "")))
 
 
 def most_viewed_recently(connection: Connection, org: str, limit: int, days: int) -> str:
@@ -222,7 +223,7 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     request and then by the background worker), and each request corrects them to the
     moment (``MOST_VIEWED_KEPT``).
     """
-    since, snapshot_day, *kept = WINDOW_START.one(connection, {"org": org, "days": days})
+    since, snapshot_day, *kept = window_start(connection, org, days, in_demand=True)
     if kept[0] is None:
         kept = list(count_first(connection, org, days, since, snapshot_day))
     as_of, snapshot, xmin = kept
@@ -236,7 +237,8 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
         "snapshot": snapshot,
         "xmin": xmin,
     }
-    data: str = MOST_VIEWED_KEPT.scalar(connection, params)
+    statement = MOST_VIEWED_KEPT_ON_REPLICA if on_replica(connection) else MOST_VIEWED_KEPT
+    data: str = statement.scalar(connection, params)
     return data
 
 

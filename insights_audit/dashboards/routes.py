@@ -41,7 +41,7 @@ from insights_audit.web.idempotency import IdempotencyHeaders, respond_once
 from insights_audit.web.openapi_parameters import DASHBOARD_ID_PARAMETER
 from insights_audit.web.request_context import request_meta
 from insights_audit.web.schemas import json_envelope, parse_target_id
-from insights_audit.web.work import request_work
+from insights_audit.web.work import read, request_work
 
 # Schemas are instantiated once: per-request instances cost a deep copy of their fields.
 VIEW_ENVELOPE = ViewEnvelope()
@@ -66,10 +66,9 @@ class RecentlyViewed(MethodView):
         The caller's own dashboards, most recently viewed first (ties: `dashboardId`
         ascending), with the caller's own view count.
         """
-        return json_envelope(
-            service.recently_viewed(request_work(), current_principal().user_id, limit),
-            RECENT_MESSAGE,
-        )
+        user_id = current_principal().user_id
+        data = read(lambda work: service.recently_viewed(work, user_id, limit))
+        return json_envelope(data, RECENT_MESSAGE)
 
 
 @blp.route("/most-viewed")
@@ -84,7 +83,7 @@ class MostViewed(MethodView):
         By view count across all users, highest first (ties: `lastViewedAt` descending, then
         `dashboardId`). With `days`, only views of the last `days` x 24 hours count.
         """
-        data = service.most_viewed(request_work(), limit, days)
+        data = read(lambda work: service.most_viewed(work, limit, days))
         return json_envelope(data, MOST_VIEWED_MESSAGE)
 
 
@@ -104,7 +103,7 @@ class TrendingDashboards(MethodView):
         a dashboard is, in standard deviations of a Poisson count, so a jump from 0 to 5
         outranks one from 1,000 to 1,010.
         """
-        found = service.trending(request_work(), days, limit)
+        found = read(lambda work: service.trending(work, days, limit))
         return {"data": shown(found), "message": TRENDING_MESSAGE}
 
 
@@ -123,7 +122,8 @@ class RecommendedDashboards(MethodView):
         than `limit` have a score, the organisation's most viewed dashboards of the window
         that I did not view follow (`reason` `popular`, `score` 0).
         """
-        found = service.recommended(request_work(), current_principal().user_id, days, limit)
+        user_id = current_principal().user_id
+        found = read(lambda work: service.recommended(work, user_id, days, limit))
         return {"data": shown(found), "message": RECOMMENDED_MESSAGE}
 
 
@@ -143,7 +143,7 @@ class RelatedDashboards(MethodView):
         dashboard nobody viewed in the window gives an empty list.
         """
         dashboard_id = parse_target_id(dashboardId, "dashboard")
-        found = service.related(request_work(), dashboard_id, days, limit)
+        found = read(lambda work: service.related(work, dashboard_id, days, limit))
         return {"data": shown(found), "message": RELATED_MESSAGE}
 
 
@@ -160,7 +160,7 @@ class DashboardStats(MethodView):
         and the ten heaviest viewers of all time. A never-viewed dashboard gives zeros.
         """
         dashboard_id = parse_target_id(dashboardId, "dashboard")
-        stats = service.dashboard_stats(request_work(), dashboard_id, days)
+        stats = read(lambda work: service.dashboard_stats(work, dashboard_id, days))
         return json_envelope(stats, STATS_MESSAGE)
 
 

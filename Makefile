@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format clean vendor bench bench-profile bench-request-path bench-partitioning bench-view-indexes bench-slow-clients bench-engagement bench-realtime bench-viewer bench-search bench-import bench-workers mutation
+.PHONY: install run test lint format clean vendor bench bench-profile bench-request-path bench-partitioning bench-view-indexes bench-slow-clients bench-engagement bench-realtime bench-viewer bench-search bench-import bench-workers bench-replicas mutation
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,10 @@ bench-slow-clients: $(INSTALLED)
 # (benchmarks/workers.py).
 bench-workers: $(INSTALLED)
 	$(PY) -m benchmarks.workers
+
+# Reads with and without a streaming replica of the make bench database (benchmarks/replicas.py).
+bench-replicas: $(INSTALLED)
+	$(PY) -m benchmarks.replicas
 
 # `insights-audit import` of a 1M-document view log export (benchmarks/import_history.py).
 bench-import: $(INSTALLED)

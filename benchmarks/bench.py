@@ -17,10 +17,10 @@ import time
 from typing import Any
 
 from benchmarks.cpu import CpuMeter, CpuSplit
-from benchmarks.database import pgbench_view, seal_all, start_database
+from benchmarks.database import bytes_per_event, pgbench_view, seal_all, start_database
 from benchmarks.dataset import build_dataset, request_plans
 from benchmarks.load import ensure_tools, lua_script, start_gunicorn, stop_gunicorn, wrk
-from benchmarks.settings import DATA, EVENTS, READS, RESULTS, ROOT, SECONDS, log
+from benchmarks.settings import DATA, EVENTS, READS, RESULTS, ROOT, SECONDS, SMALL_EVENTS, log
 from benchmarks.trail_out import measure as measure_trail_out
 
 # BENCH_TRAIL_OUT=off skips export, feed and search (minutes at 10M), for repeated runs.
@@ -35,7 +35,7 @@ def main() -> int:
     DATA.mkdir(parents=True, exist_ok=True)
     server_url, pgdata = start_database()
     data = build_dataset(server_url, EVENTS)
-    small = build_dataset(server_url, max(EVENTS // 10, 10_000))
+    small = build_dataset(server_url, SMALL_EVENTS)
     rng = random.Random(7)
     plans = request_plans(data, rng)
     scripts = {name: lua_script(name, method, reqs) for name, (method, reqs) in plans.items()}
@@ -79,6 +79,7 @@ def main() -> int:
     stop_gunicorn(server)
     for name, rps_off in without_metrics.items():
         log(f"  {name}: {measured[name]['rps']:.0f} rps with metrics, {rps_off:.0f} without")
+    storage = bytes_per_event(data.url, EVENTS)
     tps = pgbench_view(data, pgdata)
     log(f"  pgbench view: {tps:.0f} tps")
 
@@ -124,6 +125,8 @@ def main() -> int:
         },
         "scaling_events": [small.events, EVENTS],
         "worker_rss_mb": round(rss, 1),
+        # Bytes per event of each table and index (month partitions folded into the trail).
+        "storage_bytes_per_event": storage,
         # CPU per request of the -c 16 runs (benchmarks/cpu.py), and the share of each
         # endpoint's irreducible ceiling its rps reached.
         "cpu_per_request_ms": {
@@ -190,6 +193,10 @@ def print_table(results: dict[str, Any]) -> None:
             f"{split['load_generator']:>7.3f}{split['ceiling_rps']:>9.0f}"
             f"{split['share_of_ceiling']:>7.2f}"
         )
+    storage = results["storage_bytes_per_event"]
+    print(f"\nbytes per event: {storage['total']:.0f} in all")
+    for name, size in storage["relations"].items():
+        print(f"  {name:<60}{size:>8.1f}")
     print(f"results: {RESULTS.relative_to(ROOT)}")
 
 

@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -83,6 +84,27 @@ def as_app_role(database_url: str) -> str:
     url = devserver.app_role_url(app, database_url, APP_ROLE)
     app.extensions["insights_audit.engine"].dispose()
     return url
+
+
+# Each table's and index's size, a month partition (and its indexes) counted in its trail's.
+RELATION_SIZES = """
+    SELECT coalesce(pg_partition_root(c.oid), c.oid)::regclass::text AS relation,
+           sum(CASE WHEN c.relkind = 'i' THEN pg_relation_size(c.oid)
+                    ELSE pg_table_size(c.oid) END) AS bytes
+    FROM pg_class AS c
+    JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')
+    GROUP BY 1 HAVING sum(pg_relation_size(c.oid)) > 0
+    ORDER BY 2 DESC
+"""
+
+
+def bytes_per_event(database_url: str, events: int) -> dict[str, Any]:
+    """Bytes per event of each table and index of the database, largest first, and in all."""
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute(RELATION_SIZES).fetchall()
+    relations = {name: round(size / events, 1) for name, size in rows}
+    return {"total": round(sum(size for _, size in rows) / events, 1), "relations": relations}
 
 
 def pgbench_view(data: Dataset, pgdata: Path) -> float:

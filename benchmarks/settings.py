@@ -16,6 +16,8 @@ DATA = ROOT / ".data" / "bench"
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 EVENTS = int(os.environ.get("BENCH_EVENTS", "10000000"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+# The smaller database that p50s are compared with (the scaling ratios).
+SMALL_EVENTS = int(os.environ.get("BENCH_SMALL_EVENTS", str(max(EVENTS // 10, 10_000))))
 PORT = int(os.environ.get("BENCH_PORT", "8100"))
 BASE = BASE_PATH
 URL = f"http://127.0.0.1:{PORT}"

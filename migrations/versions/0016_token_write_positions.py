@@ -31,6 +31,24 @@ def upgrade() -> None:
         )
         """
     )
+    # The app roles granted before this migration (those that write checkpoints).
+    op.execute(
+        """
+        DO $$
+        DECLARE grantee_row record;
+        BEGIN
+            FOR grantee_row IN
+                SELECT DISTINCT grantee FROM information_schema.role_table_grants
+                WHERE table_name = 'audit_checkpoints' AND privilege_type = 'INSERT'
+                  AND grantee <> current_user
+            LOOP
+                EXECUTE format('GRANT SELECT, INSERT, UPDATE ON token_write_positions TO %I',
+                               grantee_row.grantee);
+            END LOOP;
+        END
+        $$
+        """
+    )
 
 
 def downgrade() -> None:

@@ -90,7 +90,7 @@ def as_app_role(database_url: str) -> str:
 RELATION_SIZES = """
     SELECT coalesce(pg_partition_root(c.oid), c.oid)::regclass::text AS relation,
            sum(CASE WHEN c.relkind = 'i' THEN pg_relation_size(c.oid)
-                    ELSE pg_table_size(c.oid) END) AS bytes
+                    ELSE pg_table_size(c.oid) END)::bigint AS bytes
     FROM pg_class AS c
     JOIN pg_namespace AS n ON n.oid = c.relnamespace
     WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')

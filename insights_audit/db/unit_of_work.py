@@ -10,7 +10,9 @@ Two ways to begin one, and only these:
   first use, after authorization). A short read or write begins with ``begin_on`` (BEGIN
   and the tenant in one round trip); a snapshot (``snapshot=True``) is ``REPEATABLE READ``,
   read only, for reads in several statements, and ``unbounded`` lifts the statement
-  timeout for long streamed reads, which bound themselves.
+  timeout for long streamed reads, which bound themselves. With replicas configured, a
+  ``read`` may begin on a replica instead (``db.replicas``), and other work records its
+  writing transaction under the caller's token as it commits.
 - ``transaction`` (and ``batch_transaction``, without a statement timeout): for commands
   and background jobs, committed when the block ends.
 """

@@ -26,8 +26,9 @@ def upgrade() -> None:
     op.execute(
         """
         CREATE TABLE token_write_positions (
-            token_id bigint PRIMARY KEY,
-            xid xid8 NOT NULL
+            token_id bigint NOT NULL,
+            xid xid8 NOT NULL,
+            CONSTRAINT pk_token_write_positions PRIMARY KEY (token_id)
         )
         """
     )

@@ -157,13 +157,19 @@ def counted(measure: Callable[[], float], action: Callable[[], object]) -> float
 @pytest.fixture
 def workers(replication: Replication) -> tuple[Flask, Flask]:
     """Two apps on the same databases: two workers (or hosts) behind a load balancer, each
-    having probed the replica once while it was caught up (as a running worker has)."""
+    having found the caught-up replica usable (as a running worker has)."""
     apps = create_app(replication.settings()), create_app(replication.settings())
     caught_up(replication)
     for app in apps:
         with app.app_context():
             routing = replicas.read_routing()
-            assert routing is not None and routing.usable() == (routing.replicas, None)
+            assert routing is not None
+            # A first probe that finds the replica a few WAL records behind cannot tell how
+            # far behind in time (it has no earlier sample of the primary): the next can.
+            deadline = time.monotonic() + 10
+            while routing.usable() != (routing.replicas, None):
+                assert time.monotonic() < deadline, "the caught-up replica was never usable"
+                time.sleep(0.2)
     return apps
 
 

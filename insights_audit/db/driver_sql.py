@@ -99,21 +99,25 @@ def command(connection: Connection, sql: bytes) -> bytes | None:
     cursor's ``execute`` (measured: 36 against 62 µs a round trip). The first value of the
     last statement's first row, as PostgreSQL's text; None when it returns no row. Errors are
     translated as by ``run``."""
-    fairy = connection.connection
-    driver: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
+    driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
     try:
-        with driver.lock:
-            result = driver.pgconn.exec_(sql)
-        if result.status == pq.ExecStatus.FATAL_ERROR:
-            if driver.pgconn.status == pq.ConnStatus.BAD:
-                # Lost (a restart, a network failure): what psycopg's own execute raises.
-                message = result.error_message.decode(errors="replace").strip()
-                raise psycopg.OperationalError(message or "the connection was lost")
-            raise psycopg.errors.error_from_result(result, encoding=driver.info.encoding)
-        if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
-            raise psycopg.InterfaceError(f"unexpected result {result.status} of {sql!r}")
+        return simple_query(driver, sql)
     except psycopg.Error as error:
         raise _translated(connection, sql, error, None) from error
+
+
+def simple_query(driver: psycopg.Connection[Any], sql: bytes) -> bytes | None:
+    """``sql`` on ``driver`` as by ``command``, errors as psycopg raises them."""
+    with driver.lock:
+        result = driver.pgconn.exec_(sql)
+    if result.status == pq.ExecStatus.FATAL_ERROR:
+        if driver.pgconn.status == pq.ConnStatus.BAD:
+            # Lost (a restart, a network failure): what psycopg's own execute raises.
+            message = result.error_message.decode(errors="replace").strip()
+            raise psycopg.OperationalError(message or "the connection was lost")
+        raise psycopg.errors.error_from_result(result, encoding=driver.info.encoding)
+    if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        raise psycopg.InterfaceError(f"unexpected result {result.status} of {sql!r}")
     return result.get_value(0, 0) if result.ntuples else None
 
 

@@ -29,12 +29,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import psycopg
 from flask import Flask, current_app
 from psycopg import sql
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, exc, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
@@ -94,6 +95,7 @@ class Replica:
         self.name = name
         self.engine = engine
         self.state: ReplicaState | None = None
+        self.reads = READS.labels(name)
 
     def stale(self, now: float) -> bool:
         if self.state is None:
@@ -117,19 +119,58 @@ _PROBE = text(
 )
 
 
-def _begin_read(org: str, xid: str | None, snapshot: bool, unbounded: bool) -> bytes:
-    """``BEGIN`` on a replica and the tenant, answering whether the replica's snapshot shows
-    the caller's last write: one round trip."""
+@lru_cache(maxsize=4096)
+def _begin_read(org: str, snapshot: bool, unbounded: bool) -> tuple[bytes, bytes]:
+    """``BEGIN`` on a replica and the tenant, answering a check put between the two halves
+    (``_SHOWS``): one round trip."""
     begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if snapshot else "BEGIN READ ONLY"
     if unbounded:
         begin += "; SET LOCAL statement_timeout = 0"
-    shows = "true" if xid is None else "pg_visible_in_snapshot({xid}::xid8, pg_current_snapshot())"
-    # The answer first: ``command`` gives the first value back.
-    tenant = "set_config('insights_audit.org', {org}, true)"
-    statement = sql.SQL(f"{begin}; SELECT {shows}, {tenant}").format(
-        org=sql.Literal(org), xid=sql.Literal(xid)
-    )
-    return statement.as_bytes()
+    # The check's answer first: ``command`` gives the first value back.
+    tenant = sql.SQL(", set_config('insights_audit.org', {org}, true)").format(org=sql.Literal(org))
+    return f"{begin}; SELECT ".encode(), tenant.as_bytes()
+
+
+# Whether the replica's snapshot shows the caller's last writing transaction committed.
+_SHOWS = b"pg_visible_in_snapshot('%d'::xid8, pg_current_snapshot())"
+
+
+class PrimaryLookups:
+    """One connection of the worker to the primary, taken out of its pool, in autocommit,
+    for the write-position lookup of each read: a primary-key read costs less than a pool's
+    checkout and checkin around it (measured in process). Threads take turns on it."""
+
+    def __init__(self, primary: Engine) -> None:
+        self._primary = primary
+        self._lock = threading.Lock()
+        self._fairy: Any = None
+        self._driver: psycopg.Connection[Any] | None = None
+
+    def value(self, statement: bytes) -> bytes | None:
+        """``statement``'s answer (as ``driver_sql.command``'s), on the primary."""
+        with self._lock:
+            if self._driver is None:
+                with waiting_for_connection():
+                    fairy = self._primary.raw_connection()
+                driver: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
+                fairy.detach()  # the pool opens another in its place
+                driver.autocommit = True
+                self._fairy, self._driver = fairy, driver
+            try:
+                return driver_sql.simple_query(self._driver, statement)
+            except psycopg.Error as error:
+                # Lost, or failed: the next lookup starts on a fresh connection.
+                self._fairy.invalidate(error)
+                self._fairy = self._driver = None
+                raise exc.DBAPIError.instance(
+                    statement.decode(),
+                    None,
+                    error,
+                    psycopg.Error,
+                    hide_parameters=True,
+                    connection_invalidated=True,
+                    dialect=self._primary.dialect,
+                ) from error
 
 
 class ReadRouting:
@@ -151,6 +192,7 @@ class ReadRouting:
         # (moment, WAL position) of the primary at recent probes, oldest first.
         self._primary_positions: deque[tuple[float, int]] = deque()
         self._turn = itertools.count()
+        self._lookups = PrimaryLookups(primary)
 
     # -- which replicas may serve ------------------------------------------------------
 
@@ -245,13 +287,15 @@ class ReadRouting:
             try:
                 with waiting_for_connection():
                     connection = replica.engine.connect()
-                shows_caller = self._begin(connection, _begin_read(org, xid, snapshot, unbounded))
+                head, tail = _begin_read(org, snapshot, unbounded)
+                shows = b"true" if xid is None else _SHOWS % xid
+                shows_caller = self._begin(connection, head + shows + tail)
             except sa_exc.DBAPIError:
                 self.lost(replica)
                 reason = DOWN
                 continue
             if shows_caller:
-                READS.labels(replica.name).inc()
+                replica.reads.inc()
                 return connection
             connection.close()
             reason = BEHIND_CALLER
@@ -278,12 +322,9 @@ class ReadRouting:
         """The replica ``connection`` is to (None for the primary's)."""
         return next((r for r in self.replicas if r.engine is connection.engine), None)
 
-    def _last_write(self, caller: int) -> str | None:
-        with waiting_for_connection():
-            connection = self.primary.connect().execution_options(isolation_level="AUTOCOMMIT")
-        with connection:
-            xid = driver_sql.command(connection, _LAST_WRITE % caller)
-        return None if xid is None else xid.decode()
+    def _last_write(self, caller: int) -> int | None:
+        xid = self._lookups.value(_LAST_WRITE % caller)
+        return None if xid is None else int(xid)
 
     def _begin(self, connection: Connection, begin: bytes) -> bool:
         """Begin the read's transaction as the primary's are begun (``begin_on``); whether

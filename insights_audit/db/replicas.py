@@ -14,10 +14,11 @@ True)``) goes to a replica when all of these hold, and to the primary otherwise:
   the read's transaction, so whatever it reads afterwards was taken at or after that
   moment: a caller reads its own writes whichever worker or host served the write.
 
-Lag comes from the replica itself: the primary's WAL position is sampled at each probe, and
-a replica is as far behind as the newest sample its replay position
-(``pg_last_wal_replay_lsn()``) has not reached; before there are samples old enough, the age
-of its last replayed commit (``pg_last_xact_replay_timestamp()``) bounds it.
+Lag comes from the replica itself: the primary's WAL insert position is sampled at each
+probe, and a replica is behind by no more than the age of the newest sample its replay
+position (``pg_last_wal_replay_lsn()``) has reached (within a WAL page); before there are
+samples old enough, the age of its last replayed commit (``pg_last_xact_replay_timestamp()``)
+bounds it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ DOWN_RETRY_SECONDS = 5.0
 # The execution option that marks a replica's connections (``on_replica``).
 REPLICA_OPTION = "insights_audit_replica"
 ROUTING_KEY = "insights_audit.read_routing"
+WAL_PAGE_BYTES = 8192
 
 PRIMARY = "primary"
 # Why a read went to the primary although replicas are configured (a metric label each).
@@ -147,21 +149,15 @@ class PrimaryLookups:
         self._driver: psycopg.Connection[Any] | None = None
 
     def value(self, statement: bytes) -> bytes | None:
-        """``statement``'s answer (as ``driver_sql.command``'s), on the primary."""
+        """``statement``'s answer (as ``driver_sql.command``'s), on the primary. A connection
+        found lost (the primary restarted, an idle connection was cut) is replaced once."""
         with self._lock:
-            if self._driver is None:
-                with waiting_for_connection():
-                    fairy = self._primary.raw_connection()
-                driver: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
-                fairy.detach()  # the pool opens another in its place
-                driver.autocommit = True
-                self._fairy, self._driver = fairy, driver
             try:
-                return driver_sql.simple_query(self._driver, statement)
+                try:
+                    return self._query(statement)
+                except psycopg.OperationalError:
+                    return self._query(statement)
             except psycopg.Error as error:
-                # Lost, or failed: the next lookup starts on a fresh connection.
-                self._fairy.invalidate(error)
-                self._fairy = self._driver = None
                 raise exc.DBAPIError.instance(
                     statement.decode(),
                     None,
@@ -171,6 +167,25 @@ class PrimaryLookups:
                     connection_invalidated=True,
                     dialect=self._primary.dialect,
                 ) from error
+
+    def _query(self, statement: bytes) -> bytes | None:
+        driver = self._driver or self._connect()
+        try:
+            return driver_sql.simple_query(driver, statement)
+        except psycopg.Error as error:
+            # The next statement starts on a fresh connection.
+            self._fairy.invalidate(error)
+            self._fairy = self._driver = None
+            raise
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        with waiting_for_connection():
+            fairy = self._primary.raw_connection()
+        driver: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
+        fairy.detach()  # the pool opens another in its place
+        driver.autocommit = True
+        self._fairy, self._driver = fairy, driver
+        return driver
 
 
 class ReadRouting:
@@ -229,7 +244,7 @@ class ReadRouting:
         try:
             with self.primary.connect() as connection:
                 lsn: str = connection.execute(
-                    text("SELECT pg_current_wal_lsn()::text")
+                    text("SELECT pg_current_wal_insert_lsn()::text")
                 ).scalar_one()
         except sa_exc.DBAPIError:
             return None
@@ -259,6 +274,9 @@ class ReadRouting:
     def _lag(
         self, replayed: int, commit_age: float | None, now: float, primary_position: int | None
     ) -> float | None:
+        # Within one WAL page counts as reached: an idle primary's position can sit past its
+        # last record (a page's padding), where replay never goes.
+        replayed += WAL_PAGE_BYTES
         if primary_position is not None and replayed >= primary_position:
             return 0.0
         # Behind the newest sample it has not reached: at most as old as the one before.

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -395,3 +396,20 @@ def test_replica_settings_are_read_from_the_environment_and_checked(
 def test_a_replica_is_named_in_metrics_without_its_credentials() -> None:
     assert replicas.replica_name("postgresql://app:s3cret@db-r2:6432/audit") == "db-r2:6432/audit"
     assert replicas.replica_name("postgresql://app@/audit?host=/run/pg") == "/run/pg:5432/audit"
+
+
+def test_lag_is_the_age_of_the_newest_primary_position_the_replica_has_reached() -> None:
+    routing = replicas.ReadRouting(engine_stub(), [], max_lag_seconds=5)
+    # The primary's WAL position at three probes, a second apart.
+    routing._primary_positions.extend([(10.0, 1_000_000), (11.0, 2_000_000), (12.0, 3_000_000)])
+    assert routing._lag(3_000_000, None, 12.5, 3_000_000) == 0.0
+    assert routing._lag(2_995_000, None, 12.5, 3_000_000) == 0.0  # within a WAL page
+    assert routing._lag(2_500_000, None, 12.5, 3_000_000) == 1.5  # reached the one of 11.0
+    # Behind every sample: the age of its last replayed commit, if it has one.
+    assert routing._lag(500_000, 30.0, 12.5, 3_000_000) == 30.0
+    assert routing._lag(500_000, None, 12.5, 3_000_000) is None
+
+
+def engine_stub() -> Any:
+    """An engine nothing is asked of (no connection is made)."""
+    return object()

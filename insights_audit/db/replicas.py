@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 from flask import Flask, current_app
 from psycopg import sql
-from sqlalchemy import Connection, Engine, exc, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
@@ -158,7 +158,7 @@ class PrimaryLookups:
                 except psycopg.OperationalError:
                     return self._query(statement)
             except psycopg.Error as error:
-                raise exc.DBAPIError.instance(
+                raise sa_exc.DBAPIError.instance(
                     statement.decode(),
                     None,
                     error,
@@ -276,11 +276,11 @@ class ReadRouting:
     ) -> float | None:
         # Within one WAL page counts as reached: an idle primary's position can sit past its
         # last record (a page's padding), where replay never goes.
-        replayed += WAL_PAGE_BYTES
-        if primary_position is not None and replayed >= primary_position:
+        reached = replayed + WAL_PAGE_BYTES
+        if primary_position is not None and reached >= primary_position:
             return 0.0
-        # Behind the newest sample it has not reached: at most as old as the one before.
-        passed = [moment for moment, position in self._primary_positions if position <= replayed]
+        # Behind no more than the age of the newest sample it has reached.
+        passed = [moment for moment, position in self._primary_positions if position <= reached]
         if passed:
             return now - max(passed)
         if commit_age is not None:
@@ -330,7 +330,6 @@ class ReadRouting:
     def _to_primary(self, reason: str) -> None:
         REPLICA_FALLBACKS.labels(reason).inc()
         READS.labels(PRIMARY).inc()
-        return None
 
     def count_primary_read(self, reason: str) -> None:
         """Count a read that began on a replica and went on on the primary."""

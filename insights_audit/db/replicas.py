@@ -113,8 +113,13 @@ def replica_name(url: str) -> str:
     return f"{host}:{parsed.port or 5432}/{parsed.database or ''}"
 
 
-# The caller's last writing transaction (the primary's knowledge, one primary-key row).
-_LAST_WRITE = b"SELECT xid::text FROM token_write_positions WHERE token_id = %d"
+# The caller's last writing transaction (the primary's knowledge, one primary-key row),
+# prepared once on the lookup connection: each read sends only its EXECUTE.
+_PREPARE_LAST_WRITE = (
+    b"PREPARE last_write (bigint) AS"
+    b" SELECT xid::text FROM token_write_positions WHERE token_id = $1"
+)
+_LAST_WRITE = b"EXECUTE last_write(%d)"
 _PROBE = text(
     "SELECT pg_is_in_recovery() AS standby, pg_last_wal_replay_lsn()::text AS replayed,"
     " extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS commit_age"
@@ -184,6 +189,11 @@ class PrimaryLookups:
         driver: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
         fairy.detach()  # the pool opens another in its place
         driver.autocommit = True
+        try:
+            driver_sql.simple_query(driver, _PREPARE_LAST_WRITE)
+        except psycopg.Error as error:
+            fairy.invalidate(error)
+            raise
         self._fairy, self._driver = fairy, driver
         return driver
 

@@ -90,6 +90,7 @@ class UnitOfWork:
         self._caller = caller
         self._read = read
         self.on_replica = False
+        self._replica_declined = False
         # A snapshot transaction sees one consistent state of the database for its whole life
         # (REPEATABLE READ, read only): for reads in several statements, and (``unbounded``:
         # no statement timeout) for long streamed reads, which bound themselves.
@@ -105,7 +106,12 @@ class UnitOfWork:
     @property
     def connection(self) -> Connection:
         if self._connection is None:
-            if self._read and self._routing is not None and self._caller is not None:
+            if (
+                self._read
+                and not self._replica_declined
+                and self._routing is not None
+                and self._caller is not None
+            ):
                 on_replica = self._routing.open_read(
                     self.org, self._caller, snapshot=self._snapshot, unbounded=self._unbounded
                 )
@@ -153,7 +159,7 @@ class UnitOfWork:
         if self.on_replica and self._routing is not None:
             replica = self._routing.replica_of(self._connection) if self._connection else None
             self.close()
-            self.on_replica = self._read = False
+            self.on_replica, self._replica_declined = False, True
             if lost and replica is not None:
                 self._routing.lost(replica)
             self._routing.count_primary_read(DOWN if lost else WRITES_ON_READ)

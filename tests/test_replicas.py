@@ -123,6 +123,11 @@ def replica_name(replication: Replication) -> str:
     return replicas.replica_name(replication.replica)
 
 
+def new_org() -> str:
+    """A fresh organisation: tenancy keeps the tests apart on the shared databases."""
+    return f"org-{uuid.uuid4().hex[:8]}"
+
+
 def new_token(
     replication: Replication, org: str, user: str = "user-1", roles: tuple[str, ...] = ("Users",)
 ) -> str:
@@ -187,7 +192,7 @@ def test_a_view_is_read_back_at_once_through_another_worker_while_replay_is_paus
     replication: Replication, workers: tuple[Flask, Flask], replay_paused: None
 ) -> None:
     writer, reader = workers
-    org = f"org-{uuid.uuid4().hex[:8]}"
+    org = new_org()
     secret = new_token(replication, org)
     dashboard = new_id()
     response = writer.test_client().post(
@@ -214,7 +219,7 @@ def test_reads_go_to_the_replica_once_it_has_the_callers_writes(
     replication: Replication, workers: tuple[Flask, Flask]
 ) -> None:
     writer, reader = workers
-    org = f"org-{uuid.uuid4().hex[:8]}"
+    org = new_org()
     secret, other = new_token(replication, org), new_token(replication, org, "user-2")
     dashboard = new_id()
     assert (
@@ -233,7 +238,7 @@ def test_reads_go_to_the_replica_once_it_has_the_callers_writes(
     assert [item["dashboardId"] for item in theirs.json["data"]] == [dashboard]
     assert reads_to(name) == before + 2
     # Row-level security holds on the replica: another org's token sees none of it.
-    stranger = new_token(replication, f"org-{uuid.uuid4().hex[:8]}")
+    stranger = new_token(replication, new_org())
     caught_up(replication)
     nothing = client.get(f"{BASE}/dashboard/most-viewed", headers=bearer(stranger))
     assert nothing.json["data"] == [] and reads_to(name) == before + 3
@@ -244,7 +249,7 @@ def test_every_read_a_replica_serves_answers_as_the_primary_does(
 ) -> None:
     writer, routed = workers
     primary_only = create_app(replication.settings(database_replica_urls=()))
-    org = f"org-{uuid.uuid4().hex[:8]}"
+    org = new_org()
     viewers = [new_token(replication, org, f"user-{n}") for n in range(3)]
     auditor = new_token(replication, org, "auditor", ("Auditor",))
     dashboards = [new_id() for _ in range(3)]
@@ -312,7 +317,7 @@ def test_a_read_that_must_write_goes_on_on_the_primary_then_returns_to_the_repli
     replication: Replication, workers: tuple[Flask, Flask]
 ) -> None:
     writer, reader = workers
-    org = f"org-{uuid.uuid4().hex[:8]}"
+    org = new_org()
     secret, reader_token = new_token(replication, org), new_token(replication, org, "user-2")
     dashboard = new_id()
     writer.test_client().post(f"{BASE}/dashboard/{dashboard}/view", headers=bearer(secret))
@@ -343,7 +348,7 @@ def test_a_stopped_replica_is_skipped_and_comes_back_by_itself(
 ) -> None:
     monkeypatch.setattr(replicas, "DOWN_RETRY_SECONDS", 0.5)
     _, reader = workers
-    org = f"org-{uuid.uuid4().hex[:8]}"
+    org = new_org()
     secret = new_token(replication, org)
     client = reader.test_client()
     name = replica_name(replication)
@@ -375,7 +380,7 @@ def test_reads_are_served_again_after_the_primary_restarts(
     replication: Replication, workers: tuple[Flask, Flask]
 ) -> None:
     _, reader = workers
-    secret = new_token(replication, f"org-{uuid.uuid4().hex[:8]}")
+    secret = new_token(replication, new_org())
     client = reader.test_client()
     url = f"{BASE}/dashboard/most-viewed"
     assert client.get(url, headers=bearer(secret)).status_code == 200
@@ -399,7 +404,7 @@ def test_a_replica_further_behind_than_the_limit_is_skipped(
     replication: Replication, replay_paused: None
 ) -> None:
     app = create_app(replication.settings(replica_max_lag_seconds=1))
-    org = f"org-{uuid.uuid4().hex[:8]}"
+    org = new_org()
     writer, reader = new_token(replication, org), new_token(replication, org, "user-2")
     client = app.test_client()
     client.get(f"{BASE}/dashboard/most-viewed", headers=bearer(reader))  # first probe
@@ -420,7 +425,7 @@ def test_only_requests_that_write_record_their_transaction(
     replication: Replication, workers: tuple[Flask, Flask]
 ) -> None:
     writer, _ = workers
-    org = f"org-{uuid.uuid4().hex[:8]}"
+    org = new_org()
     secret = new_token(replication, org)
     client = writer.test_client()
 

@@ -429,18 +429,15 @@ def test_only_requests_that_write_record_their_transaction(
     secret = new_token(replication, org)
     client = writer.test_client()
 
-    def position() -> int | None:
-        return write_position(replication, secret)
-
     client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(secret))
-    assert position() is None
+    assert write_position(replication, secret) is None
     client.post(f"{BASE}/dashboard/{new_id()}/view", headers=bearer(secret))
-    first = position()
+    first = write_position(replication, secret)
     client.post(f"{BASE}/dashboard/{new_id()}/view", headers=bearer(secret))
-    second = position()
+    second = write_position(replication, secret)
     assert first is not None and second is not None and second > first
     client.get(f"{BASE}/dashboard/recently-viewed", headers=bearer(secret))
-    assert position() == second
+    assert write_position(replication, secret) == second
 
 
 def test_replica_settings_are_read_from_the_environment_and_checked(

@@ -307,7 +307,7 @@ class ReadRouting:
         its reason)."""
         replicas, reason = self.usable()
         if not replicas:
-            self._to_primary(reason or DOWN)
+            self.count_primary_read(reason or DOWN)
             return None
         xid = self._last_write(caller)
         start = next(self._turn) % len(replicas)
@@ -327,7 +327,7 @@ class ReadRouting:
                 return connection
             connection.close()
             reason = BEHIND_CALLER
-        self._to_primary(reason or DOWN)
+        self.count_primary_read(reason or DOWN)
         return None
 
     def lost(self, replica: Replica) -> None:
@@ -337,13 +337,10 @@ class ReadRouting:
         REPLICA_USABLE.labels(replica.name).set(0)
         replica.engine.dispose()
 
-    def _to_primary(self, reason: str) -> None:
+    def count_primary_read(self, reason: str) -> None:
+        """Count a read sent to the primary although replicas are configured, and why."""
         REPLICA_FALLBACKS.labels(reason).inc()
         READS.labels(PRIMARY).inc()
-
-    def count_primary_read(self, reason: str) -> None:
-        """Count a read that began on a replica and went on on the primary."""
-        self._to_primary(reason)
 
     def replica_of(self, connection: Connection) -> Replica | None:
         """The replica ``connection`` is to (None for the primary's)."""

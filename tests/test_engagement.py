@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from insights_audit.worker import keep_windows_counted
 from tests.conftest import BASE, TokenFactory, bearer, new_id, rebuild_aggregates, run_sql
 
 DAY = timedelta(days=1)
@@ -282,6 +283,36 @@ def test_a_window_slides_while_the_test_runs(
     time.sleep(3)
     _, after = get(client, token, "/dashboard/trending?days=1")
     assert after == []  # now one view before and none since: not rising
+
+
+def test_trending_reads_its_kept_windows_exactly_as_views_arrive_and_recounts_run(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str, history: list[View]
+) -> None:
+    """Trending keeps both windows counted (the 7 and 14 days here): views recorded after
+    the counts were kept, and the background worker's recounts, leave it equal to the
+    oracle."""
+    token = make_token()
+    _, first = get(client, token, "/dashboard/trending?days=7&limit=100")
+    kept = run_sql(app, "SELECT days FROM window_snapshots WHERE org = :org ORDER BY 1", org=org)
+    assert kept == [(7,), (14,)]
+    views = list(history)
+    for board in [BOARDS[-1]] * 30 + [BOARDS[-2]]:
+        assert (
+            client.post(f"{BASE}/dashboard/{board}/view", headers=bearer(token)).status_code == 200
+        )
+        views.append(View("tester", board, datetime.now(UTC)))
+    asked, data = get(client, token, "/dashboard/trending?days=7&limit=100")
+    assert data == trending_oracle(views, NAMES, asked, 7, 100)
+    assert data != first  # 30 new views of the last board make it rise
+    with app.app_context():
+        run_sql(
+            app,
+            "UPDATE window_snapshots SET as_of = as_of - interval '2 minutes' WHERE org = :org",
+            org=org,
+        )
+        assert keep_windows_counted(org) == 2
+    asked, data = get(client, token, "/dashboard/trending?days=7&limit=100")
+    assert data == trending_oracle(views, NAMES, asked, 7, 100)
 
 
 def test_views_recorded_through_the_api_count_at_once(

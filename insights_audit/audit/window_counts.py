@@ -1,14 +1,18 @@
-"""Most-viewed windows kept counted: for each org and ``days`` that clients ask for, every
-dashboard's views in the window, kept with the snapshot they saw (migration 0010).
+"""The windowed-counts engine: for each org and ``days`` that clients ask for, every
+dashboard's views in the window of the last ``days`` x 24 h, kept with the snapshot they saw
+(migration 0010).
 
-The dashboards resource reads them (``MOST_VIEWED_KEPT``); the first request for a window,
-and then the background worker about every minute, counts them again: at most
-``WINDOWS_KEPT_PER_ORG`` windows per org (the most recently asked for), within a time
-budget per pass.
+``most-viewed?days=`` and trending read them (``kept_window``, then ``kept_views`` or
+``corrections`` in their statement: the kept counts corrected to the moment); the first
+request for a window counts it (others asking at once wait for that count), and then the
+background worker about every minute, counts them again: at most ``WINDOWS_KEPT_PER_ORG``
+windows per org (the most recently asked for), within a time budget per pass.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -59,7 +63,7 @@ WINDOW_START = DriverStatement(
     )
 )
 # The same on a replica, which cannot store a day: whether the primary has stored it, and
-# whether the kept counts are due to be marked in demand (``MARK_ASKED`` of most-viewed).
+# whether the kept counts are due to be marked in demand (``mark_asked``).
 _STORED = """,
     EXISTS (SELECT 1 FROM total_snapshots AS m WHERE m.org = :org AND m.day = snapshot.day)
         AS stored,
@@ -82,33 +86,29 @@ def window_start(connection: Connection, org: str, days: int, *, in_demand: bool
     return row[:5]
 
 
-def in_window(name: str = "in_window", since: str = "since", day: str = "snapshot_day") -> str:
-    """CTEs ending in ``name``: the views in the window [``:since``, now] of every dashboard
-    viewed in it = all views - the total at the end of the day before the window's first day
-    (``:snapshot_day``, stored by ``WINDOW_START``) - that first day's views before the window
-    (raw entries, < 1 day). Exact in the statement's snapshot; the parameter names are given
-    so that one statement can hold several windows."""
-    return f"""
-    {name}_before AS (
+# CTEs ending in ``in_window``: the views in the window [``:since``, now] of every dashboard
+# viewed in it = all views - the total at the end of the day before the window's first day
+# (``:snapshot_day``, stored by ``WINDOW_START``) - that first day's views before the window
+# (raw entries, < 1 day). Exact in the statement's snapshot.
+IN_WINDOW = f"""
+    before_window AS (
         SELECT e.target_id AS dashboard_id, count(*) AS views
         FROM audit_entries AS e
         WHERE e.org = :org AND {is_view("e")}
-          AND e.created_at >= date_trunc('day', CAST(:{since} AS timestamptz))
-          AND e.created_at < :{since}
+          AND e.created_at >= date_trunc('day', CAST(:since AS timestamptz))
+          AND e.created_at < :since
         GROUP BY e.target_id
-    ), {name} AS (
+    ), in_window AS (
         SELECT t.dashboard_id, t.name, t.last_viewed_at,
                t.view_count - coalesce(s.total_views, 0) - coalesce(b.views, 0) AS view_count
         FROM dashboard_totals AS t
         LEFT JOIN dashboard_day_totals AS s
-               ON s.org = :org AND s.day = :{day} AND s.dashboard_id = t.dashboard_id
-        LEFT JOIN {name}_before AS b ON b.dashboard_id = t.dashboard_id
-        WHERE t.org = :org AND t.last_viewed_at >= :{since}
+               ON s.org = :org AND s.day = :snapshot_day AND s.dashboard_id = t.dashboard_id
+        LEFT JOIN before_window AS b ON b.dashboard_id = t.dashboard_id
+        WHERE t.org = :org AND t.last_viewed_at >= :since
     )
 """
 
-
-IN_WINDOW = in_window()
 
 # Counts the window again and keeps the counts with the snapshot they saw: one statement, so
 # the counts and ``pg_current_snapshot()`` describe the same views. Rows in dashboard order,
@@ -179,6 +179,97 @@ def count_first(
     if kept is not None:
         return kept[0], kept[1], kept[2]
     return keep_counts(connection, org, days, since, snapshot_day)
+
+
+@dataclass(frozen=True)
+class KeptWindow:
+    """A window of the last ``days`` x 24 h with kept counts: its first moment, the day
+    before it, and the moment, snapshot and xmin of its kept counts."""
+
+    days: int
+    since: datetime
+    snapshot_day: date
+    as_of: datetime
+    snapshot: str
+    xmin: str
+
+    def params(self, prefix: str = "") -> dict[str, Any]:
+        """The statement parameters ``kept_views(prefix)`` and ``corrections(prefix)`` use."""
+        return {
+            f"{prefix}days": self.days,
+            f"{prefix}since": self.since,
+            f"{prefix}snapshot_day": self.snapshot_day,
+            f"{prefix}as_of": self.as_of,
+            f"{prefix}snapshot": self.snapshot,
+            f"{prefix}xmin": self.xmin,
+        }
+
+
+def kept_window(connection: Connection, org: str, days: int) -> KeptWindow:
+    """The window of the last ``days`` x 24 h with kept counts, counted now if it has none
+    (the first request for it; on a replica, which cannot keep them, ``NeedsPrimary``)."""
+    since, snapshot_day, *kept = window_start(connection, org, days, in_demand=True)
+    if kept[0] is None:
+        if on_replica(connection):
+            raise NeedsPrimary()
+        kept = list(count_first(connection, org, days, since, snapshot_day))
+    as_of, snapshot, xmin = kept
+    return KeptWindow(days, since, snapshot_day, as_of, snapshot, xmin)
+
+
+def mark_asked(*days: str) -> str:
+    """A CTE ``asked`` and its comma, for a statement that reads the kept counts of the
+    windows whose ``days`` are the given SQL expressions: they are in demand, so the
+    background worker keeps them counted (written at most every 5 minutes; only requests
+    mark them, never the worker's own recounts). A replica cannot: there, a request that
+    finds the mark due goes to the primary (``window_start``)."""
+    return f"""asked AS (
+        UPDATE window_snapshots SET requested_at = now()
+        WHERE org = :org AND days IN ({", ".join(days)})
+          AND requested_at < now() - interval '5 minutes'
+        RETURNING 1
+    ),"""
+
+
+def corrections(prefix: str = "") -> str:
+    """CTEs ``{prefix}added`` and ``{prefix}slid_out``: per dashboard, the views of the window
+    the kept counts did not see (a transaction id at or past the snapshot's xmin:
+    ix_audit_entries_chain; the snapshot comes in as a constant, so the planner can use the
+    index), and the views the kept counts saw that slid out of the window since
+    (ix_audit_entries_views_by_time). Parameters: ``KeptWindow.params(prefix)``."""
+    return f"""
+    {prefix}added AS (
+        SELECT e.target_id AS dashboard_id, count(*) AS views
+        FROM audit_entries AS e
+        WHERE e.org = :org AND e.txid >= CAST(:{prefix}xmin AS xid8)
+          AND NOT pg_visible_in_snapshot(e.txid, CAST(:{prefix}snapshot AS pg_snapshot))
+          AND {is_view("e")} AND e.created_at >= :{prefix}since
+        GROUP BY e.target_id
+    ), {prefix}slid_out AS (
+        SELECT e.target_id AS dashboard_id, count(*) AS views
+        FROM audit_entries AS e
+        WHERE e.org = :org AND {is_view("e")}
+          AND e.created_at >= CAST(:{prefix}as_of AS timestamptz)
+                              - make_interval(days => :{prefix}days)
+          AND e.created_at < :{prefix}since
+          AND pg_visible_in_snapshot(e.txid, CAST(:{prefix}snapshot AS pg_snapshot))
+        GROUP BY e.target_id
+    )"""
+
+
+def kept_views(name: str, prefix: str = "") -> str:
+    """CTEs ending in ``name`` (dashboard_id, views): every dashboard's views in the window,
+    exact in the statement's snapshot, from its kept counts and their ``corrections``."""
+    return f"""{corrections(prefix)}, {name} AS (
+        SELECT dashboard_id, sum(views) AS views
+        FROM (
+            SELECT w.dashboard_id, w.views FROM window_counts AS w
+            WHERE w.org = :org AND w.days = :{prefix}days
+            UNION ALL SELECT dashboard_id, views FROM {prefix}added
+            UNION ALL SELECT dashboard_id, -views FROM {prefix}slid_out
+        ) AS parts
+        GROUP BY dashboard_id
+    )"""
 
 
 def keep_window(connection: Connection, org: str, days: int) -> None:

@@ -2,10 +2,10 @@
 
 Every answer is exact in one statement's snapshot:
 
-- **Trending** compares two windows kept by the windowed-counts engine (``window_counts``):
-  the views of the last ``days`` and of the ``2 x days`` (the earlier window is their
-  difference), each from the running totals at the end of the day before it plus less than
-  a day of raw entries.
+- **Trending** compares two windows kept counted by the windowed-counts engine
+  (``window_counts``): the views of the last ``days`` and of the ``2 x days`` (the earlier
+  window is their difference), each from its kept counts corrected to the moment, as
+  ``most-viewed?days=`` reads one; the background worker keeps both counted.
 - **Related** and **recommended** work on viewer sets. A user viewed a dashboard in a window
   that ends now exactly when their last view of it (``view_logs.last_viewed_at``) is in it,
   so the sets are read from ``view_logs`` (ix_view_logs_dashboard_recency for a dashboard's
@@ -26,7 +26,9 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, text
 
-from insights_audit.audit.window_counts import in_window, window_start
+from insights_audit.audit.window_counts import kept_views, kept_window, mark_asked
+from insights_audit.db.driver_sql import DriverStatement
+from insights_audit.db.replicas import on_replica
 
 # Digits of a score that its order looks at, and that the API shows.
 ORDER_DIGITS = 9
@@ -59,34 +61,49 @@ class Trending:
     score: float
 
 
-TRENDING = text(
-    f"""
-    WITH {in_window("recent", "recent_since", "recent_day")},
-         {in_window("twice", "twice_since", "twice_day")}
-    SELECT r.dashboard_id, r.name, r.view_count AS recent_views,
-           coalesce(b.view_count, 0) - r.view_count AS previous_views
-    FROM recent AS r
-    LEFT JOIN twice AS b ON b.dashboard_id = r.dashboard_id
-    WHERE r.view_count > coalesce(b.view_count, 0) - r.view_count
-    """
+# Both windows' views of every dashboard from their kept counts, exact in the statement's
+# snapshot; the dashboards viewed more in the last window than in the one before it, best
+# first. The float8 score is the one ``trending`` computes (the same IEEE operations), so
+# exact ties order the same; ``trending`` orders the few candidates by the rounded score.
+TRENDING_SQL = f"""
+    WITH MARK_ASKED {kept_views("recent", "recent_")}, {kept_views("twice", "twice_")},
+    scored AS (
+        SELECT r.dashboard_id, CAST(r.views AS bigint) AS recent_views,
+               CAST(coalesce(b.views, 0) - r.views AS bigint) AS previous_views
+        FROM recent AS r
+        LEFT JOIN twice AS b ON b.dashboard_id = r.dashboard_id
+        WHERE r.views > coalesce(b.views, 0) - r.views
+    )
+    SELECT s.dashboard_id, t.name, s.recent_views, s.previous_views
+    FROM scored AS s
+    LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = s.dashboard_id
+    ORDER BY CAST(s.recent_views - s.previous_views AS float8)
+                 / sqrt(CAST(s.previous_views + 1 AS float8)) DESC,
+             s.recent_views DESC, s.dashboard_id
+    LIMIT :candidates
+"""
+TRENDING = DriverStatement(
+    text(TRENDING_SQL.replace("MARK_ASKED", mark_asked(":recent_days", ":twice_days")))
 )
+TRENDING_ON_REPLICA = DriverStatement(text(TRENDING_SQL.replace("MARK_ASKED", "")))
+# Candidates ordered exactly beyond those asked for (trending, recommended): the order of
+# the SQL's float scores and the exact one differ only for scores closer than 1e-9 that are
+# not equal, and never reach this far.
+SPARE_CANDIDATES = 10
 
 
 def trending(connection: Connection, org: str, days: int, limit: int) -> list[Trending]:
     """Dashboards viewed more in the last ``days`` x 24 h than in the ``days`` before, by
     (recent - previous) / sqrt(previous + 1), highest first."""
-    recent_since, recent_day, *_ = window_start(connection, org, days)
-    twice_since, twice_day, *_ = window_start(connection, org, 2 * days)
-    rows = connection.execute(
-        TRENDING,
-        {
-            "org": org,
-            "recent_since": recent_since,
-            "recent_day": recent_day,
-            "twice_since": twice_since,
-            "twice_day": twice_day,
-        },
-    )
+    recent = kept_window(connection, org, days)
+    twice = kept_window(connection, org, 2 * days)
+    statement = TRENDING_ON_REPLICA if on_replica(connection) else TRENDING
+    params = {
+        "org": org,
+        "candidates": limit + SPARE_CANDIDATES,
+        **recent.params("recent_"),
+        **twice.params("twice_"),
+    }
     found = [
         Trending(
             row.dashboard_id,
@@ -95,7 +112,7 @@ def trending(connection: Connection, org: str, days: int, limit: int) -> list[Tr
             row.previous_views,
             (row.recent_views - row.previous_views) / math.sqrt(row.previous_views + 1),
         )
-        for row in rows
+        for row in statement.all(connection, params)
     ]
     found.sort(key=lambda item: (-order_key(item.score), -item.recent_views, item.dashboard_id))
     return found[:limit]
@@ -256,9 +273,6 @@ MINE = text(
     " WHERE org = :org AND user_id = :user_id AND last_viewed_at >= :since"
 )
 BECAUSE_LIMIT = 3
-# Candidates scored exactly beyond those asked for: the ranking's last-bit differences can
-# only swap near-equal scores, never reach this far.
-SPARE_CANDIDATES = 10
 
 
 def similar_to_mine(

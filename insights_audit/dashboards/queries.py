@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID, aggregate_order_by
 
-from insights_audit.audit.window_counts import count_first, window_start
+from insights_audit.audit.window_counts import corrections, kept_window, mark_asked
 from insights_audit.db.driver_sql import DriverStatement
 from insights_audit.db.json_sql import (
     api_timestamp,
@@ -36,7 +36,7 @@ from insights_audit.db.json_sql import (
     sql_text,
 )
 from insights_audit.db.replicas import on_replica
-from insights_audit.models import DashboardTotal, TimestampTZ, ViewLog, is_view
+from insights_audit.models import DashboardTotal, TimestampTZ, ViewLog
 
 TOP_VIEWERS = 10
 # The heaviest viewers first (ix_view_logs_top_viewers), as the stats list them.
@@ -123,12 +123,10 @@ def most_viewed_all_time(connection: Connection, org: str, limit: int) -> str:
     return data
 
 
-# The top of the window from its kept counts, exact now: the views the kept snapshot did not
-# see are added (a transaction id at or past the snapshot's xmin: ix_audit_entries_chain;
-# the snapshot comes in as a constant, so the planner can use the index), the
-# views that slid out of the window since the counts were kept are taken away
-# (ix_audit_entries_views_by_time). Only dashboards with such views change; the others keep
-# their kept order, so the top :limit of them plus the changed ones hold the top :limit.
+# The top of the window from its kept counts, exact now (``window_counts.corrections``): only
+# dashboards with views since the counts were kept, or views that slid out of the window since,
+# change; the others keep their kept order, so the top :limit of them plus the changed ones
+# hold the top :limit.
 def _listed_dashboards() -> str:
     """The JSON array of the ``listed`` rows below, most viewed first, as SQL text."""
     listed = table(
@@ -144,31 +142,8 @@ def _listed_dashboards() -> str:
     return sql_text(json_list(items))
 
 
-# The window is in demand, so the background worker keeps it counted (written at most every
-# 5 minutes; only requests mark it, never the worker's own recounts). A replica cannot: there,
-# a request that finds the mark due goes to the primary (``window_start``).
-MARK_ASKED = """asked AS (
-        UPDATE window_snapshots SET requested_at = now()
-        WHERE org = :org AND days = :days AND requested_at < now() - interval '5 minutes'
-        RETURNING 1
-    ),"""
 MOST_VIEWED_KEPT_SQL = f"""
-    WITH MARK_ASKED added AS (
-        SELECT e.target_id AS dashboard_id, count(*) AS views
-        FROM audit_entries AS e
-        WHERE e.org = :org AND e.txid >= CAST(:xmin AS xid8)
-          AND NOT pg_visible_in_snapshot(e.txid, CAST(:snapshot AS pg_snapshot))
-          AND {is_view("e")} AND e.created_at >= :since
-        GROUP BY e.target_id
-    ), slid_out AS (
-        SELECT e.target_id AS dashboard_id, count(*) AS views
-        FROM audit_entries AS e
-        WHERE e.org = :org AND {is_view("e")}
-          AND e.created_at >= CAST(:as_of AS timestamptz) - make_interval(days => :days)
-          AND e.created_at < :since
-          AND pg_visible_in_snapshot(e.txid, CAST(:snapshot AS pg_snapshot))
-        GROUP BY e.target_id
-    ), changed AS (
+    WITH MARK_ASKED {corrections()}, changed AS (
         SELECT dashboard_id FROM added UNION SELECT dashboard_id FROM slid_out
     ), candidates AS (
         (SELECT w.dashboard_id, w.views
@@ -210,7 +185,9 @@ MOST_VIEWED_KEPT_SQL = f"""
     )
     SELECT LISTED_DASHBOARDS FROM listed
     """.replace("LISTED_DASHBOARDS", _listed_dashboards())
-MOST_VIEWED_KEPT = DriverStatement(text(MOST_VIEWED_KEPT_SQL.replace("MARK_ASKED", MARK_ASKED)))
+MOST_VIEWED_KEPT = DriverStatement(
+    text(MOST_VIEWED_KEPT_SQL.replace("MARK_ASKED", mark_asked(":days")))
+)
 MOST_VIEWED_KEPT_ON_REPLICA = DriverStatement(text(MOST_VIEWED_KEPT_SQL.replace("MARK_ASKED", "")))
 
 
@@ -223,20 +200,8 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     request and then by the background worker), and each request corrects them to the
     moment (``MOST_VIEWED_KEPT``).
     """
-    since, snapshot_day, *kept = window_start(connection, org, days, in_demand=True)
-    if kept[0] is None:
-        kept = list(count_first(connection, org, days, since, snapshot_day))
-    as_of, snapshot, xmin = kept
-    params = {
-        "org": org,
-        "days": days,
-        "limit": limit,
-        "since": since,
-        "snapshot_day": snapshot_day,
-        "as_of": as_of,
-        "snapshot": snapshot,
-        "xmin": xmin,
-    }
+    window = kept_window(connection, org, days)
+    params = {"org": org, "limit": limit, **window.params()}
     statement = MOST_VIEWED_KEPT_ON_REPLICA if on_replica(connection) else MOST_VIEWED_KEPT
     data: str = statement.scalar(connection, params)
     return data

@@ -87,6 +87,10 @@ class DriverStatement:
         """The statement's first row (its columns also by name), or None when there is none."""
         return self._execute(connection, params, rows=True).fetchone()
 
+    def all(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """The statement's rows, their columns also by name."""
+        return self._execute(connection, params, rows=True).fetchall()
+
     def scalar(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """The first column of the first row, or None when there is no row."""
         row = self._execute(connection, params, rows=False).fetchone()

@@ -289,3 +289,39 @@ def test_an_empty_org_gets_zeros_and_zero_filled_days(
         {"date": str(date(2026, 3, day)), "views": 0, "uniqueViewers": 0} for day in (1, 2)
     ]
     assert data["dashboards"] == data["users"] == data["staleDashboards"] == []
+
+
+def test_a_viewers_email_is_that_of_their_latest_view_in_the_period_that_has_one(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str
+) -> None:
+    """Of two views at the same moment the greater id is the later; a later view without
+    an e-mail, and one after the period, do not count."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    moments = [now - 3 * DAY, now - 2 * DAY, now - 2 * DAY, now - DAY, now]
+    write_views(app, org, [View("mover", BOARDS[0], at) for at in moments], {})
+    ids = [
+        row[0]
+        for row in run_sql(
+            app,
+            "SELECT id FROM audit_entries WHERE org = :org AND user_id = 'mover'"
+            " ORDER BY created_at, id",
+            maintenance=True,
+            org=org,
+        )
+    ]
+    emails = ["old@example.com", "tied-lower@example.com", "tied-greater@example.com", None]
+    for entry_id, email in zip(ids, [*emails, "after@example.com"], strict=True):
+        run_sql(
+            app,
+            "UPDATE audit_entries SET user_email = :email WHERE org = :org AND id = :id",
+            maintenance=True,
+            org=org,
+            id=entry_id,
+            email=email,
+        )
+    until = format_timestamp(now - timedelta(seconds=1))
+    since = format_timestamp(now - 10 * DAY)
+    data = report(client, make_token(roles=AUDITOR), f"since={since}&until={until}").json["data"]
+    assert [(u["userId"], u["userEmail"], u["views"]) for u in data["users"]] == [
+        ("mover", "tied-greater@example.com", 4)
+    ]

@@ -1,62 +1,82 @@
-"""SQL of the usage report: views of an org in a period, from its view entries.
-
-A report reads the ``dashboard``/``view`` entries of the period through
-``ix_audit_entries_views_by_time`` (org, created_at, with target and user included), in one
-statement per part, inside one ``REPEATABLE READ`` snapshot so that the parts agree.
-"""
+"""SQL of the usage report: views of an org in a period, from its view entries, in one
+statement (``REPORT``) whose lists come out as the JSON the API sends."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Text, column, literal_column, table, text
+from sqlalchemy import ColumnElement, Connection, Text, column, literal_column, table, text
 
-from insights_audit.db.json_sql import api_timestamp, csv_cell, joined, quoted, sql_text
+from insights_audit.db.json_sql import (
+    api_timestamp,
+    csv_cell,
+    joined,
+    json_list,
+    json_number,
+    json_object,
+    json_string,
+    json_value,
+    quoted,
+    sql_text,
+)
 from insights_audit.models import TimestampTZ, is_view
 
-# The period's views.
-VIEWS = f"""
-    views AS (
-        SELECT e.id, e.target_id AS dashboard_id, e.user_id, e.user_email, e.created_at
-        FROM audit_entries AS e
-        WHERE e.org = :org AND {is_view("e")}
-          AND e.created_at >= :since AND e.created_at < :until
-    )
-"""
 
-TOTALS = text(
-    f"""
-    WITH {VIEWS}
-    SELECT count(*) AS views, count(DISTINCT user_id) AS unique_viewers,
-           count(DISTINCT dashboard_id) AS active_dashboards
-    FROM views
-    """
+def _sql(expression: str) -> Any:
+    """A piece of the statement below, by its SQL text."""
+    return literal_column(expression)
+
+
+def _time(expression: str) -> ColumnElement[str]:
+    """The time ``expression`` as the JSON the API writes ('null' for null)."""
+    return json_string(api_timestamp(literal_column(expression, TimestampTZ)))
+
+
+def _items(item: ColumnElement[str], order: str, source: str) -> str:
+    """SQL of the JSON array of ``item`` over the rows of ``source``, in ``order``."""
+    items = f"string_agg({sql_text(item)}, ',' ORDER BY {order})"
+    return sql_text(json_list(_sql(f"(SELECT {items} FROM {source})")))
+
+
+# Each list's item, fields in the order of the response schemas (``reports.schemas``).
+DAY_JSON = json_object(
+    {
+        "date": json_string(_sql("to_char(day, 'YYYY-MM-DD')")),
+        "views": json_number(_sql("views")),
+        "uniqueViewers": json_number(_sql("unique_viewers")),
+    }
 )
-
-# Every UTC day the period touches, zero days included.
-DAILY = text(
-    f"""
-    WITH {VIEWS}, days AS (
-        SELECT CAST(day AS date) AS day
-        FROM generate_series(
-            CAST(timezone('UTC', CAST(:since AS timestamptz)) AS date),
-            CAST(timezone('UTC', CAST(:until AS timestamptz) - interval '1 microsecond') AS date),
-            interval '1 day'
-        ) AS day
-    )
-    SELECT days.day, count(views.id) AS views, count(DISTINCT views.user_id) AS unique_viewers
-    FROM days
-    LEFT JOIN views ON CAST(timezone('UTC', views.created_at) AS date) = days.day
-    GROUP BY days.day
-    ORDER BY days.day
-    """
+DASHBOARD_JSON = json_object(
+    {
+        "dashboardId": json_string(_sql("dashboard_id")),
+        "name": json_value(_sql("name")),
+        "views": json_number(_sql("views")),
+        "uniqueViewers": json_number(_sql("unique_viewers")),
+        "firstViewedAt": _time("first_viewed_at"),
+        "lastViewedAt": _time("last_viewed_at"),
+    }
+)
+USER_JSON = json_object(
+    {
+        "userId": json_value(_sql("user_id")),
+        "userEmail": json_value(_sql("user_email")),
+        "views": json_number(_sql("views")),
+        "dashboards": json_number(_sql("dashboards")),
+        "lastViewedAt": _time("last_viewed_at"),
+    }
+)
+STALE_JSON = json_object(
+    {
+        "dashboardId": json_string(_sql("dashboard_id")),
+        "name": json_value(_sql("name")),
+        "lastViewedAt": _time("last_viewed_at"),
+    }
 )
 
 _listed = table(
-    "listed",
+    "boards",
     column("dashboard_id", Text),
     column("name", Text),
     column("views", Text),
@@ -74,53 +94,82 @@ def _time_cell(value: Any) -> Any:
 CSV_LINE = sql_text(
     joined(
         [
-            quoted(literal_column("CAST(listed.dashboard_id AS text)", Text)),
+            quoted(literal_column("CAST(dashboard_id AS text)", Text)),
             csv_cell(_listed.c.name),
-            quoted(literal_column("CAST(listed.views AS text)", Text)),
-            quoted(literal_column("CAST(listed.unique_viewers AS text)", Text)),
+            quoted(literal_column("CAST(views AS text)", Text)),
+            quoted(literal_column("CAST(unique_viewers AS text)", Text)),
             _time_cell(_listed.c.first_viewed_at),
             _time_cell(_listed.c.last_viewed_at),
         ],
         ",",
     )
-)
+).replace("boards.", "")
 CSV_HEADER = "dashboardId,name,views,uniqueViewers,firstViewedAt,lastViewedAt"
+DASHBOARDS_ORDER = "views DESC, dashboard_id"
 
-DASHBOARDS = text(
+# The whole report in one statement: the period's view entries are counted per dashboard and
+# viewer (``pairs``: ix_audit_entries_views_by_time alone) and per day and viewer, and read
+# for the viewers' e-mails, with hash aggregates only (a count of distinct values would sort
+# the period's views once per count); dashboards and viewers are counted from the pairs.
+# Every list comes out as the JSON the API sends, and the dashboards also as CSV lines.
+REPORT = text(
     f"""
-    WITH {VIEWS}, listed AS (
-        SELECT v.dashboard_id, t.name, count(*) AS views,
-               count(DISTINCT v.user_id) AS unique_viewers,
-               min(v.created_at) AS first_viewed_at, max(v.created_at) AS last_viewed_at
+    WITH views AS NOT MATERIALIZED (
+        SELECT e.id, e.target_id AS dashboard_id, e.user_id, e.user_email, e.created_at
+        FROM audit_entries AS e
+        WHERE e.org = :org AND {is_view("e")}
+          AND e.created_at >= :since AND e.created_at < :until
+    ), pairs AS MATERIALIZED (
+        SELECT dashboard_id, user_id, count(*) AS views,
+               min(created_at) AS first_viewed_at, max(created_at) AS last_viewed_at
+        FROM views
+        GROUP BY dashboard_id, user_id
+    ), counted AS (
+        SELECT dashboard_id, sum(views) AS views, count(*) AS unique_viewers,
+               min(first_viewed_at) AS first_viewed_at, max(last_viewed_at) AS last_viewed_at
+        FROM pairs
+        GROUP BY dashboard_id
+    ), boards AS MATERIALIZED (
+        SELECT c.*, t.name
+        FROM counted AS c
+        LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = c.dashboard_id
+    ), viewers AS MATERIALIZED (
+        SELECT user_id, sum(views) AS views, count(*) AS dashboards,
+               max(last_viewed_at) AS last_viewed_at
+        FROM pairs
+        GROUP BY user_id
+    ), emailed AS (
+        -- Each viewer's latest view that has an e-mail (the greatest id of that moment).
+        SELECT user_id, max(created_at) AS created_at
+        FROM views WHERE user_email IS NOT NULL
+        GROUP BY user_id
+    ), emails AS (
+        SELECT DISTINCT ON (v.user_id) v.user_id, v.user_email
         FROM views AS v
-        LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = v.dashboard_id
-        GROUP BY v.dashboard_id, t.name
-    )
-    SELECT listed.*, {CSV_LINE} AS csv_line
-    FROM listed
-    ORDER BY listed.views DESC, listed.dashboard_id
-    """
-)
-
-USERS = text(
-    f"""
-    WITH {VIEWS}
-    SELECT v.user_id,
-           (array_agg(v.user_email ORDER BY v.created_at DESC, v.id DESC)
-                FILTER (WHERE v.user_email IS NOT NULL))[1] AS user_email,
-           count(*) AS views, count(DISTINCT v.dashboard_id) AS dashboards,
-           max(v.created_at) AS last_viewed_at
-    FROM views AS v
-    GROUP BY v.user_id
-    ORDER BY views DESC, v.user_id
-    """
-)
-
-# Known dashboards with no view in the period; their last view before its end (the running
-# total's when it is earlier, else the trail's: ix_audit_entries_trail).
-STALE = text(
-    f"""
-    WITH {VIEWS}, stale AS (
+        JOIN emailed AS m ON m.user_id = v.user_id AND m.created_at = v.created_at
+        WHERE v.user_email IS NOT NULL
+        ORDER BY v.user_id, v.id DESC
+    ), users AS (
+        SELECT w.user_id, m.user_email, w.views, w.dashboards, w.last_viewed_at
+        FROM viewers AS w LEFT JOIN emails AS m ON m.user_id = w.user_id
+    ), user_days AS (
+        SELECT CAST(timezone('UTC', created_at) AS date) AS day, user_id, count(*) AS views
+        FROM views
+        GROUP BY 1, 2
+    ), daily AS (
+        -- Every UTC day the period touches, zero days included.
+        SELECT CAST(series.day AS date) AS day, coalesce(sum(u.views), 0) AS views,
+               count(u.user_id) AS unique_viewers
+        FROM generate_series(
+            CAST(timezone('UTC', CAST(:since AS timestamptz)) AS date),
+            CAST(timezone('UTC', CAST(:until AS timestamptz) - interval '1 microsecond') AS date),
+            interval '1 day'
+        ) AS series(day)
+        LEFT JOIN user_days AS u ON u.day = CAST(series.day AS date)
+        GROUP BY series.day
+    ), stale AS (
+        -- Known dashboards with no view in the period; their last view before its end (the
+        -- running total's when it is earlier, else the trail's: ix_audit_entries_trail).
         SELECT t.dashboard_id, t.name,
                CASE WHEN t.last_viewed_at < :until THEN t.last_viewed_at
                     ELSE (SELECT max(e.created_at) FROM audit_entries AS e
@@ -130,9 +179,18 @@ STALE = text(
                END AS last_viewed_at
         FROM dashboard_totals AS t
         WHERE t.org = :org
-          AND NOT EXISTS (SELECT 1 FROM views AS v WHERE v.dashboard_id = t.dashboard_id)
+          AND NOT EXISTS (SELECT 1 FROM boards AS b WHERE b.dashboard_id = t.dashboard_id)
     )
-    SELECT * FROM stale ORDER BY last_viewed_at ASC NULLS FIRST, dashboard_id
+    SELECT (SELECT coalesce(sum(views), 0) FROM boards) AS views,
+           (SELECT count(*) FROM viewers) AS unique_viewers,
+           (SELECT count(*) FROM boards) AS active_dashboards,
+           {_items(DAY_JSON, "day", "daily")} AS daily_views,
+           {_items(DASHBOARD_JSON, DASHBOARDS_ORDER, "boards")} AS dashboards,
+           (SELECT string_agg({CSV_LINE} || E'\r\n', '' ORDER BY {DASHBOARDS_ORDER})
+            FROM boards) AS csv_lines,
+           {_items(USER_JSON, "views DESC, user_id", "users")} AS users,
+           {_items(STALE_JSON, "last_viewed_at ASC NULLS FIRST, dashboard_id", "stale")}
+               AS stale_dashboards
     """
 )
 
@@ -144,12 +202,13 @@ class UsageReport:
     views: int
     unique_viewers: int
     active_dashboards: int
-    daily_views: list[dict[str, Any]]
-    dashboards: list[dict[str, Any]]
-    users: list[dict[str, Any]]
-    stale_dashboards: list[dict[str, Any]]
-    # The dashboards table as CSV lines, in the same order.
-    csv_lines: list[str]
+    # Each list as the JSON array the API sends.
+    daily_views: str
+    dashboards: str
+    users: str
+    stale_dashboards: str
+    # The dashboards table as CSV lines (each ending in CRLF), in the same order.
+    csv_lines: str
 
 
 def now(connection: Connection) -> datetime:
@@ -158,66 +217,24 @@ def now(connection: Connection) -> datetime:
     return moment
 
 
-# The report's parts, each one statement: ``usage_report`` says when it starts each.
-PARTS = ("totals", "days", "dashboards", "users", "stale dashboards")
+# Memory for each of the report's hash tables (PostgreSQL's default, 4 MB, spills a 30-day
+# report of a busy org to disk): a larger period still spills, and is correct, only slower.
+REPORT_WORK_MEM = text("SET LOCAL work_mem = '64MB'")
 
 
-def usage_report(
-    connection: Connection,
-    org: str,
-    since: datetime,
-    until: datetime,
-    starting: Callable[[str], None] = lambda _: None,
-) -> UsageReport:
-    """The org's views in [since, until), read in the connection's transaction; ``starting``
-    hears the name of each part (``PARTS``) as it begins."""
-    params = {"org": org, "since": since, "until": until}
-    starting(PARTS[0])
-    totals = connection.execute(TOTALS, params).one()
-    starting(PARTS[1])
-    daily = [
-        {"date": row.day, "views": row.views, "uniqueViewers": row.unique_viewers}
-        for row in connection.execute(DAILY, params)
-    ]
-    starting(PARTS[2])
-    dashboards, lines = [], []
-    for row in connection.execute(DASHBOARDS, params):
-        dashboards.append(
-            {
-                "dashboardId": row.dashboard_id,
-                "name": row.name,
-                "views": row.views,
-                "uniqueViewers": row.unique_viewers,
-                "firstViewedAt": row.first_viewed_at,
-                "lastViewedAt": row.last_viewed_at,
-            }
-        )
-        lines.append(row.csv_line)
-    starting(PARTS[3])
-    users = [
-        {
-            "userId": row.user_id,
-            "userEmail": row.user_email,
-            "views": row.views,
-            "dashboards": row.dashboards,
-            "lastViewedAt": row.last_viewed_at,
-        }
-        for row in connection.execute(USERS, params)
-    ]
-    starting(PARTS[4])
-    stale = [
-        {"dashboardId": row.dashboard_id, "name": row.name, "lastViewedAt": row.last_viewed_at}
-        for row in connection.execute(STALE, params)
-    ]
+def usage_report(connection: Connection, org: str, since: datetime, until: datetime) -> UsageReport:
+    """The org's views in [since, until), read in the connection's transaction."""
+    connection.execute(REPORT_WORK_MEM)
+    row = connection.execute(REPORT, {"org": org, "since": since, "until": until}).one()
     return UsageReport(
         since,
         until,
-        totals.views,
-        totals.unique_viewers,
-        totals.active_dashboards,
-        daily,
-        dashboards,
-        users,
-        stale,
-        lines,
+        int(row.views),
+        row.unique_viewers,
+        row.active_dashboards,
+        row.daily_views,
+        row.dashboards,
+        row.users,
+        row.stale_dashboards,
+        row.csv_lines or "",
     )

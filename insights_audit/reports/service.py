@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from insights_audit.db.unit_of_work import UnitOfWork
@@ -15,10 +14,9 @@ from insights_audit.reports.schemas import (
     MAX_REPORT_DAYS,
     PERIOD_TOO_LONG,
     USAGE_MESSAGE,
-    UsageEnvelope,
 )
+from insights_audit.web.schemas import format_timestamp
 
-USAGE_ENVELOPE = UsageEnvelope()
 CONTENT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
 
 
@@ -26,7 +24,6 @@ def usage_report(
     work: UnitOfWork,
     since: datetime | None,
     until: datetime | None,
-    starting: Callable[[str], None] = lambda _: None,
 ) -> queries.UsageReport:
     """The report of ``work``'s org for [since, until): by default the 30 days before now,
     or before ``until``, or from ``since`` to now. ``work`` should be a snapshot."""
@@ -37,13 +34,26 @@ def usage_report(
         raise BadRequest(VALIDATION_FAILED, errors={"query": {"since": ["Must be before now."]}})
     if until - since > timedelta(days=MAX_REPORT_DAYS):
         raise BadRequest(VALIDATION_FAILED, errors={"query": {"since": [PERIOD_TOO_LONG]}})
-    return queries.usage_report(connection, work.org, since, until, starting)
+    return queries.usage_report(connection, work.org, since, until)
 
 
 def report_bytes(report: queries.UsageReport, fmt: str) -> bytes:
     """The report as the API sends it: the JSON envelope, or the dashboards table as CSV."""
     if fmt == "csv":
-        lines = [queries.CSV_HEADER, *report.csv_lines]
-        return "".join(line + "\r\n" for line in lines).encode()
-    body = USAGE_ENVELOPE.dump({"data": report, "message": USAGE_MESSAGE})
-    return (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        return (queries.CSV_HEADER + "\r\n" + report.csv_lines).encode()
+    head = {
+        "since": format_timestamp(report.since),
+        "until": format_timestamp(report.until),
+        "views": report.views,
+        "uniqueViewers": report.unique_viewers,
+        "activeDashboards": report.active_dashboards,
+    }
+    lists = {
+        "dailyViews": report.daily_views,
+        "dashboards": report.dashboards,
+        "users": report.users,
+        "staleDashboards": report.stale_dashboards,
+    }
+    data = json.dumps(head, separators=(",", ":"))[:-1]
+    data += "".join(f',"{name}":{items}' for name, items in lists.items()) + "}"
+    return f'{{"data":{data},"message":{json.dumps(USAGE_MESSAGE)}}}\n'.encode()

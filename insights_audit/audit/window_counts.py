@@ -261,7 +261,7 @@ def kept_views(name: str, prefix: str = "") -> str:
     """CTEs ending in ``name`` (dashboard_id, views): every dashboard's views in the window,
     exact in the statement's snapshot, from its kept counts and their ``corrections``."""
     return f"""{corrections(prefix)}, {name} AS (
-        SELECT dashboard_id, sum(views) AS views
+        SELECT dashboard_id, CAST(sum(views) AS bigint) AS views
         FROM (
             SELECT w.dashboard_id, w.views FROM window_counts AS w
             WHERE w.org = :org AND w.days = :{prefix}days

@@ -67,20 +67,20 @@ class Trending:
 # exact ties order the same; ``trending`` orders the few candidates by the rounded score.
 TRENDING_SQL = f"""
     WITH MARK_ASKED {kept_views("recent", "recent_")}, {kept_views("twice", "twice_")},
-    scored AS (
-        SELECT r.dashboard_id, CAST(r.views AS bigint) AS recent_views,
-               CAST(coalesce(b.views, 0) - r.views AS bigint) AS previous_views
+    rising AS (
+        SELECT r.dashboard_id, r.views AS recent_views,
+               coalesce(b.views, 0) - r.views AS previous_views
         FROM recent AS r
         LEFT JOIN twice AS b ON b.dashboard_id = r.dashboard_id
         WHERE r.views > coalesce(b.views, 0) - r.views
+        ORDER BY CAST(r.views - (coalesce(b.views, 0) - r.views) AS float8)
+                     / sqrt(CAST(coalesce(b.views, 0) - r.views + 1 AS float8)) DESC,
+                 r.views DESC, r.dashboard_id
+        LIMIT :candidates
     )
     SELECT s.dashboard_id, t.name, s.recent_views, s.previous_views
-    FROM scored AS s
+    FROM rising AS s
     LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = s.dashboard_id
-    ORDER BY CAST(s.recent_views - s.previous_views AS float8)
-                 / sqrt(CAST(s.previous_views + 1 AS float8)) DESC,
-             s.recent_views DESC, s.dashboard_id
-    LIMIT :candidates
 """
 TRENDING = DriverStatement(
     text(TRENDING_SQL.replace("MARK_ASKED", mark_asked(":recent_days", ":twice_days")))

@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from insights_audit.dashboards import engagement
 from insights_audit.worker import keep_windows_counted
 from tests.conftest import BASE, TokenFactory, bearer, new_id, rebuild_aggregates, run_sql
 
@@ -470,6 +471,77 @@ def test_trending_and_related_hold_for_any_history(
     for board in BOARDS[:5]:
         asked, data = get(client, token, f"/dashboard/{board}/related?days={days}&limit=50")
         assert data == related_oracle(views, {}, asked, board, days, 50)
+
+
+@pytest.mark.parametrize("few", [0, 10_000])
+def test_related_counts_audiences_either_way_with_the_same_answer(
+    client: FlaskClient,
+    make_token: TokenFactory,
+    history: list[View],
+    monkeypatch: pytest.MonkeyPatch,
+    few: int,
+) -> None:
+    """Audiences counted in one pass over the window (``few`` 0) or dashboard by dashboard
+    from the daily counts (``few`` large) give the oracle's answer."""
+    monkeypatch.setattr(engagement, "FEW_AUDIENCES", few)
+    token = make_token()
+    for days in (1, 7, 30):
+        for board in BOARDS:
+            asked, data = get(client, token, f"/dashboard/{board}/related?days={days}&limit=3")
+            assert data == related_oracle(history, NAMES, asked, board, days, 3), board
+
+
+def test_related_counts_the_audiences_that_can_win_and_answers_exactly(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str
+) -> None:
+    """Twelve dashboards share all four viewers of X but have twenty viewers each; one
+    shares a single viewer and has no other: it shares least, yet scores best, so the
+    audiences of the dashboards sharing most must not be the only ones counted."""
+    now = datetime.now(UTC)
+    x, niche = BOARDS[0], str(uuid.UUID(int=77))
+    crowd = [str(uuid.UUID(int=1000 + n)) for n in range(12)]
+    views = [View(f"fan-{n}", x, now - DAY) for n in range(4)]
+    views += [View(f"fan-{n}", y, now - DAY) for n in range(4) for y in crowd]
+    views += [View(f"other-{n}", y, now - DAY) for n in range(16) for y in crowd]
+    views += [View("fan-0", niche, now - DAY)]
+    write_views(app, org, views, {})
+    token = make_token()
+    for limit in (1, 2, 13, 50):
+        asked, data = get(client, token, f"/dashboard/{x}/related?days=7&limit={limit}")
+        assert data == related_oracle(views, {}, asked, x, 7, limit), limit
+    assert data[0]["dashboardId"] == niche and data[0]["score"] == 0.5
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    history=st.lists(
+        st.tuples(
+            st.integers(0, 11),
+            st.integers(0, 39),
+            st.floats(min_value=0.001, max_value=10.0),
+        ),
+        max_size=150,
+    ),
+    limit=st.sampled_from([1, 2, 3, 5]),
+)
+def test_related_holds_for_many_dashboards_and_small_limits(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, history: list[Any], limit: int
+) -> None:
+    """More dashboards than a first batch of candidates, so that the audiences are counted
+    in two rounds."""
+    org = f"org-h-{new_id()[:10]}"
+    now = datetime.now(UTC)
+    boards = [str(uuid.UUID(int=500 + n)) for n in range(40)]
+    views = [
+        View(f"u{user}", boards[board], now - timedelta(days=ago)) for user, board, ago in history
+    ]
+    write_views(app, org, views, {})
+    token = make_token(token_org=org)
+    for board in sorted({view.board for view in views})[:6]:
+        asked, data = get(client, token, f"/dashboard/{board}/related?days=7&limit={limit}")
+        assert data == related_oracle(views, {}, asked, board, 7, limit)
 
 
 def test_recommended_picks_the_same_few_out_of_many_candidates(

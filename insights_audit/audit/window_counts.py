@@ -272,6 +272,24 @@ def kept_views(name: str, prefix: str = "") -> str:
     )"""
 
 
+def viewers_in_window(dashboard: str, since: str = ":since") -> str:
+    """SQL of the number of users who viewed ``dashboard`` (an SQL expression) in the window
+    that starts at ``since`` and ends now, exact in the statement's snapshot: a user viewed it
+    in the window iff their last view of it is in it, so those whose last view is on a later
+    day than the window's first (``dashboard_daily_views.last_viewers``, one row a day) plus
+    those whose last view is on that first day, after the window's start (ix_view_logs_
+    dashboard_recency, less than a day of rows)."""
+    first_day = f"CAST(timezone('UTC', CAST({since} AS timestamptz)) AS date)"
+    return f"""(
+        (SELECT coalesce(sum(d.last_viewers), 0) FROM dashboard_daily_views AS d
+         WHERE d.org = :org AND d.dashboard_id = {dashboard} AND d.day > {first_day})
+        + (SELECT count(*) FROM view_logs AS v
+           WHERE v.org = :org AND v.dashboard_id = {dashboard}
+             AND v.last_viewed_at >= {since}
+             AND v.last_viewed_at < date_trunc('day', CAST({since} AS timestamptz))
+                                    + interval '1 day'))"""
+
+
 def keep_window(connection: Connection, org: str, days: int) -> None:
     """Count ``org``'s ``days`` window again from now and keep the counts."""
     since, snapshot_day, *_ = window_start(connection, org, days)

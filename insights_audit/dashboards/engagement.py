@@ -9,7 +9,9 @@ Every answer is exact in one statement's snapshot:
 - **Related** and **recommended** work on viewer sets. A user viewed a dashboard in a window
   that ends now exactly when their last view of it (``view_logs.last_viewed_at``) is in it,
   so the sets are read from ``view_logs`` (ix_view_logs_dashboard_recency for a dashboard's
-  viewers, its primary key for a user's dashboards): no lag, nothing kept besides.
+  viewers, ix_view_logs_recent for a user's dashboards), and the size of a set from the
+  daily counts of last views (``viewers_in_window``): no lag, nothing kept besides. Related
+  counts the audiences only of the dashboards whose bound can reach its answer.
 
 Scores are ordered by their value to 9 decimal places (integer arithmetic cannot compare
 square roots; two scores closer than that count as a tie and the next key decides); the API
@@ -26,7 +28,12 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, text
 
-from insights_audit.audit.window_counts import kept_views, kept_window, mark_asked
+from insights_audit.audit.window_counts import (
+    kept_views,
+    kept_window,
+    mark_asked,
+    viewers_in_window,
+)
 from insights_audit.db.driver_sql import DriverStatement
 from insights_audit.db.replicas import on_replica
 
@@ -126,32 +133,53 @@ class Related:
     score: float
 
 
-# Users who viewed X in the window; for every other dashboard Y viewed by one of them in it,
-# how many, and how many viewed Y in it at all.
-RELATED = text(
-    """
+# For every other dashboard Y viewed in the window by a user who viewed X in it, how many
+# such users (X's viewers: ix_view_logs_dashboard_recency; their dashboards:
+# ix_view_logs_recent), and how many viewed X in it.
+SHARED_VIEWERS = DriverStatement(
+    text(
+        """
     WITH x_viewers AS (
         SELECT v.user_id FROM view_logs AS v
         WHERE v.org = :org AND v.dashboard_id = :dashboard_id AND v.last_viewed_at >= :since
-    ), shared AS (
-        SELECT v.dashboard_id, count(*) AS shared
-        FROM x_viewers AS x
-        JOIN view_logs AS v ON v.org = :org AND v.user_id = x.user_id
-        WHERE v.last_viewed_at >= :since AND v.dashboard_id <> :dashboard_id
-        GROUP BY v.dashboard_id
-    ), sizes AS (
-        SELECT v.dashboard_id, count(*) AS viewers
-        FROM view_logs AS v
-        WHERE v.org = :org AND v.last_viewed_at >= :since
-          AND v.dashboard_id IN (SELECT dashboard_id FROM shared)
-        GROUP BY v.dashboard_id
     )
-    SELECT s.dashboard_id, t.name, s.shared, z.viewers,
-           (SELECT count(*) FROM x_viewers) AS x_viewers
-    FROM shared AS s
-    JOIN sizes AS z ON z.dashboard_id = s.dashboard_id
-    LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = s.dashboard_id
+    SELECT v.dashboard_id, count(*) AS shared, (SELECT count(*) FROM x_viewers) AS x_viewers
+    FROM x_viewers AS x
+    JOIN view_logs AS v ON v.org = :org AND v.user_id = x.user_id
+    WHERE v.last_viewed_at >= :since AND v.dashboard_id <> :dashboard_id
+    GROUP BY v.dashboard_id
     """
+    )
+)
+# How many users viewed each of the dashboards in the window: from the daily counts of last
+# views, a few rows a dashboard (for a few dashboards), or by one pass over the window's
+# ``view_logs`` (for many: ix_view_logs_dashboard_recency).
+AUDIENCES = DriverStatement(
+    text(
+        f"""
+    SELECT y.dashboard_id, {viewers_in_window("y.dashboard_id")} AS viewers
+    FROM unnest(CAST(:dashboards AS uuid[])) AS y(dashboard_id)
+    """
+    )
+)
+AUDIENCES_IN_ONE_PASS = DriverStatement(
+    text(
+        """
+    SELECT v.dashboard_id, count(*) AS viewers
+    FROM view_logs AS v
+    WHERE v.org = :org AND v.last_viewed_at >= :since
+      AND v.dashboard_id = ANY(CAST(:dashboards AS uuid[]))
+    GROUP BY v.dashboard_id
+    """
+    )
+)
+# Above this many dashboards, their audiences are counted in one pass.
+FEW_AUDIENCES = 200
+NAMES = DriverStatement(
+    text(
+        "SELECT dashboard_id, name FROM dashboard_totals"
+        " WHERE org = :org AND dashboard_id = ANY(CAST(:dashboards AS uuid[]))"
+    )
 )
 
 
@@ -168,19 +196,57 @@ def cosine(shared: int, viewers: int, other_viewers: int) -> float:
     return shared / math.sqrt(viewers * other_viewers)
 
 
+# Bounds are compared with this much room for the floating point of their square roots.
+BOUND_MARGIN = 2e-9
+
+
 def related(
     connection: Connection, org: str, dashboard_id: uuid.UUID, days: int, limit: int
 ) -> list[Related]:
-    """Dashboards whose viewers in the window overlap those of ``dashboard_id``, by cosine."""
+    """Dashboards whose viewers in the window overlap those of ``dashboard_id``, by cosine.
+
+    Every dashboard's shared viewers are counted, but audiences (the other factor of the
+    score) only for the dashboards that can reach the top: a dashboard Y sharing s of the
+    n viewers of X has at least s viewers, so its score is at most sqrt(s / n). The audiences
+    of the ``limit`` + spare dashboards sharing most set a floor (the ``limit``-th best of
+    their scores, which the answer can only beat); any Y whose bound is below it cannot be
+    in the answer, and only the others' audiences are counted."""
     params = {"org": org, "dashboard_id": dashboard_id, "since": window_since(connection, days)}
-    found = [
-        Related(
-            row.dashboard_id, row.name, row.shared, cosine(row.shared, row.x_viewers, row.viewers)
-        )
-        for row in connection.execute(RELATED, params)
-    ]
-    found.sort(key=lambda item: (-order_key(item.score), -item.shared_viewers, item.dashboard_id))
-    return found[:limit]
+    shared = SHARED_VIEWERS.all(connection, params)
+    if not shared:
+        return []
+    viewers = shared[0].x_viewers
+    shared.sort(key=lambda row: (-row.shared, row.dashboard_id))
+    first = shared[: limit + SPARE_CANDIDATES]
+    found = _scored(connection, params, viewers, first)
+    if len(found) >= limit and len(shared) > len(first):
+        floor = found[limit - 1].score - BOUND_MARGIN
+        rest = [row for row in shared[len(first) :] if math.sqrt(row.shared / viewers) >= floor]
+        found = sorted(found + _scored(connection, params, viewers, rest), key=_related_order)
+    found = found[:limit]
+    names = NAMES.all(connection, {"org": org, "dashboards": [item.dashboard_id for item in found]})
+    named = {row.dashboard_id: row.name for row in names}
+    return [replace(item, name=named.get(item.dashboard_id)) for item in found]
+
+
+def _related_order(item: Related) -> tuple[float, int, uuid.UUID]:
+    return (-order_key(item.score), -item.shared_viewers, item.dashboard_id)
+
+
+def _scored(
+    connection: Connection, params: dict[str, Any], viewers: int, rows: list[Any]
+) -> list[Related]:
+    """The ``rows`` (dashboard, shared viewers) scored with their audiences, best first
+    (names are looked up for the answer only)."""
+    if not rows:
+        return []
+    counts = {row.dashboard_id: row.shared for row in rows}
+    audiences = AUDIENCES if len(rows) <= FEW_AUDIENCES else AUDIENCES_IN_ONE_PASS
+    found = []
+    for y in audiences.all(connection, {**params, "dashboards": list(counts)}):
+        both = counts[y.dashboard_id]
+        found.append(Related(y.dashboard_id, None, both, cosine(both, viewers, y.viewers)))
+    return sorted(found, key=_related_order)
 
 
 @dataclass(frozen=True)

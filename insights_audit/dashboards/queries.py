@@ -21,7 +21,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID, aggregate_order_by
 
-from insights_audit.audit.window_counts import corrections, kept_window, mark_asked
+from insights_audit.audit.window_counts import (
+    corrections,
+    kept_window,
+    mark_asked,
+    viewers_in_window,
+)
 from insights_audit.db.driver_sql import DriverStatement
 from insights_audit.db.json_sql import (
     api_timestamp,
@@ -169,17 +174,7 @@ MOST_VIEWED_KEPT_SQL = f"""
         LIMIT :limit
     ), listed AS (
         SELECT top.dashboard_id, top.name, top.view_count,
-               -- A user viewed it in the window iff their last view is in it: those whose
-               -- last view is on a later day, plus those whose last view is on the first
-               -- day, after the window start.
-               (SELECT coalesce(sum(d.last_viewers), 0) FROM dashboard_daily_views AS d
-                WHERE d.org = :org AND d.dashboard_id = top.dashboard_id
-                  AND d.day > CAST(:snapshot_day AS date) + 1)
-               + (SELECT count(*) FROM view_logs AS v
-                  WHERE v.org = :org AND v.dashboard_id = top.dashboard_id
-                    AND v.last_viewed_at >= :since
-                    AND v.last_viewed_at < date_trunc('day', CAST(:since AS timestamptz))
-                                           + interval '1 day') AS unique_viewers,
+               {viewers_in_window("top.dashboard_id")} AS unique_viewers,
                top.last_viewed_at
         FROM top
     )

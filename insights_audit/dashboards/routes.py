@@ -143,7 +143,7 @@ class RelatedDashboards(MethodView):
         dashboard nobody viewed in the window gives an empty list.
         """
         dashboard_id = parse_target_id(dashboardId, "dashboard")
-        found = read(lambda work: service.related(work, dashboard_id, days, limit))
+        found = read(lambda work: service.related(work, dashboard_id, days, limit), snapshot=True)
         return {"data": shown(found), "message": RELATED_MESSAGE}
 
 

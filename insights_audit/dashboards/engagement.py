@@ -258,49 +258,46 @@ class Recommended:
     because: list[uuid.UUID]
 
 
-# The caller's dashboards X viewed in the window, and how many viewed each in it.
+# The caller's dashboards X viewed in the window, their viewers in it and how many
+# (ix_view_logs_dashboard_recency, from the index alone).
 MINE_SQL = """
     mine AS (
         SELECT v.dashboard_id AS x FROM view_logs AS v
         WHERE v.org = :org AND v.user_id = :user_id AND v.last_viewed_at >= :since
-    ), x_sizes AS (
-        SELECT v.dashboard_id AS x, count(*) AS viewers
+    ), x_viewers AS MATERIALIZED (
+        SELECT v.dashboard_id AS x, v.user_id
         FROM mine JOIN view_logs AS v ON v.org = :org AND v.dashboard_id = mine.x
         WHERE v.last_viewed_at >= :since
-        GROUP BY v.dashboard_id
+    ), x_sizes AS (
+        SELECT x, count(*) AS viewers FROM x_viewers GROUP BY x
     )
 """
 
 # The ranking, without a row per pair (X, Y): score(Y) = sum over X of shared(X, Y) /
 # sqrt(|X| |Y|) = (sum over the viewers u of Y of weight(u)) / sqrt(|Y|), where weight(u) is
-# the sum of 1 / sqrt(|X|) over my dashboards X that u viewed. One row per (viewer, Y)
-# instead of one per (X, viewer, Y); its floating sums differ from the exact score in the
-# last bits only, so it picks the candidates and ``RECOMMENDED`` scores them exactly.
+# the sum of 1 / sqrt(|X|) over my dashboards X that u viewed. One pass over the window's
+# viewers of every dashboard gives both sums and |Y|; its floating sums differ from the exact
+# score in the last bits only, so it picks the candidates and ``RECOMMENDED`` scores them
+# exactly.
 CANDIDATES = text(
     f"""
     WITH {MINE_SQL}, weights AS (
-        SELECT v.user_id, sum(1 / sqrt(CAST(xs.viewers AS float8))) AS weight
-        FROM x_sizes AS xs
-        JOIN view_logs AS v ON v.org = :org AND v.dashboard_id = xs.x
-        WHERE v.last_viewed_at >= :since
-        GROUP BY v.user_id
+        SELECT xv.user_id, sum(1 / sqrt(CAST(xs.viewers AS float8))) AS weight
+        FROM x_viewers AS xv JOIN x_sizes AS xs ON xs.x = xv.x
+        GROUP BY xv.user_id
     ), scored AS (
-        SELECT v.dashboard_id AS y, sum(w.weight) AS weight
-        FROM weights AS w
-        JOIN view_logs AS v ON v.org = :org AND v.user_id = w.user_id
-        WHERE v.last_viewed_at >= :since AND v.dashboard_id NOT IN (SELECT x FROM mine)
-        GROUP BY v.dashboard_id
-    ), y_sizes AS (
-        SELECT v.dashboard_id AS y, count(*) AS viewers
+        SELECT v.dashboard_id AS y, count(*) AS viewers, sum(w.weight) AS weight
         FROM view_logs AS v
+        LEFT JOIN weights AS w ON w.user_id = v.user_id
         WHERE v.org = :org AND v.last_viewed_at >= :since
-          AND v.dashboard_id IN (SELECT y FROM scored)
+          AND v.dashboard_id NOT IN (SELECT x FROM mine)
         GROUP BY v.dashboard_id
     )
-    SELECT s.y
-    FROM scored AS s JOIN y_sizes AS z ON z.y = s.y
-    ORDER BY round(CAST(s.weight / sqrt(CAST(z.viewers AS float8)) AS numeric), {ORDER_DIGITS})
-             DESC, s.y
+    SELECT y
+    FROM scored
+    WHERE weight > 0
+    ORDER BY round(CAST(weight / sqrt(CAST(viewers AS float8)) AS numeric), {ORDER_DIGITS})
+             DESC, y
     LIMIT :candidates
     """
 )
@@ -309,22 +306,16 @@ CANDIDATES = text(
 # both viewer sets: the exact score and its ``because``.
 RECOMMENDED = text(
     f"""
-    WITH {MINE_SQL}, x_viewers AS (
-        SELECT v.dashboard_id AS x, v.user_id
-        FROM mine JOIN view_logs AS v ON v.org = :org AND v.dashboard_id = mine.x
-        WHERE v.last_viewed_at >= :since
-    ), pairs AS (
-        SELECT xv.x, v.dashboard_id AS y, count(*) AS shared
-        FROM x_viewers AS xv
-        JOIN view_logs AS v ON v.org = :org AND v.user_id = xv.user_id
-        WHERE v.last_viewed_at >= :since AND v.dashboard_id = ANY(:candidates)
-        GROUP BY xv.x, v.dashboard_id
-    ), y_sizes AS (
-        SELECT v.dashboard_id AS y, count(*) AS viewers
+    WITH {MINE_SQL}, y_viewers AS MATERIALIZED (
+        SELECT v.dashboard_id AS y, v.user_id
         FROM view_logs AS v
-        WHERE v.org = :org AND v.last_viewed_at >= :since
-          AND v.dashboard_id = ANY(:candidates)
-        GROUP BY v.dashboard_id
+        WHERE v.org = :org AND v.dashboard_id = ANY(:candidates) AND v.last_viewed_at >= :since
+    ), y_sizes AS (
+        SELECT y, count(*) AS viewers FROM y_viewers GROUP BY y
+    ), pairs AS (
+        SELECT xv.x, yv.y, count(*) AS shared
+        FROM x_viewers AS xv JOIN y_viewers AS yv ON yv.user_id = xv.user_id
+        GROUP BY xv.x, yv.y
     )
     SELECT p.y, p.x, p.shared, xs.viewers AS x_viewers, ys.viewers AS y_viewers, t.name
     FROM pairs AS p

@@ -43,15 +43,17 @@ def main() -> None:
         for model in MODELS:
             processes, threads = model.split("x")
             server = start_gunicorn(data.url, WEB_CONCURRENCY=processes, GUNICORN_THREADS=threads)
-            meter = CpuMeter(server.pid, pgdata)
-            wrk(scripts["healthz"], 16)  # warm-up
-            for name in ENDPOINTS:
-                meter.start()
-                run = wrk(scripts[name], 16)
-                split = meter.split(int(run["requests"]), run["cpu_seconds"])
-                rps[model][name].append(run["rps"])
-                python[model][name].append(split.python_ms)
-            stop_gunicorn(server)
+            try:
+                meter = CpuMeter(server.pid, pgdata)
+                wrk(scripts[ENDPOINTS[0]], 16)  # warm-up
+                for name in ENDPOINTS:
+                    meter.start()
+                    run = wrk(scripts[name], 16)
+                    split = meter.split(int(run["requests"]), run["cpu_seconds"])
+                    rps[model][name].append(run["rps"])
+                    python[model][name].append(split.python_ms)
+            finally:
+                stop_gunicorn(server)
             log(
                 f"round {round_ + 1} {model}: "
                 + ", ".join(f"{name} {rps[model][name][-1]:.0f}" for name in ENDPOINTS)

@@ -93,6 +93,11 @@ def wrk(script: Path, connections: int) -> dict[str, float]:
 
 
 def start_gunicorn(database_url: str, **env: str) -> subprocess.Popen[bytes]:
+    try:
+        with urllib.request.urlopen(f"{URL}/healthz", timeout=1):
+            sys.exit(f"something already answers on {URL} (a gunicorn of an earlier run?)")
+    except OSError:
+        pass  # the port is free
     settle(database_url)
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{PORT}"],

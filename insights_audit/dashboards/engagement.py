@@ -143,21 +143,23 @@ SHARED_VIEWERS = DriverStatement(
         SELECT v.user_id FROM view_logs AS v
         WHERE v.org = :org AND v.dashboard_id = :dashboard_id AND v.last_viewed_at >= :since
     )
-    SELECT v.dashboard_id, count(*) AS shared, (SELECT count(*) FROM x_viewers) AS x_viewers
+    SELECT CAST(v.dashboard_id AS text), count(*) AS shared,
+           (SELECT count(*) FROM x_viewers) AS x_viewers
     FROM x_viewers AS x
     JOIN view_logs AS v ON v.org = :org AND v.user_id = x.user_id
     WHERE v.last_viewed_at >= :since AND v.dashboard_id <> :dashboard_id
     GROUP BY v.dashboard_id
+    ORDER BY shared DESC, v.dashboard_id
     """
     )
 )
-# How many users viewed each of the dashboards in the window: from the daily counts of last
-# views, a few rows a dashboard (for a few dashboards), or by one pass over the window's
-# ``view_logs`` (for many: ix_view_logs_dashboard_recency).
+# How many users viewed each of the given dashboards in the window, from the daily counts of
+# last views (a few rows a dashboard); or every dashboard's, in one pass over the window's
+# ``view_logs`` (ix_view_logs_dashboard_recency), when many are asked for.
 AUDIENCES = DriverStatement(
     text(
         f"""
-    SELECT y.dashboard_id, {viewers_in_window("y.dashboard_id")} AS viewers
+    SELECT CAST(y.dashboard_id AS text), {viewers_in_window("y.dashboard_id")} AS viewers
     FROM unnest(CAST(:dashboards AS uuid[])) AS y(dashboard_id)
     """
     )
@@ -165,10 +167,9 @@ AUDIENCES = DriverStatement(
 AUDIENCES_IN_ONE_PASS = DriverStatement(
     text(
         """
-    SELECT v.dashboard_id, count(*) AS viewers
+    SELECT CAST(v.dashboard_id AS text), count(*) AS viewers
     FROM view_logs AS v
     WHERE v.org = :org AND v.last_viewed_at >= :since
-      AND v.dashboard_id = ANY(CAST(:dashboards AS uuid[]))
     GROUP BY v.dashboard_id
     """
     )
@@ -177,7 +178,7 @@ AUDIENCES_IN_ONE_PASS = DriverStatement(
 FEW_AUDIENCES = 200
 NAMES = DriverStatement(
     text(
-        "SELECT dashboard_id, name FROM dashboard_totals"
+        "SELECT CAST(dashboard_id AS text), name FROM dashboard_totals"
         " WHERE org = :org AND dashboard_id = ANY(CAST(:dashboards AS uuid[]))"
     )
 )
@@ -212,41 +213,53 @@ def related(
     their scores, which the answer can only beat); any Y whose bound is below it cannot be
     in the answer, and only the others' audiences are counted."""
     params = {"org": org, "dashboard_id": dashboard_id, "since": window_since(connection, days)}
-    shared = SHARED_VIEWERS.all(connection, params)
+    # (dashboard id as text, shared viewers), most shared first: plain tuples and text ids,
+    # which sort in C; the answer's few become ``Related`` at the end.
+    shared = SHARED_VIEWERS.tuples(connection, params)
     if not shared:
         return []
-    viewers = shared[0].x_viewers
-    shared.sort(key=lambda row: (-row.shared, row.dashboard_id))
+    viewers = shared[0][2]
     first = shared[: limit + SPARE_CANDIDATES]
     found = _scored(connection, params, viewers, first)
     if len(found) >= limit and len(shared) > len(first):
-        floor = found[limit - 1].score - BOUND_MARGIN
-        rest = [row for row in shared[len(first) :] if math.sqrt(row.shared / viewers) >= floor]
-        found = sorted(found + _scored(connection, params, viewers, rest), key=_related_order)
+        floor = found[limit - 1][0] - BOUND_MARGIN
+        least = floor * floor * viewers if floor > 0 else 0  # sqrt(s / n) >= floor
+        rest = [row for row in shared[len(first) :] if row[1] >= least]
+        found = sorted(found + _scored(connection, params, viewers, rest), key=_rank)
     found = found[:limit]
-    names = NAMES.all(connection, {"org": org, "dashboards": [item.dashboard_id for item in found]})
-    named = {row.dashboard_id: row.name for row in names}
-    return [replace(item, name=named.get(item.dashboard_id)) for item in found]
+    names = dict(NAMES.tuples(connection, {"org": org, "dashboards": [item[3] for item in found]}))
+    return [
+        Related(uuid.UUID(board), names.get(board), both, score) for score, _, both, board in found
+    ]
 
 
-def _related_order(item: Related) -> tuple[float, int, uuid.UUID]:
-    return (-order_key(item.score), -item.shared_viewers, item.dashboard_id)
+# A scored dashboard: (score, its order key, shared viewers, id as text).
+ScoredRow = tuple[float, float, int, str]
+
+
+def _rank(row: ScoredRow) -> tuple[float, int, str]:
+    return (-row[1], -row[2], row[3])
 
 
 def _scored(
     connection: Connection, params: dict[str, Any], viewers: int, rows: list[Any]
-) -> list[Related]:
-    """The ``rows`` (dashboard, shared viewers) scored with their audiences, best first
-    (names are looked up for the answer only)."""
+) -> list[ScoredRow]:
+    """The ``rows`` (dashboard, shared viewers) scored with their audiences, best first."""
     if not rows:
         return []
-    counts = {row.dashboard_id: row.shared for row in rows}
-    audiences = AUDIENCES if len(rows) <= FEW_AUDIENCES else AUDIENCES_IN_ONE_PASS
+    counts = {row[0]: row[1] for row in rows}
+    if len(rows) <= FEW_AUDIENCES:
+        audiences = AUDIENCES.tuples(connection, {**params, "dashboards": list(counts)})
+    else:  # every dashboard's of the window, the ones asked for picked here
+        audiences = AUDIENCES_IN_ONE_PASS.tuples(connection, params)
     found = []
-    for y in audiences.all(connection, {**params, "dashboards": list(counts)}):
-        both = counts[y.dashboard_id]
-        found.append(Related(y.dashboard_id, None, both, cosine(both, viewers, y.viewers)))
-    return sorted(found, key=_related_order)
+    for board, audience in audiences:
+        both = counts.get(board)
+        if both is not None:
+            score = cosine(both, viewers, audience)
+            found.append((score, order_key(score), both, board))
+    found.sort(key=_rank)
+    return found
 
 
 @dataclass(frozen=True)

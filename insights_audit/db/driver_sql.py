@@ -91,6 +91,10 @@ class DriverStatement:
         """The statement's rows, their columns also by name."""
         return self._execute(connection, params, rows=True).fetchall()
 
+    def tuples(self, connection: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The statement's rows as plain tuples (cheaper than ``all`` for many rows)."""
+        return self._execute(connection, params, rows=False).fetchall()
+
     def scalar(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """The first column of the first row, or None when there is no row."""
         row = self._execute(connection, params, rows=False).fetchone()

@@ -16,10 +16,11 @@ import time
 from dataclasses import replace
 
 from benchmarks.database import as_app_role, start_database
-from benchmarks.settings import BASE, DATA, EVENTS, log
+from benchmarks.settings import BASE, BIG_ORG, DATA, EVENTS, log
 from insights_audit import create_app
 from insights_audit.config import Settings
 from insights_audit.dev import embedded
+from insights_audit.worker import keep_windows_counted
 
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "15"))
 
@@ -48,6 +49,11 @@ def main() -> None:
     }
     log(f"{EVENTS:,} events, one request at a time, as the app role")
     for label, plan in plans.items():
+        # What gunicorn's background thread does every AUDIT_SEAL_INTERVAL_SECONDS: the
+        # windows asked for are counted again, so that a request corrects a minute of views
+        # at most (not every view recorded since the last run of a benchmark).
+        with app.app_context():
+            keep_windows_counted(BIG_ORG)
         times = []
         for path, token in plan:
             started = time.perf_counter()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import marshmallow as ma
@@ -14,9 +15,10 @@ from flask.testing import FlaskClient
 from marshmallow import fields
 
 from insights_audit.dashboards.schemas import DashboardStats, PopularDashboard, RecentDashboard
+from insights_audit.reports.schemas import UsageReport
 from insights_audit.trail.export import CSV_HEADER
 from insights_audit.trail.schemas import Entry
-from insights_audit.web.schemas import Timestamp
+from insights_audit.web.schemas import Timestamp, format_timestamp
 from tests.conftest import BASE, TokenFactory, bearer, new_id, record_view
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -102,3 +104,34 @@ def test_dashboard_lists_and_stats_as_postgresql_writes_them_are_their_schemas(
             check(PopularDashboard(), item, f"{path}[{n}]")
     for board in (named, unnamed, never):
         check(DashboardStats(), data(f"/dashboard/{board}/stats?days=3"), f"stats {board}")
+
+
+def test_the_usage_report_as_postgresql_writes_it_is_its_schema(
+    client: FlaskClient, make_token: TokenFactory
+) -> None:
+    """Every list of the report written by PostgreSQL, nulls included (an unnamed dashboard, a
+    viewer without an e-mail, a named dashboard nobody viewed)."""
+    viewer = make_token(user="viewer", email=None)
+    record_view(client, viewer, new_id(), json={"name": "Named"})
+    record_view(client, viewer, new_id())
+    record_view(client, make_token(user="other"), new_id())
+    auditor = make_token(roles=("Auditor",))
+    later = format_timestamp(datetime.now(UTC) + timedelta(minutes=1))
+    # A dashboard named by an update, never viewed: a stale one with no last view.
+    assert client.post(
+        BASE,
+        json={
+            "type": "dashboard",
+            "action": "update",
+            "targetId": new_id(),
+            "details": {"name": "Idle"},
+        },
+        headers=bearer(make_token(user="admin", roles=("Administrator",))),
+    ).status_code in (200, 201)
+    response = client.get(f"{BASE}/reports/usage?until={later}", headers=bearer(auditor))
+    assert response.status_code == 200, response.json
+    data = response.json["data"]
+    assert data["users"] and data["dashboards"] and data["dailyViews"]
+    check(UsageReport(), data, "report")
+    assert {user["userEmail"] is None for user in data["users"]} == {True, False}
+    assert {board["name"] is None for board in data["dashboards"]} == {True, False}

@@ -473,17 +473,20 @@ def test_trending_and_related_hold_for_any_history(
         assert data == related_oracle(views, {}, asked, board, days, 50)
 
 
-@pytest.mark.parametrize("few", [0, 10_000])
-def test_related_counts_audiences_either_way_with_the_same_answer(
+@pytest.mark.parametrize(("few_viewers", "few_audiences"), [(500, 0), (0, 0), (0, 10_000)])
+def test_related_counts_audiences_every_way_with_the_same_answer(
     client: FlaskClient,
     make_token: TokenFactory,
     history: list[View],
     monkeypatch: pytest.MonkeyPatch,
-    few: int,
+    few_viewers: int,
+    few_audiences: int,
 ) -> None:
-    """Audiences counted in one pass over the window (``few`` 0) or dashboard by dashboard
-    from the daily counts (``few`` large) give the oracle's answer."""
-    monkeypatch.setattr(engagement, "FEW_AUDIENCES", few)
+    """Every audience in the statement that counts the shared viewers (a dashboard with few
+    viewers), or by the bound: in one pass over the window (``few_audiences`` 0) or dashboard
+    by dashboard from the daily counts; each gives the oracle's answer."""
+    monkeypatch.setattr(engagement, "FEW_VIEWERS", few_viewers)
+    monkeypatch.setattr(engagement, "FEW_AUDIENCES", few_audiences)
     token = make_token()
     for days in (1, 7, 30):
         for board in BOARDS:
@@ -492,11 +495,16 @@ def test_related_counts_audiences_either_way_with_the_same_answer(
 
 
 def test_related_counts_the_audiences_that_can_win_and_answers_exactly(
-    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str
+    app: Flask,
+    client: FlaskClient,
+    make_token: TokenFactory,
+    org: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Twelve dashboards share all four viewers of X but have twenty viewers each; one
     shares a single viewer and has no other: it shares least, yet scores best, so the
     audiences of the dashboards sharing most must not be the only ones counted."""
+    monkeypatch.setattr(engagement, "FEW_VIEWERS", 0)  # by the bound, though X has four
     now = datetime.now(UTC)
     x, niche = BOARDS[0], str(uuid.UUID(int=77))
     crowd = [str(uuid.UUID(int=1000 + n)) for n in range(12)]
@@ -510,6 +518,34 @@ def test_related_counts_the_audiences_that_can_win_and_answers_exactly(
         asked, data = get(client, token, f"/dashboard/{x}/related?days=7&limit={limit}")
         assert data == related_oracle(views, {}, asked, x, 7, limit), limit
     assert data[0]["dashboardId"] == niche and data[0]["score"] == 0.5
+
+
+@pytest.mark.parametrize("few_viewers", [0, 500])
+def test_related_cuts_a_long_list_exactly_either_way(
+    app: Flask,
+    client: FlaskClient,
+    make_token: TokenFactory,
+    org: str,
+    monkeypatch: pytest.MonkeyPatch,
+    few_viewers: int,
+) -> None:
+    """Dashboards co-viewed with each of a few others number in the dozens, far more than
+    the candidates either way keeps (``limit`` + 10), with audiences of every size."""
+    monkeypatch.setattr(engagement, "FEW_VIEWERS", few_viewers)
+    rng = random.Random(11)
+    now = datetime.now(UTC)
+    boards = [str(uuid.UUID(int=2000 + n)) for n in range(60)]
+    views = [
+        View(f"u{user}", board, now - timedelta(hours=rng.uniform(1, 100)))
+        for user in range(40)
+        for board in rng.sample(boards, rng.randint(3, 30))
+    ]
+    write_views(app, org, views, {})
+    token = make_token()
+    for board in boards[:5]:
+        for limit in (1, 2, 5):
+            asked, data = get(client, token, f"/dashboard/{board}/related?days=7&limit={limit}")
+            assert data == related_oracle(views, {}, asked, board, 7, limit), (board, limit)
 
 
 @settings(
@@ -526,11 +562,19 @@ def test_related_counts_the_audiences_that_can_win_and_answers_exactly(
     ),
     limit=st.sampled_from([1, 2, 3, 5]),
 )
+@pytest.mark.parametrize("few_viewers", [0, 500])
 def test_related_holds_for_many_dashboards_and_small_limits(
-    app: Flask, client: FlaskClient, make_token: TokenFactory, history: list[Any], limit: int
+    app: Flask,
+    client: FlaskClient,
+    make_token: TokenFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    few_viewers: int,
+    history: list[Any],
+    limit: int,
 ) -> None:
-    """More dashboards than a first batch of candidates, so that the audiences are counted
-    in two rounds."""
+    """More dashboards than the candidates of either way: the bound (``few_viewers`` 0)
+    counts audiences in two rounds, the one statement cuts its ordered list."""
+    monkeypatch.setattr(engagement, "FEW_VIEWERS", few_viewers)
     org = f"org-h-{new_id()[:10]}"
     now = datetime.now(UTC)
     boards = [str(uuid.UUID(int=500 + n)) for n in range(40)]

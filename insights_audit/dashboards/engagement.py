@@ -142,20 +142,58 @@ class Related:
 # For every other dashboard Y viewed in the window by a user who viewed X in it, how many
 # such users (X's viewers: ix_view_logs_dashboard_recency; their dashboards:
 # ix_view_logs_recent), and how many viewed X in it.
-SHARED_VIEWERS = DriverStatement(
-    text(
-        """
-    WITH x_viewers AS (
+_SHARED_SQL = """
+    x_viewers AS (
         SELECT v.user_id FROM view_logs AS v
         WHERE v.org = :org AND v.dashboard_id = :dashboard_id AND v.last_viewed_at >= :since
+    ), shared AS (
+        SELECT v.dashboard_id, count(*) AS shared
+        FROM x_viewers AS x
+        JOIN view_logs AS v ON v.org = :org AND v.user_id = x.user_id
+        WHERE v.last_viewed_at >= :since AND v.dashboard_id <> :dashboard_id
+        GROUP BY v.dashboard_id
+    )"""
+SHARED_VIEWERS = DriverStatement(
+    text(
+        f"""
+    WITH {_SHARED_SQL}
+    SELECT CAST(dashboard_id AS text), shared, (SELECT count(*) FROM x_viewers) AS x_viewers
+    FROM shared
+    ORDER BY shared DESC, dashboard_id
+    """
     )
-    SELECT CAST(v.dashboard_id AS text), count(*) AS shared,
-           (SELECT count(*) FROM x_viewers) AS x_viewers
-    FROM x_viewers AS x
-    JOIN view_logs AS v ON v.org = :org AND v.user_id = x.user_id
-    WHERE v.last_viewed_at >= :since AND v.dashboard_id <> :dashboard_id
-    GROUP BY v.dashboard_id
-    ORDER BY shared DESC, v.dashboard_id
+)
+# How many users viewed the dashboard in the window (ix_view_logs_dashboard_recency alone).
+VIEWERS = DriverStatement(
+    text(
+        "SELECT count(*) FROM view_logs"
+        " WHERE org = :org AND dashboard_id = :dashboard_id AND last_viewed_at >= :since"
+    )
+)
+# A dashboard viewed by at most this many users in the window shares viewers with so many
+# others, at such low scores, that the bound of ``related`` discards few of them: every
+# audience is counted with the shared viewers, in one statement that orders the scores
+# (float8, the same IEEE operations as ``cosine``) and returns the best few.
+FEW_VIEWERS = 500
+RELATED_IN_ONE_STATEMENT = DriverStatement(
+    text(
+        f"""
+    WITH {_SHARED_SQL}, x_size AS (
+        SELECT count(*) AS viewers FROM x_viewers
+    ), audiences AS (
+        SELECT v.dashboard_id, count(*) AS viewers
+        FROM view_logs AS v
+        WHERE v.org = :org AND v.last_viewed_at >= :since
+          AND v.dashboard_id IN (SELECT dashboard_id FROM shared)
+        GROUP BY v.dashboard_id
+    )
+    SELECT CAST(s.dashboard_id AS text), s.shared, a.viewers
+    FROM shared AS s
+    JOIN audiences AS a ON a.dashboard_id = s.dashboard_id
+    CROSS JOIN x_size AS x
+    ORDER BY CAST(s.shared AS float8) / sqrt(CAST(x.viewers AS float8) * a.viewers) DESC,
+             s.shared DESC, s.dashboard_id
+    LIMIT :candidates
     """
     )
 )
@@ -217,14 +255,33 @@ def related(
     n viewers of X has at least s viewers, so its score is at most sqrt(s / n). The audiences
     of the ``limit`` + spare dashboards sharing most set a floor (the ``limit``-th best of
     their scores, which the answer can only beat); any Y whose bound is below it cannot be
-    in the answer, and only the others' audiences are counted."""
+    in the answer, and only the others' audiences are counted. A dashboard with few viewers
+    has a weak bound (its floor is low), so there every audience is counted at once."""
     params = {"org": org, "dashboard_id": dashboard_id, "since": window_since(connection, days)}
-    # (dashboard id as text, shared viewers), most shared first: plain tuples and text ids,
-    # which sort in C; the answer's few become ``Related`` at the end.
-    shared = SHARED_VIEWERS.tuples(connection, params)
-    if not shared:
+    viewers = VIEWERS.scalar(connection, params)
+    if not viewers:
         return []
-    viewers = shared[0][2]
+    if viewers <= FEW_VIEWERS:
+        rows = RELATED_IN_ONE_STATEMENT.tuples(
+            connection, {**params, "candidates": limit + SPARE_CANDIDATES}
+        )
+        found = sorted((_row(board, both, viewers, a) for board, both, a in rows), key=_rank)
+    else:
+        found = _bounded(connection, params, viewers, limit)
+    found = found[:limit]
+    names = dict(NAMES.tuples(connection, {"org": org, "dashboards": [item[3] for item in found]}))
+    return [
+        Related(uuid.UUID(board), names.get(board), both, score) for score, _, both, board in found
+    ]
+
+
+def _bounded(
+    connection: Connection, params: dict[str, Any], viewers: int, limit: int
+) -> list[ScoredRow]:
+    """The best dashboards by the bound: shared viewers of every dashboard (plain tuples and
+    text ids, which sort in C), audiences of the first few and of those whose bound reaches
+    the floor they set."""
+    shared = SHARED_VIEWERS.tuples(connection, params)
     first = shared[: limit + SPARE_CANDIDATES]
     found = _scored(connection, params, viewers, first)
     if len(found) >= limit and len(shared) > len(first):
@@ -232,11 +289,7 @@ def related(
         least = floor * floor * viewers if floor > 0 else 0  # sqrt(s / n) >= floor
         rest = [row for row in shared[len(first) :] if row[1] >= least]
         found = sorted(found + _scored(connection, params, viewers, rest), key=_rank)
-    found = found[:limit]
-    names = dict(NAMES.tuples(connection, {"org": org, "dashboards": [item[3] for item in found]}))
-    return [
-        Related(uuid.UUID(board), names.get(board), both, score) for score, _, both, board in found
-    ]
+    return found
 
 
 # A scored dashboard: (score, its order key, shared viewers, id as text).
@@ -258,14 +311,18 @@ def _scored(
         audiences = AUDIENCES.tuples(connection, {**params, "dashboards": list(counts)})
     else:  # every dashboard's of the window, the ones asked for picked here
         audiences = AUDIENCES_IN_ONE_PASS.tuples(connection, params)
-    found = []
-    for board, audience in audiences:
-        both = counts.get(board)
-        if both is not None:
-            score = cosine(both, viewers, audience)
-            found.append((score, order_key(score), both, board))
+    found = [
+        _row(board, counts[board], viewers, audience)
+        for board, audience in audiences
+        if board in counts
+    ]
     found.sort(key=_rank)
     return found
+
+
+def _row(board: str, both: int, viewers: int, audience: int) -> ScoredRow:
+    score = cosine(both, viewers, audience)
+    return (score, order_key(score), both, board)
 
 
 @dataclass(frozen=True)

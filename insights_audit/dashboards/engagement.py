@@ -184,7 +184,6 @@ RELATED_IN_ONE_STATEMENT = DriverStatement(
         SELECT v.dashboard_id, count(*) AS viewers
         FROM view_logs AS v
         WHERE v.org = :org AND v.last_viewed_at >= :since
-          AND v.dashboard_id IN (SELECT dashboard_id FROM shared)
         GROUP BY v.dashboard_id
     )
     SELECT CAST(s.dashboard_id AS text), s.shared, a.viewers

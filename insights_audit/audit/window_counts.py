@@ -257,16 +257,27 @@ def corrections(prefix: str = "") -> str:
     )"""
 
 
-def kept_views(name: str, prefix: str = "") -> str:
-    """CTEs ending in ``name`` (dashboard_id, views): every dashboard's views in the window,
-    exact in the statement's snapshot, from its kept counts and their ``corrections``."""
-    return f"""{corrections(prefix)}, {name} AS (
-        SELECT dashboard_id, CAST(sum(views) AS bigint) AS views
+def kept_views(name: str, *prefixes: str) -> str:
+    """CTEs ending in ``name`` (dashboard_id, then ``{prefix}views`` for each window): every
+    dashboard's views in each window, exact in the statement's snapshot, from the windows'
+    kept counts and their ``corrections``, summed by one aggregate over all of them."""
+    parts = []
+    for n, prefix in enumerate(prefixes):
+        parts += [
+            f"SELECT w.dashboard_id, {n} AS kept, w.views FROM window_counts AS w"
+            f" WHERE w.org = :org AND w.days = :{prefix}days",
+            f"SELECT dashboard_id, {n}, views FROM {prefix}added",
+            f"SELECT dashboard_id, {n}, -views FROM {prefix}slid_out",
+        ]
+    sums = ", ".join(
+        f"CAST(coalesce(sum(views) FILTER (WHERE kept = {n}), 0) AS bigint) AS {prefix}views"
+        for n, prefix in enumerate(prefixes)
+    )
+    union = "\n            UNION ALL ".join(parts)
+    return f"""{", ".join(corrections(prefix) for prefix in prefixes)}, {name} AS (
+        SELECT dashboard_id, {sums}
         FROM (
-            SELECT w.dashboard_id, w.views FROM window_counts AS w
-            WHERE w.org = :org AND w.days = :{prefix}days
-            UNION ALL SELECT dashboard_id, views FROM {prefix}added
-            UNION ALL SELECT dashboard_id, -views FROM {prefix}slid_out
+            {union}
         ) AS parts
         GROUP BY dashboard_id
     )"""

@@ -79,20 +79,19 @@ class Trending:
 # first. The float8 score is the one ``trending`` computes (the same IEEE operations), so
 # exact ties order the same; ``trending`` orders the few candidates by the rounded score.
 TRENDING_SQL = f"""
-    WITH MARK_ASKED {kept_views("recent", "recent_")}, {kept_views("twice", "twice_")},
-    rising AS (
-        SELECT r.dashboard_id, r.views AS recent_views,
-               coalesce(b.views, 0) - r.views AS previous_views
-        FROM recent AS r
-        LEFT JOIN twice AS b ON b.dashboard_id = r.dashboard_id
-        WHERE r.views > coalesce(b.views, 0) - r.views
-        ORDER BY CAST(r.views - (coalesce(b.views, 0) - r.views) AS float8)
-                     / sqrt(CAST(coalesce(b.views, 0) - r.views + 1 AS float8)) DESC,
-                 r.views DESC, r.dashboard_id
-        LIMIT :candidates
+    WITH MARK_ASKED {kept_views("counted", "recent_", "twice_")}, rising AS (
+        SELECT dashboard_id, recent_views, twice_views - recent_views AS previous_views
+        FROM counted
+        WHERE recent_views > twice_views - recent_views
     )
     SELECT s.dashboard_id, t.name, s.recent_views, s.previous_views
-    FROM rising AS s
+    FROM (
+        SELECT * FROM rising
+        ORDER BY CAST(recent_views - previous_views AS float8)
+                     / sqrt(CAST(previous_views + 1 AS float8)) DESC,
+                 recent_views DESC, dashboard_id
+        LIMIT :candidates
+    ) AS s
     LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = s.dashboard_id
 """
 TRENDING = DriverStatement(

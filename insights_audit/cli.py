@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -383,20 +385,39 @@ def report_usage(org: str, since: str | None, until: str | None, fmt: str, out: 
     except ma.ValidationError as error:
         raise click.UsageError(f"invalid period: {error.messages}") from error
     work = UnitOfWork(engine(), org, snapshot=True, unbounded=True)
-    # For a person watching: the report is one statement, so what it does and how long it took.
-    watched = sys.stderr.isatty()
-    started = time.monotonic()
-    if watched:
-        click.echo(f"Counting the views of {org} in the period ...", err=True)
     try:
-        report = reports.usage_report(work, query.get("since"), query.get("until"))
+        # The report is one statement: a person watching sees the seconds it has taken.
+        with _ticking(f"Counting the views of {org}"):
+            report = reports.usage_report(work, query.get("since"), query.get("until"))
     except DomainError as error:
         raise click.UsageError(f"invalid period: {error.errors or error.message}") from error
     finally:
         work.close()
-    if watched:
-        click.echo(f"Counted in {time.monotonic() - started:.1f} s.", err=True)
     out.write(reports.report_bytes(report, fmt))
+
+
+@contextmanager
+def _ticking(label: str) -> Iterator[None]:
+    """On a terminal (standard error), ``label`` with the seconds the block has taken so far,
+    once a second, then in all; elsewhere nothing."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    started = time.monotonic()
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(1):
+            click.echo(f"\r{label} ... {time.monotonic() - started:.0f} s", err=True, nl=False)
+
+    ticker = threading.Thread(target=tick, name="report-progress", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        click.echo(f"\r{label}: {time.monotonic() - started:.1f} s", err=True)
 
 
 @click.command("import", help="Bring a document store's view logs and audit entries into an org.")

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import random
+import re
+import subprocess
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -17,7 +20,7 @@ from flask.testing import FlaskClient
 
 from insights_audit.web.schemas import format_timestamp
 from tests.conftest import BASE, TokenFactory, bearer, new_id, run_sql
-from tests.test_cli import cli
+from tests.test_cli import CLI, cli
 from tests.test_engagement import View, write_views
 
 AUDITOR = ("Auditor",)
@@ -325,3 +328,38 @@ def test_a_viewers_email_is_that_of_their_latest_view_in_the_period_that_has_one
     assert [(u["userId"], u["userEmail"], u["views"]) for u in data["users"]] == [
         ("mover", "tied-greater@example.com", 4)
     ]
+
+
+def test_the_cli_tells_a_person_at_a_terminal_how_long_it_counted(
+    database_url: str, org: str, views: list[View]
+) -> None:
+    """Standard error a terminal: the count and its seconds are shown there, and standard
+    output carries the same bytes as without a terminal."""
+    period = ["--since", "2026-01-01T00:00:00Z", "--until", "2026-12-01T00:00:00Z"]
+    plain = cli(database_url, "report", "usage", "--org", org, *period)
+    assert plain.returncode == 0 and plain.stderr == ""
+    controller, terminal = os.openpty()
+    try:
+        watched = subprocess.run(
+            [CLI, "report", "usage", "--org", org, *period],
+            env={**os.environ, "DATABASE_URL": database_url},
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            timeout=120,
+            check=False,
+        )
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert watched.returncode == 0
+    assert watched.stdout.decode() == plain.stdout
+    assert re.search(rf"Counting the views of {org}: \d+\.\d s", shown.decode()), shown

@@ -194,7 +194,7 @@ class KeptWindow:
     xmin: str
 
     def params(self, prefix: str = "") -> dict[str, Any]:
-        """The statement parameters ``kept_views(prefix)`` and ``corrections(prefix)`` use."""
+        """The parameters of ``corrections(prefix)`` and of ``kept_views`` for this prefix."""
         return {
             f"{prefix}days": self.days,
             f"{prefix}since": self.since,

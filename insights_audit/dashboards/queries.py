@@ -36,8 +36,11 @@ from insights_audit.db.json_sql import (
     json_list,
     json_number,
     json_object,
+    json_rows,
     json_string,
+    json_time,
     json_value,
+    sql_piece,
     sql_text,
 )
 from insights_audit.db.replicas import on_replica
@@ -202,60 +205,44 @@ def most_viewed_recently(connection: Connection, org: str, limit: int, days: int
     return data
 
 
-def _sql(expression: str) -> Any:
-    """A piece of the statement below, by its SQL text."""
-    return literal_column(expression)
-
-
-def _time(expression: str) -> ColumnElement[str]:
-    """The time ``expression`` as the JSON the API writes ('null' for null)."""
-    return json_string(api_timestamp(literal_column(expression, TimestampTZ)))
-
-
-def _listed(item: ColumnElement[str], order: str, source: str) -> ColumnElement[str]:
-    """The JSON array of ``item`` over the rows of ``source``, in ``order``."""
-    items = f"string_agg({sql_text(item)}, ',' ORDER BY {order})"
-    return json_list(_sql(f"(SELECT {items} FROM {source})"))
-
-
 # The stats object, field by field, in the order of the ``DashboardStats`` schema
 # (tests/test_field_parity.py holds the two together).
 STATS_JSON = json_object(
     {
-        "dashboardId": json_string(_sql("CAST(:dashboard_id AS uuid)")),
-        "name": json_value(_sql("t.name")),
-        "totalViews": json_number(_sql("coalesce(t.view_count, 0)")),
-        "uniqueViewers": json_number(_sql("coalesce(t.unique_viewers, 0)")),
-        "firstViewedAt": _time("t.first_viewed_at"),
-        "lastViewedAt": _time("t.last_viewed_at"),
+        "dashboardId": json_string(sql_piece("CAST(:dashboard_id AS uuid)")),
+        "name": json_value(sql_piece("t.name")),
+        "totalViews": json_number(sql_piece("coalesce(t.view_count, 0)")),
+        "uniqueViewers": json_number(sql_piece("coalesce(t.unique_viewers, 0)")),
+        "firstViewedAt": json_time("t.first_viewed_at"),
+        "lastViewedAt": json_time("t.last_viewed_at"),
         "period": json_object(
             {
-                "days": json_number(_sql("CAST(:days AS integer)")),
-                "from": _time("bounds.first_day"),
-                "to": _time("now()"),
-                "views": json_number(_sql("(SELECT sum(views) FROM days)")),
+                "days": json_number(sql_piece("CAST(:days AS integer)")),
+                "from": json_time("bounds.first_day"),
+                "to": json_time("now()"),
+                "views": json_number(sql_piece("(SELECT sum(views) FROM days)")),
                 # A user viewed it in the period iff their latest view is on one of its days.
-                "uniqueViewers": json_number(_sql("(SELECT sum(last_viewers) FROM days)")),
+                "uniqueViewers": json_number(sql_piece("(SELECT sum(last_viewers) FROM days)")),
             }
         ),
-        "dailyViews": _listed(
+        "dailyViews": json_rows(
             json_object(
                 {
-                    "date": json_string(_sql("to_char(day_start::date, 'YYYY-MM-DD')")),
-                    "views": json_number(_sql("views")),
-                    "uniqueViewers": json_number(_sql("viewers")),
+                    "date": json_string(sql_piece("to_char(day_start::date, 'YYYY-MM-DD')")),
+                    "views": json_number(sql_piece("views")),
+                    "uniqueViewers": json_number(sql_piece("viewers")),
                 }
             ),
             "day_start",
             "days",
         ),
-        "topViewers": _listed(
+        "topViewers": json_rows(
             json_object(
                 {
-                    "userId": json_value(_sql("user_id")),
-                    "userEmail": json_value(_sql("user_email")),
-                    "viewCount": json_number(_sql("view_count")),
-                    "lastViewedAt": _time("last_viewed_at"),
+                    "userId": json_value(sql_piece("user_id")),
+                    "userEmail": json_value(sql_piece("user_email")),
+                    "viewCount": json_number(sql_piece("view_count")),
+                    "lastViewedAt": json_time("last_viewed_at"),
                 }
             ),
             TOP_VIEWERS_ORDER,

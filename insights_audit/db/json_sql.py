@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
+from insights_audit.models import TimestampTZ
+
 
 def api_timestamp(column: SQLColumnExpression[Any]) -> ColumnElement[str]:
     """``column`` as the API writes a time: RFC 3339 in UTC, milliseconds, ``Z``."""
@@ -79,6 +81,23 @@ def sql_text(expression: ColumnElement[Any]) -> str:
 def json_list(items: ColumnElement[str]) -> ColumnElement[str]:
     """``items`` (JSON texts joined by ``,``, or null for none) as a JSON array."""
     return constant("[") + func.coalesce(items, constant("")) + constant("]")
+
+
+def sql_piece(expression: str) -> ColumnElement[Any]:
+    """A piece of a ``text()`` statement, by its SQL text, for the helpers here."""
+    return literal_column(expression)
+
+
+def json_time(expression: str) -> ColumnElement[str]:
+    """The time ``expression`` (SQL text) as the JSON the API writes ('null' for null)."""
+    return json_string(api_timestamp(literal_column(expression, TimestampTZ)))
+
+
+def json_rows(item: ColumnElement[str], order: str, source: str) -> ColumnElement[str]:
+    """The JSON array of ``item`` over the rows of ``source`` (a table or CTE of the
+    statement), in ``order`` (SQL text)."""
+    items = f"string_agg({sql_text(item)}, ',' ORDER BY {order})"
+    return json_list(literal_column(f"(SELECT {items} FROM {source})"))
 
 
 def json_items(item: ColumnElement[str], order: Sequence[Any]) -> list[ColumnElement[Any]]:

@@ -7,71 +7,56 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Text, column, literal_column, table, text
+from sqlalchemy import Connection, Text, column, literal_column, table, text
 
 from insights_audit.db.json_sql import (
     api_timestamp,
     csv_cell,
     joined,
-    json_list,
     json_number,
     json_object,
+    json_rows,
     json_string,
+    json_time,
     json_value,
     quoted,
+    sql_piece,
     sql_text,
 )
 from insights_audit.models import TimestampTZ, is_view
 
-
-def _sql(expression: str) -> Any:
-    """A piece of the statement below, by its SQL text."""
-    return literal_column(expression)
-
-
-def _time(expression: str) -> ColumnElement[str]:
-    """The time ``expression`` as the JSON the API writes ('null' for null)."""
-    return json_string(api_timestamp(literal_column(expression, TimestampTZ)))
-
-
-def _items(item: ColumnElement[str], order: str, source: str) -> str:
-    """SQL of the JSON array of ``item`` over the rows of ``source``, in ``order``."""
-    items = f"string_agg({sql_text(item)}, ',' ORDER BY {order})"
-    return sql_text(json_list(_sql(f"(SELECT {items} FROM {source})")))
-
-
 # Each list's item, fields in the order of the response schemas (``reports.schemas``).
 DAY_JSON = json_object(
     {
-        "date": json_string(_sql("to_char(day, 'YYYY-MM-DD')")),
-        "views": json_number(_sql("views")),
-        "uniqueViewers": json_number(_sql("unique_viewers")),
+        "date": json_string(sql_piece("to_char(day, 'YYYY-MM-DD')")),
+        "views": json_number(sql_piece("views")),
+        "uniqueViewers": json_number(sql_piece("unique_viewers")),
     }
 )
 DASHBOARD_JSON = json_object(
     {
-        "dashboardId": json_string(_sql("dashboard_id")),
-        "name": json_value(_sql("name")),
-        "views": json_number(_sql("views")),
-        "uniqueViewers": json_number(_sql("unique_viewers")),
-        "firstViewedAt": _time("first_viewed_at"),
-        "lastViewedAt": _time("last_viewed_at"),
+        "dashboardId": json_string(sql_piece("dashboard_id")),
+        "name": json_value(sql_piece("name")),
+        "views": json_number(sql_piece("views")),
+        "uniqueViewers": json_number(sql_piece("unique_viewers")),
+        "firstViewedAt": json_time("first_viewed_at"),
+        "lastViewedAt": json_time("last_viewed_at"),
     }
 )
 USER_JSON = json_object(
     {
-        "userId": json_value(_sql("user_id")),
-        "userEmail": json_value(_sql("user_email")),
-        "views": json_number(_sql("views")),
-        "dashboards": json_number(_sql("dashboards")),
-        "lastViewedAt": _time("last_viewed_at"),
+        "userId": json_value(sql_piece("user_id")),
+        "userEmail": json_value(sql_piece("user_email")),
+        "views": json_number(sql_piece("views")),
+        "dashboards": json_number(sql_piece("dashboards")),
+        "lastViewedAt": json_time("last_viewed_at"),
     }
 )
 STALE_JSON = json_object(
     {
-        "dashboardId": json_string(_sql("dashboard_id")),
-        "name": json_value(_sql("name")),
-        "lastViewedAt": _time("last_viewed_at"),
+        "dashboardId": json_string(sql_piece("dashboard_id")),
+        "name": json_value(sql_piece("name")),
+        "lastViewedAt": json_time("last_viewed_at"),
     }
 )
 
@@ -106,6 +91,13 @@ CSV_LINE = sql_text(
 ).replace("boards.", "")
 CSV_HEADER = "dashboardId,name,views,uniqueViewers,firstViewedAt,lastViewedAt"
 DASHBOARDS_ORDER = "views DESC, dashboard_id"
+# Each list as the SQL of its JSON array, over the CTE of the report that holds its rows.
+DAILY_VIEWS = sql_text(json_rows(DAY_JSON, "day", "daily"))
+DASHBOARDS = sql_text(json_rows(DASHBOARD_JSON, DASHBOARDS_ORDER, "boards"))
+USERS = sql_text(json_rows(USER_JSON, "views DESC, user_id", "users"))
+STALE_DASHBOARDS = sql_text(
+    json_rows(STALE_JSON, "last_viewed_at ASC NULLS FIRST, dashboard_id", "stale")
+)
 
 # The whole report in one statement: the period's view entries are counted per dashboard and
 # viewer (``pairs``: ix_audit_entries_views_by_time alone) and per day and viewer, and read
@@ -184,13 +176,12 @@ REPORT = text(
     SELECT (SELECT coalesce(sum(views), 0) FROM boards) AS views,
            (SELECT count(*) FROM viewers) AS unique_viewers,
            (SELECT count(*) FROM boards) AS active_dashboards,
-           {_items(DAY_JSON, "day", "daily")} AS daily_views,
-           {_items(DASHBOARD_JSON, DASHBOARDS_ORDER, "boards")} AS dashboards,
+           {DAILY_VIEWS} AS daily_views,
+           {DASHBOARDS} AS dashboards,
            (SELECT string_agg({CSV_LINE} || E'\r\n', '' ORDER BY {DASHBOARDS_ORDER})
             FROM boards) AS csv_lines,
-           {_items(USER_JSON, "views DESC, user_id", "users")} AS users,
-           {_items(STALE_JSON, "last_viewed_at ASC NULLS FIRST, dashboard_id", "stale")}
-               AS stale_dashboards
+           {USERS} AS users,
+           {STALE_DASHBOARDS} AS stale_dashboards
     """
 )
 

@@ -140,7 +140,7 @@ class Related:
 
 # For every other dashboard Y viewed in the window by a user who viewed X in it, how many
 # such users (X's viewers: ix_view_logs_dashboard_recency; their dashboards:
-# ix_view_logs_recent), and how many viewed X in it.
+# ix_view_logs_recent). How many viewed X in it is ``VIEWERS``, asked first.
 _SHARED_SQL = """
     x_viewers AS (
         SELECT v.user_id FROM view_logs AS v
@@ -156,7 +156,7 @@ SHARED_VIEWERS = DriverStatement(
     text(
         f"""
     WITH {_SHARED_SQL}
-    SELECT CAST(dashboard_id AS text), shared, (SELECT count(*) FROM x_viewers) AS x_viewers
+    SELECT CAST(dashboard_id AS text), shared
     FROM shared
     ORDER BY shared DESC, dashboard_id
     """
@@ -177,9 +177,7 @@ FEW_VIEWERS = 500
 RELATED_IN_ONE_STATEMENT = DriverStatement(
     text(
         f"""
-    WITH {_SHARED_SQL}, x_size AS (
-        SELECT count(*) AS viewers FROM x_viewers
-    ), audiences AS (
+    WITH {_SHARED_SQL}, audiences AS (
         SELECT v.dashboard_id, count(*) AS viewers
         FROM view_logs AS v
         WHERE v.org = :org AND v.last_viewed_at >= :since
@@ -188,8 +186,7 @@ RELATED_IN_ONE_STATEMENT = DriverStatement(
     SELECT CAST(s.dashboard_id AS text), s.shared, a.viewers
     FROM shared AS s
     JOIN audiences AS a ON a.dashboard_id = s.dashboard_id
-    CROSS JOIN x_size AS x
-    ORDER BY CAST(s.shared AS float8) / sqrt(CAST(x.viewers AS float8) * a.viewers) DESC,
+    ORDER BY CAST(s.shared AS float8) / sqrt(CAST(:viewers AS float8) * a.viewers) DESC,
              s.shared DESC, s.dashboard_id
     LIMIT :candidates
     """
@@ -261,7 +258,7 @@ def related(
         return []
     if viewers <= FEW_VIEWERS:
         rows = RELATED_IN_ONE_STATEMENT.tuples(
-            connection, {**params, "candidates": limit + SPARE_CANDIDATES}
+            connection, {**params, "viewers": viewers, "candidates": limit + SPARE_CANDIDATES}
         )
         found = sorted((_row(board, both, viewers, a) for board, both, a in rows), key=_rank)
     else:

@@ -472,3 +472,37 @@ def test_every_way_a_page_is_found_agrees_with_the_oracle(
     assert found == oracle(entries, {"q": "dense"})[:100]
     assert read["text_scans"] == 0 and read["table_rows"] == 0, read
     assert 500 < read["fetched"] <= 5_000, read
+
+
+def test_words_between_common_and_rare_are_read_a_stretch_of_time_at_a_time(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str
+) -> None:
+    """A word the walks find too seldom to fill the page but not never: the trigram index is
+    asked for stretches of time sized by how often it was found (planned with the index's
+    statistics: the search role bypasses the policies when a superuser migrated); paging
+    through every stretch and month boundary visits each match once, in order."""
+    ((bypasses,),) = run_sql(
+        app, "SELECT rolbypassrls FROM pg_roles WHERE rolname = 'insights_audit_search'"
+    )
+    assert bypasses
+    run_sql(app, "SELECT audit_ensure_partitions((current_date - 60)::date, current_date)")
+    run_sql(
+        app,
+        "INSERT INTO audit_entries (id, org, type, action, target_id, user_id, details,"
+        " created_at) SELECT audit_object_id(at), :org, 'kpi', 'note', gen_random_uuid(),"
+        " 'u', jsonb_build_object('n', concat_ws(' ', CASE WHEN g % 60 = 7 THEN 'midword' END,"
+        "   CASE WHEN g % 400 = 9 THEN 'slowword' END)), at"
+        " FROM generate_series(1, 20000) AS g,"
+        # Seven entries a moment (as a bulk import writes them), a moment every ten minutes.
+        " LATERAL (SELECT date_trunc('second', now()) - make_interval(secs => g / 7 * 600)"
+        "   AS at) AS t",
+        org=org,
+    )
+    run_sql(app, "ANALYZE audit_entries")
+    entries = _entries_as_the_oracle_sees_them(app, org)
+    token = make_token(roles=AUDITOR)
+    for word in ("midword", "slowword", "NOTE midword"):
+        expected = oracle(entries, {"q": word})
+        assert expected, word
+        assert search_all(client, token, {"q": word}, limit=100) == expected, word
+        assert search_all(client, token, {"q": word}, limit=23) == expected, word

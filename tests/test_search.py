@@ -506,3 +506,17 @@ def test_words_between_common_and_rare_are_read_a_stretch_of_time_at_a_time(
         assert expected, word
         assert search_all(client, token, {"q": word}, limit=100) == expected, word
         assert search_all(client, token, {"q": word}, limit=23) == expected, word
+
+
+def test_every_month_samples_a_thousand_searchable_texts_for_the_planner(app: Flask) -> None:
+    """Migration 0018's statistics target on the searchable text reaches the partitions that
+    existed and those made later (without it, a word under 1% of a month is guessed)."""
+    run_sql(app, "SELECT audit_ensure_partitions(date '2031-05-01', date '2031-05-01')")
+    targets = run_sql(
+        app,
+        "SELECT i.inhrelid::regclass::text, a.attstattarget FROM pg_inherits i"
+        " JOIN pg_attribute a ON a.attrelid = i.inhrelid AND a.attnum = 1"
+        " WHERE i.inhparent = 'ix_audit_entries_text'::regclass",
+    )
+    assert any("p203105" in name for name, _ in targets), targets
+    assert {target for _, target in targets} == {1000}, targets

@@ -178,13 +178,17 @@ BEGIN
         -- cheap (seconds for an id-shaped word at ten million entries).
         RETURN QUERY EXECUTE format(
             'SELECT s.created_at, s.id FROM (SELECT e.created_at, e.id FROM audit_entries e'
-            '   WHERE %s %s AND e.created_at >= $13 AND e.created_at <= $14'
+            '   WHERE %s %s AND e.created_at >= $13 AND e.created_at <= $17'
             '   AND (e.created_at, e.id) < ($14, $15) OFFSET 0) s'
             ' ORDER BY s.created_at DESC, s.id DESC LIMIT $16',
             conditions, words)
         USING p_org, p_patterns, p_types, p_actions, p_action_prefixes, p_target, p_users,
               p_since, p_until, p_after_created, p_after_id, p_limit,
-              lower_bound, upper_created, upper_id, p_limit - found;
+              lower_bound, upper_created, upper_id, p_limit - found,
+              -- the newest moment the slice may hold, for pruning: a bound of created_at
+              -- alone is exclusive (the next month's partition is not planned)
+              CASE WHEN upper_id = '' THEN upper_created - interval '1 microsecond'
+                   ELSE upper_created END;
         GET DIAGNOSTICS added = ROW_COUNT;
         found := found + added;
         -- Ids are collated "C": no id sorts before '', so this bound is created_at alone.

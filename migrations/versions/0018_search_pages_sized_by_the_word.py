@@ -9,8 +9,8 @@ at ten million events) to keep a hundred. Two changes, same signature, same answ
   among the newest entries. When the rest of the page is then expected within 5,000 more
   entries, a second walk of the time index reads that many, and half as many again. When
   it is not, but the walks found the word at all, the trigram index is asked for the
-  stretch of time expected to hold the rest of the page (half as much again; then four
-  times longer each time, never past the start of a month), so that the planner ANDs it
+  stretch of time expected to hold the rest of the page (half as much again, by how often
+  it was found so far; never past the start of a month), so that the planner ANDs it
   with the time index and rechecks only that stretch's candidates; a word the walks did
   not find is asked for a month at a time, as before. A walk that reaches the org's
   oldest entry answers alone.
@@ -152,8 +152,8 @@ BEGIN
 
     -- A rarer word: its trigrams find the matches, from where the walks ended, until the
     -- page is full; never a walk of the whole org. A word the walks found is asked for in
-    -- stretches of time sized by how often they found it (the expected rest of the page,
-    -- and half as much again, then four times longer each time), so that the trigram index
+    -- stretches of time sized by how often the word was found so far (the expected rest of
+    -- the page, and half as much again), so that the trigram index
     -- is ANDed with the time index and only that stretch's matches are read; a word they
     -- did not find, a month at a time. No stretch reaches past the start of its month.
     SELECT min(e.created_at) INTO oldest FROM audit_entries e WHERE e.org = p_org;
@@ -172,7 +172,6 @@ BEGIN
         IF upper_created - stretch > lower_bound THEN
             lower_bound := upper_created - stretch;
         END IF;
-        stretch := least(stretch * 4, interval '400 days');
         -- OFFSET 0 plans the slice for all its matches: under a LIMIT, an overestimate of
         -- the word would make walking the time index past every entry of the month look
         -- cheap (seconds for an id-shaped word at ten million entries).
@@ -191,6 +190,15 @@ BEGIN
                    ELSE upper_created END;
         GET DIAGNOSTICS added = ROW_COUNT;
         found := found + added;
+        -- The next stretch: what the time covered so far promises for the rest of the page
+        -- (half as much again), never shorter than the last one, at least twice as long
+        -- when this one found nothing.
+        IF found > 0 THEN
+            stretch := least(greatest(
+                (walk_newest - lower_bound) * (1.5 * (p_limit - found) / found),
+                stretch * CASE WHEN added = 0 THEN 2 ELSE 1 END,
+                interval '1 second'), interval '400 days');
+        END IF;
         -- Ids are collated "C": no id sorts before '', so this bound is created_at alone.
         upper_created := lower_bound;
         upper_id := '';

@@ -92,6 +92,8 @@ class Settings:
     export_max_seconds: int = 3600
     export_stall_seconds: int = 60
     export_concurrency: int = 2
+    # Searches with words one org runs at once (across every worker and host); more wait.
+    search_concurrency: int = 1
     # Threads of a gunicorn worker: streamed responses may take at most half of them.
     worker_threads: int = 8
     # Live tails: a comment line at least this often, and how many one worker process holds.
@@ -137,6 +139,7 @@ class Settings:
             export_max_seconds=_int("EXPORT_MAX_SECONDS", cls.export_max_seconds),
             export_stall_seconds=_int("EXPORT_STALL_SECONDS", cls.export_stall_seconds),
             export_concurrency=max(1, _int("EXPORT_CONCURRENCY", cls.export_concurrency)),
+            search_concurrency=max(1, _int("SEARCH_CONCURRENCY", cls.search_concurrency)),
             worker_threads=max(1, _int("GUNICORN_THREADS", cls.worker_threads)),
             stream_heartbeat_seconds=max(
                 1, _int("STREAM_HEARTBEAT_SECONDS", cls.stream_heartbeat_seconds)

@@ -520,3 +520,28 @@ def test_every_month_samples_a_thousand_searchable_texts_for_the_planner(app: Fl
     )
     assert any("p203105" in name for name, _ in targets), targets
     assert {target for _, target in targets} == {1000}, targets
+
+
+def test_an_org_runs_its_word_searches_one_at_a_time(
+    app: Flask, database_url: str, make_token: TokenFactory, org: str
+) -> None:
+    """While one search with words holds the org's slot (``SEARCH_CONCURRENCY`` 1), the next
+    waits for it, no longer than the statement timeout (503); searches without words and
+    another org's searches do not wait."""
+    quick = create_app(dataclasses.replace(app.config["SETTINGS"], statement_timeout_ms=300))
+    client = quick.test_client()
+    token = make_token(roles=AUDITOR)
+    other = make_token(roles=AUDITOR, token_org=f"{org}-other")
+    try:
+        with psycopg.connect(database_url, autocommit=True) as holder:
+            holder.execute(
+                "SELECT pg_advisory_lock(%s, hashtext(%s || ':0'))",
+                (queries.SEARCH_LOCK_CLASS, org),
+            )
+            waited = client.get(f"{BASE}?q=threshold", headers=bearer(token))
+            assert waited.status_code == 503 and waited.json["code"] == 503
+            assert client.get(f"{BASE}?type=kpi", headers=bearer(token)).status_code == 200
+            assert client.get(f"{BASE}?q=threshold", headers=bearer(other)).status_code == 200
+        assert client.get(f"{BASE}?q=threshold", headers=bearer(token)).status_code == 200
+    finally:
+        quick.extensions[ENGINE_KEY].dispose()

@@ -385,12 +385,36 @@ EXPORT_LOCK_CLASS = 0x65787074
 def take_export_slot(connection: Connection, org: str, concurrency: int) -> bool:
     """Whether one of ``org``'s ``concurrency`` export slots was free (it is now held by
     ``connection``'s transaction)."""
+    return _take_slot(connection, EXPORT_LOCK_CLASS, org, concurrency)
+
+
+# Searches with words: how many one org runs at once, across every worker and host.
+SEARCH_LOCK_CLASS = 0x73726368
+
+
+def wait_for_search_slot(connection: Connection, org: str, concurrency: int) -> None:
+    """Hold one of ``org``'s ``concurrency`` search slots for ``connection``'s transaction,
+    waiting for one when all are taken (no longer than the statement timeout: then the
+    search is a 503 like any statement that runs out of time)."""
+    if not _take_slot(connection, SEARCH_LOCK_CLASS, org, concurrency):
+        connection.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(:lock_class,"
+                " hashtext(:org || ':' || floor(random() * :slots)::integer))"
+            ),
+            {"slots": concurrency, "lock_class": SEARCH_LOCK_CLASS, "org": org},
+        )
+
+
+def _take_slot(connection: Connection, lock_class: int, org: str, concurrency: int) -> bool:
+    """Whether one of ``org``'s ``concurrency`` slots of ``lock_class`` was free (it is now
+    held by ``connection``'s transaction)."""
     slot = connection.execute(
         text(
             "SELECT slot FROM generate_series(0, :slots - 1) AS slot"
             " WHERE pg_try_advisory_xact_lock(:lock_class, hashtext(:org || ':' || slot)) LIMIT 1"
         ),
-        {"slots": concurrency, "lock_class": EXPORT_LOCK_CLASS, "org": org},
+        {"slots": concurrency, "lock_class": lock_class, "org": org},
     ).scalar()
     return slot is not None
 

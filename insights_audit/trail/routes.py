@@ -197,8 +197,9 @@ class AuditLogs(MethodView):
         """
         limit = query["limit"]
         wanted = service.trail_filter(query)
+        concurrency = current_app.config["SETTINGS"].search_concurrency
         data, after = read(
-            lambda work: service.search_page(work, wanted, limit, query.get("cursor"))
+            lambda work: service.search_page(work, wanted, limit, query.get("cursor"), concurrency)
         )
         pagination, headers = next_page(after, limit)
         return json_envelope(data, SEARCH_MESSAGE, pagination, headers)

@@ -91,10 +91,18 @@ def trail_filter(query: dict[str, Any]) -> TrailFilter:
 
 
 def search_page(
-    work: UnitOfWork, wanted: TrailFilter, limit: int, cursor: TrailPosition | None
+    work: UnitOfWork,
+    wanted: TrailFilter,
+    limit: int,
+    cursor: TrailPosition | None,
+    concurrency: int,
 ) -> tuple[str, TrailPosition | None]:
     """One page of the org's entries that ``wanted`` keeps, newest first, as a JSON array,
-    and the position after it if there are more."""
+    and the position after it if there are more. A search with words waits its turn among
+    the org's ``concurrency`` at once: an org searching in a loop keeps at most that many
+    of the database's cores busy, and every other read gets the rest."""
+    if wanted.words:
+        queries.wait_for_search_slot(work.connection, work.org, concurrency)
     page = queries.search_page(work.connection, work.org, wanted, limit=limit, after=cursor)
     return _with_position(page)
 

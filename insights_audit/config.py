@@ -92,7 +92,8 @@ class Settings:
     export_max_seconds: int = 3600
     export_stall_seconds: int = 60
     export_concurrency: int = 2
-    # Searches with words one org runs at once (across every worker and host); more wait.
+    # Searches with words one org runs at once on a database server (across every worker
+    # and host); more wait.
     search_concurrency: int = 1
     # Threads of a gunicorn worker: streamed responses may take at most half of them.
     worker_threads: int = 8

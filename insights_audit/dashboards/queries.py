@@ -44,6 +44,7 @@ from insights_audit.db.json_sql import (
     sql_text,
 )
 from insights_audit.db.replicas import on_replica
+from insights_audit.db.unit_of_work import UnitOfWork
 from insights_audit.models import DashboardTotal, TimestampTZ, ViewLog
 
 TOP_VIEWERS = 10
@@ -118,17 +119,21 @@ MOST_VIEWED = DriverStatement(
 )
 
 
-def recent_dashboards_for(connection: Connection, org: str, user_id: str, limit: int) -> str:
+def recent_dashboards_for(work: UnitOfWork, user_id: str, limit: int) -> str:
     """The user's dashboards, last viewed first, as a JSON array."""
-    params = {"org": org, "user_id": user_id, "limit": limit}
-    data: str = RECENT_DASHBOARDS.scalar(connection, params)
-    return data
+    params = {"org": work.org, "user_id": user_id, "limit": limit}
+    return _text(work.text(RECENT_DASHBOARDS, params))
 
 
-def most_viewed_all_time(connection: Connection, org: str, limit: int) -> str:
+def most_viewed_all_time(work: UnitOfWork, limit: int) -> str:
     """Dashboards of the org by total views, as a JSON array."""
-    data: str = MOST_VIEWED.scalar(connection, {"org": org, "limit": limit})
-    return data
+    return _text(work.text(MOST_VIEWED, {"org": work.org, "limit": limit}))
+
+
+def _text(answer: str | None) -> str:
+    # Each of these statements writes its answer as one JSON document, never NULL.
+    assert answer is not None
+    return answer
 
 
 # The top of the window from its kept counts, exact now (``window_counts.corrections``): only
@@ -284,8 +289,7 @@ DASHBOARD_STATS = DriverStatement(
 )
 
 
-def dashboard_stats(connection: Connection, org: str, dashboard_id: uuid.UUID, days: int) -> str:
+def dashboard_stats(work: UnitOfWork, dashboard_id: uuid.UUID, days: int) -> str:
     """Totals, the period's days and the top viewers of one dashboard, as a JSON object."""
-    params = {"org": org, "dashboard_id": dashboard_id, "days": days, "top": TOP_VIEWERS}
-    data: str = DASHBOARD_STATS.scalar(connection, params)
-    return data
+    params = {"org": work.org, "dashboard_id": dashboard_id, "days": days, "top": TOP_VIEWERS}
+    return _text(work.text(DASHBOARD_STATS, params))

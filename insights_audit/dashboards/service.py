@@ -12,20 +12,20 @@ from insights_audit.db.unit_of_work import UnitOfWork
 
 def recently_viewed(work: UnitOfWork, user_id: str, limit: int) -> str:
     """``user_id``'s dashboards, last viewed first, as a JSON array."""
-    return queries.recent_dashboards_for(work.connection, work.org, user_id, limit)
+    return queries.recent_dashboards_for(work, user_id, limit)
 
 
 def most_viewed(work: UnitOfWork, limit: int, days: int | None) -> str:
     """The org's most viewed dashboards (of all time, or the last ``days``), as a JSON array."""
     if days is None:
-        return queries.most_viewed_all_time(work.connection, work.org, limit)
+        return queries.most_viewed_all_time(work, limit)
     return queries.most_viewed_recently(work.connection, work.org, limit, days)
 
 
 def dashboard_stats(work: UnitOfWork, dashboard_id: uuid.UUID, days: int) -> str:
     """Totals, a zero-filled daily series of ``days`` UTC days and the top viewers, as a JSON
     object."""
-    return queries.dashboard_stats(work.connection, work.org, dashboard_id, days)
+    return queries.dashboard_stats(work, dashboard_id, days)
 
 
 def trending(work: UnitOfWork, days: int, limit: int) -> list[Trending]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -136,6 +136,27 @@ class UnitOfWork:
             else:
                 begin_on(connection, self.org)
         return self._connection
+
+    def text(self, statement: driver_sql.DriverStatement, params: Mapping[str, Any]) -> str | None:
+        """The first column of ``statement``'s first row, as text (None for no row or NULL).
+
+        A read that is the work's first statement (of a work that is not a snapshot and with
+        no replicas to choose from) runs as a transaction of its own, in one round trip
+        (``DriverStatement.text_alone``): a one-statement read needs no other. Otherwise it
+        runs in the work's transaction.
+        """
+        if self._connection is not None or self._snapshot or self._routing is not None:
+            return statement.scalar(self.connection, params)  # type: ignore[no-any-return]
+        with waiting_for_connection():
+            pooled = self._bind.raw_connection()
+        try:
+            with self._cancelling:
+                self._driver = pooled.driver_connection  # type: ignore[assignment]
+            return statement.text_alone(pooled, self._bind.dialect, self.org, params)
+        finally:
+            with self._cancelling:
+                self._driver = None
+            pooled.close()
 
     def cancel(self) -> None:
         """Cancel the statement the work's connection runs, if any; safe from another thread

@@ -48,6 +48,7 @@ from insights_audit.db.json_sql import (
     json_list,
     quoted,
 )
+from insights_audit.db.unit_of_work import UnitOfWork
 from insights_audit.models import VIEW_ACTION, AuditEntry, is_view
 from insights_audit.trail.cursors import TrailPosition
 
@@ -132,17 +133,16 @@ ONE_SECOND = timedelta(seconds=1)
 NEWEST_FIRST = (AuditEntry.created_at.desc(), AuditEntry.id.desc())
 
 
-def entry_by_id(connection: Connection, org: str, entry_id: str) -> str | None:
-    """The entry as one JSON object, if ``org`` has it."""
+def entry_by_id(work: UnitOfWork, entry_id: str) -> str | None:
+    """The entry as one JSON object, if the work's org has it."""
     second = datetime.fromtimestamp(int(entry_id[:8], 16), UTC)
     params = {
-        "org": org,
+        "org": work.org,
         "entry_id": entry_id,
         "second": second,
         "next_second": second + ONE_SECOND,
     }
-    found: str | None = ENTRY_BY_ID.scalar(connection, params)
-    return found
+    return work.text(ENTRY_BY_ID, params)
 
 
 @cache

@@ -45,7 +45,7 @@ def record_entry(
 
 def entry(work: UnitOfWork, entry_id: str) -> str:
     """The entry as one JSON object; a 404 unless the work's org has it."""
-    found = queries.entry_by_id(work.connection, work.org, entry_id)
+    found = queries.entry_by_id(work, entry_id)
     if found is None:
         raise NotFound(AUDIT_LOG_NOT_FOUND)
     return found

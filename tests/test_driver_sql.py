@@ -168,7 +168,7 @@ def test_a_read_alone_answers_what_the_statement_answers_in_a_transaction(
         expected = statement.scalar(connection, EVERY_KIND_VALUES)
     for _ in range(3):  # prepared on first use, executed after
         work = UnitOfWork(one_connection, "o'rg \\ x")
-        assert work.text(statement, EVERY_KIND_VALUES) == expected
+        assert work.value(statement, EVERY_KIND_VALUES) == expected
     assert expected.startswith("o'rg \\ x|it's \\ 'quoted' é|42|12345678-")
     with one_connection.connect() as connection:
         # Nothing left open, and no org left behind on the pooled connection.
@@ -180,11 +180,11 @@ def test_a_read_alone_answers_what_the_statement_answers_in_a_transaction(
 
 def test_a_read_alone_prepares_again_what_the_session_forgot(one_connection: Engine) -> None:
     statement = DriverStatement(text("SELECT current_setting('insights_audit.org') || :x"))
-    assert UnitOfWork(one_connection, "org-a").text(statement, {"x": "!"}) == "org-a!"
+    assert UnitOfWork(one_connection, "org-a").value(statement, {"x": "!"}) == "org-a!"
     with one_connection.connect() as connection:
         connection.exec_driver_sql("DEALLOCATE ALL")
         connection.commit()
-    assert UnitOfWork(one_connection, "org-b").text(statement, {"x": "?"}) == "org-b?"
+    assert UnitOfWork(one_connection, "org-b").value(statement, {"x": "?"}) == "org-b?"
 
 
 def test_a_failing_read_alone_raises_sqlalchemys_error_and_leaves_the_connection_idle(
@@ -192,19 +192,19 @@ def test_a_failing_read_alone_raises_sqlalchemys_error_and_leaves_the_connection
 ) -> None:
     division = DriverStatement(text("SELECT (1 / :zero)::text"))
     with pytest.raises(exc.DataError) as raised:
-        UnitOfWork(one_connection, "org-a").text(division, {"zero": 0})
+        UnitOfWork(one_connection, "org-a").value(division, {"zero": 0})
     assert "division by zero" in str(raised.value.orig)
     assert not raised.value.connection_invalidated
-    assert UnitOfWork(one_connection, "org-a").text(division, {"zero": 1}) == "1"
+    assert UnitOfWork(one_connection, "org-a").value(division, {"zero": 1}) == "1"
 
 
 def test_a_connection_lost_under_a_read_alone_is_invalidated(one_connection: Engine) -> None:
     suicide = DriverStatement(text("SELECT pg_terminate_backend(pg_backend_pid())::text"))
     with pytest.raises(exc.OperationalError) as raised:
-        UnitOfWork(one_connection, "org-a").text(suicide, {})
+        UnitOfWork(one_connection, "org-a").value(suicide, {})
     assert raised.value.connection_invalidated
     again = DriverStatement(text("SELECT 'back'"))
-    assert UnitOfWork(one_connection, "org-a").text(again, {}) == "back"
+    assert UnitOfWork(one_connection, "org-a").value(again, {}) == "back"
 
 
 def test_a_read_alone_as_the_app_role_sees_only_its_org(
@@ -219,4 +219,4 @@ def test_a_read_alone_as_the_app_role_sees_only_its_org(
     forgetful = DriverStatement(text("SELECT string_agg(DISTINCT org, ',') FROM view_logs"))
     with service.app_context():
         for org in orgs:
-            assert UnitOfWork(engine(), org).text(forgetful, {}) == org
+            assert UnitOfWork(engine(), org).value(forgetful, {}) == org

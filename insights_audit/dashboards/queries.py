@@ -122,17 +122,17 @@ MOST_VIEWED = DriverStatement(
 def recent_dashboards_for(work: UnitOfWork, user_id: str, limit: int) -> str:
     """The user's dashboards, last viewed first, as a JSON array."""
     params = {"org": work.org, "user_id": user_id, "limit": limit}
-    return _text(work.text(RECENT_DASHBOARDS, params))
+    return _text(work.value(RECENT_DASHBOARDS, params))
 
 
 def most_viewed_all_time(work: UnitOfWork, limit: int) -> str:
     """Dashboards of the org by total views, as a JSON array."""
-    return _text(work.text(MOST_VIEWED, {"org": work.org, "limit": limit}))
+    return _text(work.value(MOST_VIEWED, {"org": work.org, "limit": limit}))
 
 
-def _text(answer: str | None) -> str:
-    # Each of these statements writes its answer as one JSON document, never NULL.
-    assert answer is not None
+def _text(answer: Any) -> str:
+    # Each of these statements writes its answer as one JSON document (text), never NULL.
+    assert isinstance(answer, str)
     return answer
 
 
@@ -292,4 +292,4 @@ DASHBOARD_STATS = DriverStatement(
 def dashboard_stats(work: UnitOfWork, dashboard_id: uuid.UUID, days: int) -> str:
     """Totals, the period's days and the top viewers of one dashboard, as a JSON object."""
     params = {"org": work.org, "dashboard_id": dashboard_id, "days": days, "top": TOP_VIEWERS}
-    return _text(work.text(DASHBOARD_STATS, params))
+    return _text(work.value(DASHBOARD_STATS, params))

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import pq
 from psycopg import sql as psycopg_sql
+from psycopg.adapt import Transformer
 from psycopg.rows import namedtuple_row
 from sqlalchemy import ClauseElement, Connection, exc
 from sqlalchemy.engine import Dialect
@@ -150,15 +151,20 @@ class DriverStatement:
         row = self._execute(connection, params, rows=False).fetchone()
         return None if row is None else row[0]
 
-    def text_alone(
+    def row(self, connection: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The statement's first row as a plain tuple, or None when there is none."""
+        row: tuple[Any, ...] | None = self._execute(connection, params, rows=False).fetchone()
+        return row
+
+    def row_alone(
         self, pooled: PooledConnection, dialect: Dialect, org: str, params: Mapping[str, Any]
-    ) -> str | None:
-        """The first column of the first row as text (None when there is no row or it is
-        NULL), read in a transaction of its own on ``org``'s rows: the tenant and the
-        statement go in one message, as one implicit transaction of the server's, so the read
-        costs one round trip and leaves nothing to commit (``pooled`` must be idle, outside
-        any transaction). The statement is prepared once per connection (``PREPARE``), then
-        executed with its values written as literals. Errors as ``run`` raises them."""
+    ) -> tuple[Any, ...] | None:
+        """The statement's first row (as ``row`` gives it), read in a transaction of its own
+        on ``org``'s rows: the tenant and the statement go in one message, as one implicit
+        transaction of the server's, so the read costs one round trip and leaves nothing to
+        commit (``pooled`` must be outside any transaction). The statement is prepared once
+        per connection (``PREPARE``), then executed with its values written as literals, and
+        its row loaded by psycopg's own loaders. Errors as ``run`` raises them."""
         compiled = self._compiled or self._compile(dialect)
         prepared = self._prepared
         if prepared is None:
@@ -182,7 +188,7 @@ class DriverStatement:
                 if prepared.name not in known:
                     _prepare(driver, prepared)
                     known.add(prepared.name)
-                return _text_answer(driver, message)
+                return _first_row(driver, message)
             except psycopg.errors.InvalidSqlStatementName as error:
                 # The session lost its prepared statements (psycopg deallocates them all
                 # after a ROLLBACK of its own): prepare again, once.
@@ -235,9 +241,9 @@ def _literal(value: Any, escaping: pq.abc.Escaping, driver: psycopg.Connection[A
     return psycopg_sql.Literal(value).as_bytes(driver)
 
 
-def _text_answer(driver: psycopg.Connection[Any], message: bytes) -> str | None:
-    """The last statement's first value of ``message`` (several statements, one simple
-    query), as text."""
+def _first_row(driver: psycopg.Connection[Any], message: bytes) -> tuple[Any, ...] | None:
+    """The first row of the last statement of ``message`` (several statements, one simple
+    query), loaded as psycopg loads a cursor's rows."""
     if driver.pgconn.transaction_status != pq.TransactionStatus.IDLE:
         raise psycopg.InterfaceError("a read alone needs a connection outside any transaction")
     with driver.lock:
@@ -245,8 +251,10 @@ def _text_answer(driver: psycopg.Connection[Any], message: bytes) -> str | None:
     answer = _checked(driver, result, message)
     if not answer.ntuples:
         return None
-    value = answer.get_value(0, 0)
-    return None if value is None else value.decode()
+    loading = Transformer.from_context(driver)
+    loading.set_pgresult(answer)
+    row: tuple[Any, ...] = loading.load_row(0, tuple)
+    return row
 
 
 def command(connection: Connection, sql: bytes) -> bytes | None:

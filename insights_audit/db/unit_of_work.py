@@ -137,26 +137,34 @@ class UnitOfWork:
                 begin_on(connection, self.org)
         return self._connection
 
-    def text(self, statement: driver_sql.DriverStatement, params: Mapping[str, Any]) -> str | None:
-        """The first column of ``statement``'s first row, as text (None for no row or NULL).
+    def first(
+        self, statement: driver_sql.DriverStatement, params: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """``statement``'s first row as a tuple, or None when there is none.
 
         A read that is the work's first statement (of a work that is not a snapshot and with
         no replicas to choose from) runs as a transaction of its own, in one round trip
-        (``DriverStatement.text_alone``): a one-statement read needs no other. Otherwise it
+        (``DriverStatement.row_alone``): a one-statement read needs no other. Otherwise it
         runs in the work's transaction.
         """
         if self._connection is not None or self._snapshot or self._routing is not None:
-            return statement.scalar(self.connection, params)  # type: ignore[no-any-return]
+            return statement.row(self.connection, params)
         with waiting_for_connection():
             pooled = self._bind.raw_connection()
         try:
             with self._cancelling:
                 self._driver = pooled.driver_connection  # type: ignore[assignment]
-            return statement.text_alone(pooled, self._bind.dialect, self.org, params)
+            return statement.row_alone(pooled, self._bind.dialect, self.org, params)
         finally:
             with self._cancelling:
                 self._driver = None
             pooled.close()
+
+    def value(self, statement: driver_sql.DriverStatement, params: Mapping[str, Any]) -> Any:
+        """The first column of ``statement``'s first row (None when there is none), read as
+        ``first`` reads it."""
+        row = self.first(statement, params)
+        return None if row is None else row[0]
 
     def cancel(self) -> None:
         """Cancel the statement the work's connection runs, if any; safe from another thread

@@ -115,8 +115,9 @@ def read_page(connection: Connection, query: Select[Any], params: dict[str, Any]
 
 
 def _entry_page(row: Any) -> EntryPage:
-    """The page of a row of ``json_page``."""
-    return EntryPage(row.data, row.entries, row.more, tuple(row[3:]) if row.entries else ())
+    """The page of a row of ``json_page`` (data, entries, more, the last entry's keys)."""
+    data, entries, more = row[0], row[1], row[2]
+    return EntryPage(data, entries, more, tuple(row[3:]) if entries else ())
 
 
 # The id's first 4 bytes are the second the entry was created in: bounding created_at to it
@@ -142,7 +143,8 @@ def entry_by_id(work: UnitOfWork, entry_id: str) -> str | None:
         "second": second,
         "next_second": second + ONE_SECOND,
     }
-    return work.text(ENTRY_BY_ID, params)
+    found: str | None = work.value(ENTRY_BY_ID, params)
+    return found
 
 
 @cache
@@ -172,8 +174,7 @@ def _trail_query(
 
 
 def trail_page(
-    connection: Connection,
-    org: str,
+    work: UnitOfWork,
     type_: str,
     target_id: uuid.UUID,
     *,
@@ -193,7 +194,7 @@ def trail_page(
         user_id is not None,
     )
     params: dict[str, Any] = {
-        "org": org,
+        "org": work.org,
         "type": type_,
         "target_id": target_id,
         "limit": limit,
@@ -204,7 +205,7 @@ def trail_page(
     }
     if after is not None:
         params.update(after_created_at=after.created_at, after_id=after.id)
-    return _entry_page(query.one(connection, params))
+    return _entry_page(work.first(query, params))
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,7 @@ def trail_page(
     """One page of a target's entries, newest first, as a JSON array, and the position after
     it if there are more."""
     page = queries.trail_page(
-        work.connection,
-        work.org,
+        work,
         type_,
         target_id,
         limit=limit,

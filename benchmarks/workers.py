@@ -3,7 +3,8 @@
 On the ``make bench`` database of ``BENCH_EVENTS`` events, as the app role, each model of
 ``BENCH_WORKER_MODELS`` (default ``2x8,4x4,3x6``; ``P x T``: ``WEB_CONCURRENCY`` processes of
 ``GUNICORN_THREADS`` threads) serves ``/healthz``, four short reads and the view at
-``-c 16`` for ``BENCH_SECONDS`` each; the models take turns for ``BENCH_WORKER_ROUNDS``
+``-c 16`` for ``BENCH_SECONDS`` each (``P x T@DIR`` runs the app of the checkout in ``DIR``:
+a before/after comparison of one model); the models take turns for ``BENCH_WORKER_ROUNDS``
 rounds (default 3) so that the machine's drift falls on all of them, and the median rps of
 each is printed, with the workers' Python CPU per request (benchmarks/cpu.py).
 """
@@ -41,7 +42,12 @@ def main() -> None:
     python: dict[str, dict[str, list[float]]] = {m: {e: [] for e in ENDPOINTS} for m in MODELS}
     for round_ in range(ROUNDS):
         for model in MODELS:
-            processes, threads = model.split("x")
+            shape, _, app_root = model.partition("@")
+            processes, threads = shape.split("x")
+            if app_root:
+                os.environ["BENCH_APP_ROOT"] = app_root
+            else:
+                os.environ.pop("BENCH_APP_ROOT", None)
             server = start_gunicorn(data.url, WEB_CONCURRENCY=processes, GUNICORN_THREADS=threads)
             try:
                 meter = CpuMeter(server.pid, pgdata)
@@ -69,7 +75,7 @@ def main() -> None:
         for model in MODELS
     }
     print(f"\nmedian rps of {ROUNDS} rounds at {EVENTS:,} events (workers' Python ms/request)")
-    print(f"{'endpoint':<18}" + "".join(f"{model:>18}" for model in MODELS))
+    print(f"{'endpoint':<18}" + "".join(f"{model[-18:]:>18}" for model in MODELS))
     for name in ENDPOINTS:
         cells = "".join(
             f"{medians[m][name]['rps']:>10.0f} ({medians[m][name]['python_ms']:.2f})"

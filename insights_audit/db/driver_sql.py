@@ -172,14 +172,17 @@ class DriverStatement:
         driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
         known: set[bytes] = pooled.info.setdefault(_PREPARED_KEY, set())
         escaping = pq.Escaping(driver.pgconn)
+        encoding = driver.info.encoding
         values = compiled.values(params)
         message = b"".join(
             (
-                _TENANT_ALONE % escaping.escape_literal(org.encode()),
+                _TENANT_ALONE % escaping.escape_literal(org.encode(encoding)),
                 b"EXECUTE ",
                 prepared.name,
                 b"(" if prepared.order else b"",
-                b", ".join([_literal(values[name], escaping, driver) for name in prepared.order]),
+                b", ".join(
+                    [_literal(values[name], escaping, encoding, driver) for name in prepared.order]
+                ),
                 b")" if prepared.order else b"",
             )
         )
@@ -224,7 +227,9 @@ def _prepare(driver: psycopg.Connection[Any], prepared: _Prepared) -> None:
         simple_query(driver, prepared.prepare)
 
 
-def _literal(value: Any, escaping: pq.abc.Escaping, driver: psycopg.Connection[Any]) -> bytes:
+def _literal(
+    value: Any, escaping: pq.abc.Escaping, encoding: str, driver: psycopg.Connection[Any]
+) -> bytes:
     """``value`` as an SQL literal (its type comes from the prepared statement's parameter)."""
     if value is None:
         return b"NULL"
@@ -233,7 +238,7 @@ def _literal(value: Any, escaping: pq.abc.Escaping, driver: psycopg.Connection[A
     if type(value) is int:
         return str(value).encode()
     if isinstance(value, str):
-        return escaping.escape_literal(value.encode())
+        return escaping.escape_literal(value.encode(encoding))
     if isinstance(value, uuid.UUID):
         return b"'" + str(value).encode() + b"'"
     if isinstance(value, datetime) and value.tzinfo is not None:

@@ -6,7 +6,9 @@ context, a result object), as much as the rest of a small read. A ``DriverStatem
 compiled once, by the engine's own dialect, to the SQL text psycopg takes, and runs on the
 psycopg connection under a SQLAlchemy ``Connection``: inside its transaction, under its org.
 Errors come out as SQLAlchemy's (so the error handlers see what they always saw) and a lost
-connection is invalidated, as ``Connection.execute`` would do.
+connection is invalidated, as ``Connection.execute`` would do. A read of one statement can
+also run alone (``row_alone``): on a pooled connection with no ``Connection`` around it, in
+one round trip that sets the org and executes the statement, prepared on the server.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import ClauseElement, Connection, exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import NullType
 
 Processor = Callable[[Any], Any]
 
@@ -109,7 +112,7 @@ class DriverStatement:
                     name = compiled.bind_names[bind]
                     types[name] = (
                         "unknown"
-                        if bind.type._isnull
+                        if isinstance(bind.type, NullType)
                         else _COLLATION.sub("", dialect.type_compiler_instance.process(bind.type))
                     )
                     processor = bind.type.dialect_impl(dialect).bind_processor(dialect)

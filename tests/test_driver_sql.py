@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -220,3 +221,30 @@ def test_a_read_alone_as_the_app_role_sees_only_its_org(
     with service.app_context():
         for org in orgs:
             assert UnitOfWork(engine(), org).value(forgetful, {}) == org
+
+
+def _read_once(bind: Engine, org: str, statement: DriverStatement, values: dict[str, Any]) -> Any:
+    """``statement``'s value read by a unit of work of its own, closed afterwards."""
+    work = UnitOfWork(bind, org)
+    try:
+        return work.value(statement, values)
+    finally:
+        work.close()
+
+
+def test_values_a_literal_cannot_carry_are_read_as_in_a_transaction(
+    one_connection: Engine,
+) -> None:
+    """An offset PostgreSQL refuses (+18:31: Python allows 23:59), an instant at the end of
+    Python's calendar and a NUL in text: the same answer, or the same error, either way."""
+    moment = DriverStatement(select(cast(bindparam("t", type_=DateTime(timezone=True)), Text)))
+    odd = {"t": datetime(5866, 3, 11, 16, 13, 28, tzinfo=timezone(timedelta(hours=18, minutes=31)))}
+    last = {"t": datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5)))}
+    for values in (odd, last):
+        with one_connection.begin() as connection:
+            expected = moment.scalar(connection, values)
+        assert _read_once(one_connection, "org-a", moment, values) == expected
+    assert _read_once(one_connection, "org-a", moment, odd) == "5866-03-10 21:42:28+00"
+    echo = DriverStatement(select(bindparam("s", type_=String)))
+    with pytest.raises(exc.DataError):
+        _read_once(one_connection, "org-a", echo, {"s": "a\x00b"})

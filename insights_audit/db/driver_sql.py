@@ -20,7 +20,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
@@ -177,15 +177,19 @@ class DriverStatement:
         escaping = pq.Escaping(driver.pgconn)
         encoding = driver.info.encoding
         values = compiled.values(params)
+        try:
+            literals = [
+                _literal(values[name], escaping, encoding, driver) for name in prepared.order
+            ]
+        except (OverflowError, ValueError) as error:
+            raise NotAlone from error
         message = b"".join(
             (
                 _TENANT_ALONE % escaping.escape_literal(org.encode(encoding)),
                 b"EXECUTE ",
                 prepared.name,
                 b"(" if prepared.order else b"",
-                b", ".join(
-                    [_literal(values[name], escaping, encoding, driver) for name in prepared.order]
-                ),
+                b", ".join(literals),
                 b")" if prepared.order else b"",
             )
         )
@@ -204,6 +208,10 @@ class DriverStatement:
             except psycopg.Error as error:
                 raise _translated(dialect, pooled, message, error, None) from error
         raise AssertionError("unreachable")
+
+
+class NotAlone(Exception):
+    """A value a read alone cannot write as a literal: the read runs in a transaction."""
 
 
 class PooledConnection(Protocol):
@@ -241,11 +249,16 @@ def _literal(
     if type(value) is int:
         return str(value).encode()
     if isinstance(value, str):
+        if "\x00" in value:
+            # libpq would cut the text at the NUL; psycopg refuses it, as before.
+            raise ValueError("NUL in text")
         return escaping.escape_literal(value.encode(encoding))
     if isinstance(value, uuid.UUID):
         return b"'" + str(value).encode() + b"'"
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return b"'" + value.isoformat().encode() + b"'"
+        # In UTC: PostgreSQL takes offsets up to 15:59, Python up to 23:59 (OverflowError at
+        # the ends of Python's calendar).
+        return b"'" + value.astimezone(UTC).isoformat().encode() + b"'"
     return psycopg_sql.Literal(value).as_bytes(driver)
 
 

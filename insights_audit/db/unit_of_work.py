@@ -155,10 +155,13 @@ class UnitOfWork:
             with self._cancelling:
                 self._driver = pooled.driver_connection  # type: ignore[assignment]
             return statement.row_alone(pooled, self._bind.dialect, self.org, params)
+        except driver_sql.NotAlone:
+            pass
         finally:
             with self._cancelling:
                 self._driver = None
             pooled.close()
+        return statement.row(self.connection, params)
 
     def value(self, statement: driver_sql.DriverStatement, params: Mapping[str, Any]) -> Any:
         """The first column of ``statement``'s first row (None when there is none), read as

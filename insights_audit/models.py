@@ -395,6 +395,24 @@ class WindowCount(Base):
     last_viewed_at: Mapped[datetime] = mapped_column(TimestampTZ)
 
 
+class EngagementAnswer(Base):
+    """An answer of "viewers also viewed" (``kind`` related, ``subject`` the dashboard) or of
+    recommendations (``kind`` recommended, ``subject`` the user) for a window of ``days``,
+    kept for a minute at most (migration 0019): its best items, exact at ``as_of``."""
+
+    __tablename__ = "engagement_answers"
+
+    org: Mapped[str] = mapped_column(Key, primary_key=True)
+    kind: Mapped[str] = mapped_column(Key, primary_key=True)
+    subject: Mapped[str] = mapped_column(Key, primary_key=True)
+    days: Mapped[int] = mapped_column(Integer, primary_key=True)
+    as_of: Mapped[datetime] = mapped_column(TimestampTZ)
+    # When a request last asked for it (kept to within a minute): the background worker
+    # computes again only answers asked for in the last ten minutes.
+    requested_at: Mapped[datetime] = mapped_column(TimestampTZ)
+    items: Mapped[list[Any]] = mapped_column(JSONB)
+
+
 class ServiceGauge(Base):
     """A figure across orgs that ``/metrics`` shows, measured by the background job after
     each sealing pass (migration 0011), so that a scrape reads one small table."""
@@ -427,6 +445,7 @@ TENANT_TABLES = (
     "window_snapshots",
     "window_counts",
     "push_streams",
+    "engagement_answers",
 )
 
 

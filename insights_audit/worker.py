@@ -13,6 +13,10 @@ let one process run each job at a time, across every worker and host:
 - **window recounts** (``recount_windows``, lock ``RECOUNT_LOCK``, never under the sealing
   lock): the most-viewed windows clients asked for in the last hour, counted again, at most
   ``WINDOWS_KEPT_PER_ORG`` per org within ``RECOUNT_BUDGET_SECONDS`` a pass.
+- **engagement answers** (``refresh_answers``): the "viewers also viewed" and
+  recommendation answers asked for in the last minutes, computed again before they are a
+  minute old (each under its own lock, shared with the requests), within
+  ``REFRESH_BUDGET_SECONDS`` a pass; the others dropped.
 - **push streams** (``streams.delivery``, a lock per stream): every active stream that is
   due, batch by batch, every ``STREAM_PASS_INTERVAL_SECONDS``, in a thread of its own so
   that a slow receiver never delays sealing.
@@ -35,6 +39,7 @@ from sqlalchemy.dialects.postgresql import insert
 from insights_audit.audit import chain_order
 from insights_audit.audit.keys import app_signing_key, cursor_key
 from insights_audit.audit.window_counts import keep_window, windows_to_keep
+from insights_audit.dashboards import answers, service
 from insights_audit.db.engine import engine
 from insights_audit.db.orgs import chained_orgs
 from insights_audit.db.unit_of_work import transaction
@@ -81,8 +86,9 @@ def seal_everything(app: Flask) -> int:
         finally:
             guard.scalar(select(func.pg_advisory_unlock(SEALER_LOCK)))
             guard.commit()
-    # Recounts take their own turn: they never hold sealing back.
+    # Recounts and answers take their own turn: they never hold sealing back.
     recount_windows(app, orgs)
+    refresh_answers(app, orgs)
     return sealed
 
 
@@ -167,6 +173,66 @@ def _recount(due: list[tuple[datetime, str, int]], deadline: float) -> int:
             keep_window(connection, org, days)
         counted += 1
     return counted
+
+
+# pg_try_advisory_lock key of the answers' refresh ("answ" + 1): one process at a time.
+REFRESH_LOCK = 0x616E7378
+# Seconds of computing kept engagement answers per pass; answers left over are the stalest of
+# the next pass (a request that finds one older than a minute computes it itself).
+REFRESH_BUDGET_SECONDS = 15.0
+# How long before an answer is a minute old the worker computes it again: its next pass may
+# come an interval later, and a computation takes a while.
+REFRESH_MARGIN_SECONDS = 10.0
+
+
+def refresh_answers(app: Flask, orgs: list[str]) -> int:
+    """Compute again the engagement answers clients asked for in the last minutes before
+    they are a minute old, stalest first across ``orgs``, for at most
+    ``REFRESH_BUDGET_SECONDS``; drop those nobody asks for. Returns how many were computed."""
+    interval = app.config["SETTINGS"].audit_seal_interval_seconds
+    older_than = max(0.0, answers.FRESH_SECONDS - interval - REFRESH_MARGIN_SECONDS)
+    with app.app_context(), engine().connect() as guard:
+        if not guard.scalar(select(func.pg_try_advisory_lock(REFRESH_LOCK))):
+            guard.rollback()
+            return 0
+        try:
+            due: list[tuple[datetime, str, answers.Question]] = []
+            for org in orgs:
+                with transaction(org) as connection:
+                    due += [
+                        (as_of, org, question)
+                        for as_of, question in answers.answers_to_refresh(
+                            connection, org, older_than
+                        )
+                    ]
+            return _refresh(sorted(due, key=lambda item: item[0]))
+        finally:
+            guard.scalar(select(func.pg_advisory_unlock(REFRESH_LOCK)))
+            guard.commit()
+
+
+def keep_answers_fresh(org: str, older_than: float = 0.0) -> int:
+    """``refresh_answers`` for one org, in the current app context: the answers older than
+    ``older_than`` seconds computed again (the others nobody asks for dropped)."""
+    with transaction(org) as connection:
+        due = [
+            (as_of, org, q) for as_of, q in answers.answers_to_refresh(connection, org, older_than)
+        ]
+    return _refresh(due)
+
+
+def _refresh(due: list[tuple[datetime, str, answers.Question]]) -> int:
+    deadline = time.monotonic() + REFRESH_BUDGET_SECONDS
+    computed = 0
+    for _, org, question in due:
+        if time.monotonic() >= deadline:
+            break
+        try:
+            if service.compute_again(engine(), org, question):
+                computed += 1
+        except Exception:  # the next pass, or the next request, computes it
+            log.exception("computing a kept %s answer failed", question.kind)
+    return computed
 
 
 def keep_the_trail_tidy(app: Flask, key: Ed25519PrivateKey) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from insights_audit.dashboards import engagement
-from insights_audit.worker import keep_windows_counted
+from insights_audit.dashboards import answers, engagement
+from insights_audit.db.engine import engine
+from insights_audit.worker import keep_answers_fresh, keep_windows_counted
 from tests.conftest import BASE, TokenFactory, bearer, new_id, rebuild_aggregates, run_sql
 
 DAY = timedelta(days=1)
@@ -191,6 +193,18 @@ def get(client: FlaskClient, token: str, path: str) -> tuple[datetime, list[dict
     return asked, response.json["data"]
 
 
+def computed_for(app: Flask, monkeypatch: pytest.MonkeyPatch, org: str, limit: int) -> None:
+    """The next answers of ``org`` computed for exactly ``limit`` items (the bound of related
+    and the candidates of recommended then depend on it), none kept from an earlier ask."""
+    monkeypatch.setattr(answers, "KEPT_ITEMS", limit)
+    forget_answers(app, org)
+
+
+def forget_answers(app: Flask, org: str) -> None:
+    """No kept answers of ``org``: its next asks compute them."""
+    run_sql(app, "DELETE FROM engagement_answers WHERE org = :org", org=org)
+
+
 USERS = [f"user-{n}" for n in range(7)]
 BOARDS = sorted(str(uuid.UUID(int=n * 7919 + 1)) for n in range(9))
 NAMES = {board: f"Board {n}" for n, board in enumerate(BOARDS[:-1])}  # the last one unnamed
@@ -349,7 +363,7 @@ def test_views_recorded_through_the_api_count_at_once(
 
 
 def test_another_orgs_views_never_move_an_answer(
-    app: Flask, client: FlaskClient, make_token: TokenFactory, history: list[View]
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str, history: list[View]
 ) -> None:
     token = make_token(user=USERS[1])
     paths = [
@@ -366,6 +380,7 @@ def test_another_orgs_views_never_move_an_answer(
         [View(USERS[1], board, now - timedelta(hours=n)) for n, board in enumerate(BOARDS * 3)],
         {},
     )
+    forget_answers(app, org)  # computed again, not the answers kept a moment ago
     assert [get(client, token, path)[1] for path in paths] == before
 
 
@@ -475,6 +490,8 @@ def test_trending_and_related_hold_for_any_history(
 
 @pytest.mark.parametrize(("few_viewers", "few_audiences"), [(500, 0), (0, 0), (0, 10_000)])
 def test_related_counts_audiences_every_way_with_the_same_answer(
+    app: Flask,
+    org: str,
     client: FlaskClient,
     make_token: TokenFactory,
     history: list[View],
@@ -487,6 +504,7 @@ def test_related_counts_audiences_every_way_with_the_same_answer(
     by dashboard from the daily counts; each gives the oracle's answer."""
     monkeypatch.setattr(engagement, "FEW_VIEWERS", few_viewers)
     monkeypatch.setattr(engagement, "FEW_AUDIENCES", few_audiences)
+    computed_for(app, monkeypatch, org, 3)
     token = make_token()
     for days in (1, 7, 30):
         for board in BOARDS:
@@ -515,6 +533,7 @@ def test_related_counts_the_audiences_that_can_win_and_answers_exactly(
     write_views(app, org, views, {})
     token = make_token()
     for limit in (1, 2, 13, 50):
+        computed_for(app, monkeypatch, org, limit)
         asked, data = get(client, token, f"/dashboard/{x}/related?days=7&limit={limit}")
         assert data == related_oracle(views, {}, asked, x, 7, limit), limit
     assert data[0]["dashboardId"] == niche and data[0]["score"] == 0.5
@@ -544,6 +563,7 @@ def test_related_cuts_a_long_list_exactly_either_way(
     token = make_token()
     for board in boards[:5]:
         for limit in (1, 2, 5):
+            computed_for(app, monkeypatch, org, limit)
             asked, data = get(client, token, f"/dashboard/{board}/related?days=7&limit={limit}")
             assert data == related_oracle(views, {}, asked, board, 7, limit), (board, limit)
 
@@ -575,6 +595,7 @@ def test_related_holds_for_many_dashboards_and_small_limits(
     """More dashboards than the candidates of either way: the bound (``few_viewers`` 0)
     counts audiences in two rounds, the one statement cuts its ordered list."""
     monkeypatch.setattr(engagement, "FEW_VIEWERS", few_viewers)
+    monkeypatch.setattr(answers, "KEPT_ITEMS", limit)  # a new org: nothing kept yet
     org = f"org-h-{new_id()[:10]}"
     now = datetime.now(UTC)
     boards = [str(uuid.UUID(int=500 + n)) for n in range(40)]
@@ -589,7 +610,11 @@ def test_related_holds_for_many_dashboards_and_small_limits(
 
 
 def test_recommended_picks_the_same_few_out_of_many_candidates(
-    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str
+    app: Flask,
+    client: FlaskClient,
+    make_token: TokenFactory,
+    org: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """More candidates than are scored exactly (limit + 10): the cheap ranking that picks them
     must not lose one the exact scores would list."""
@@ -609,5 +634,193 @@ def test_recommended_picks_the_same_few_out_of_many_candidates(
     for user in users:
         token = make_token(user=user)
         for limit in (1, 2, 5):
+            computed_for(app, monkeypatch, org, limit)
             asked, data = get(client, token, f"/dashboard/recommended?days=60&limit={limit}")
             assert data == recommended_oracle(views, {}, asked, user, 60, limit), (user, limit)
+
+
+# Kept answers (``dashboards.answers``): related and recommended may lag views by a minute.
+
+
+def kept(app: Flask, org: str) -> list[tuple[Any, ...]]:
+    return run_sql(
+        app,
+        "SELECT kind, subject, days, as_of, requested_at FROM engagement_answers"
+        " WHERE org = :org ORDER BY kind, subject, days",
+        org=org,
+    )
+
+
+def age_answers(app: Flask, org: str, seconds: int, column: str = "as_of") -> None:
+    run_sql(
+        app,
+        f"UPDATE engagement_answers SET {column} = {column} - make_interval(secs => :s)"
+        " WHERE org = :org",
+        org=org,
+        s=seconds,
+    )
+
+
+def test_an_answer_is_kept_for_a_minute_then_computed_again(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str, history: list[View]
+) -> None:
+    """Views recorded after an answer was computed leave it as it is while it is younger than
+    a minute: the answer equals the oracle at the moment it was first asked. Once older, the
+    next request computes it again, with every view."""
+    user = "newcomer"  # recommended the popular dashboards until they view one
+    token = make_token(user=user)
+    related_path = f"/dashboard/{BOARDS[0]}/related?days=30&limit=50"
+    recommended_path = "/dashboard/recommended?days=30&limit=50"
+    first_asked, first_related = get(client, token, related_path)
+    _, first_recommended = get(client, token, recommended_path)
+    assert [row[:3] for row in kept(app, org)] == [
+        ("recommended", user, 30),
+        ("related", BOARDS[0], 30),
+    ]
+    views = list(history)
+    for board in (BOARDS[0], BOARDS[-1]):  # shared by one more viewer; the caller has a history
+        response = client.post(f"{BASE}/dashboard/{board}/view", headers=bearer(token))
+        assert response.status_code == 200
+        views.append(View(user, board, datetime.now(UTC)))
+    assert related_oracle(views, NAMES, datetime.now(UTC), BOARDS[0], 30, 50) != first_related
+    _, again = get(client, token, related_path)
+    assert again == first_related == related_oracle(history, NAMES, first_asked, BOARDS[0], 30, 50)
+    assert get(client, token, recommended_path)[1] == first_recommended
+    age_answers(app, org, 61)
+    asked, data = get(client, token, related_path)
+    assert data == related_oracle(views, NAMES, asked, BOARDS[0], 30, 50)
+    asked, data = get(client, token, recommended_path)
+    assert data == recommended_oracle(views, NAMES, asked, user, 30, 50)
+    assert data[0]["reason"] == "similar" and first_recommended[0]["reason"] == "popular"
+
+
+def test_the_worker_computes_asked_answers_again_before_they_are_a_minute_old(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str, history: list[View]
+) -> None:
+    user = USERS[3]
+    token = make_token(user=user)
+    path = f"/dashboard/{BOARDS[1]}/related?days=7&limit=50"
+    get(client, token, path)
+    get(client, token, "/dashboard/recommended?days=7")
+    views = list(history)
+    for other in ("late-1", "late-2"):
+        viewer = make_token(user=other)
+        for board in (BOARDS[1], BOARDS[-1]):
+            assert (
+                client.post(f"{BASE}/dashboard/{board}/view", headers=bearer(viewer)).status_code
+                == 200
+            )
+            views.append(View(other, board, datetime.now(UTC)))
+    with app.app_context():
+        assert keep_answers_fresh(org, older_than=30) == 0  # both younger than that
+    age_answers(app, org, 40)
+    before = kept(app, org)
+    with app.app_context():
+        assert keep_answers_fresh(org, older_than=30) == 2
+    after = kept(app, org)
+    assert [row[3] > old[3] for row, old in zip(after, before, strict=True)] == [True, True]
+    assert [row[4] for row in after] == [row[4] for row in before]  # not asked by the worker
+    asked, data = get(client, token, path)
+    assert kept(app, org) == after  # the request used the worker's answer
+    assert data == related_oracle(views, NAMES, asked, BOARDS[1], 7, 50)
+    assert data != related_oracle(history, NAMES, asked, BOARDS[1], 7, 50)
+
+
+def test_answers_nobody_asks_for_are_dropped_and_an_org_keeps_the_latest_asked(
+    app: Flask,
+    client: FlaskClient,
+    make_token: TokenFactory,
+    org: str,
+    history: list[View],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = make_token()
+    for board in BOARDS[:4]:
+        get(client, token, f"/dashboard/{board}/related")
+    run_sql(
+        app,
+        "UPDATE engagement_answers SET requested_at = now() - interval '11 minutes'"
+        " WHERE org = :org AND subject = :board",
+        org=org,
+        board=BOARDS[0],
+    )
+    run_sql(
+        app,
+        "UPDATE engagement_answers SET requested_at = now() - interval '5 minutes'"
+        " WHERE org = :org AND subject = :board",
+        org=org,
+        board=BOARDS[1],
+    )
+    monkeypatch.setattr(answers, "KEPT_PER_ORG", 2)
+    with app.app_context():
+        keep_answers_fresh(org, older_than=30)
+    assert sorted(row[1] for row in kept(app, org)) == sorted(BOARDS[2:4])
+
+
+def test_a_kept_answer_is_marked_asked_at_most_once_a_minute(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str, history: list[View]
+) -> None:
+    token = make_token()
+    path = f"/dashboard/{BOARDS[0]}/related"
+    get(client, token, path)
+    age_answers(app, org, 30, "requested_at")
+    marked = kept(app, org)[0][4]
+    get(client, token, path)
+    assert kept(app, org)[0][4] == marked  # asked less than a minute ago: left as it is
+    age_answers(app, org, 60, "requested_at")
+    get(client, token, path)
+    assert kept(app, org)[0][4] > marked
+
+
+def test_requests_that_find_an_answer_missing_at_once_compute_it_once(
+    app: Flask, org: str, history: list[View]
+) -> None:
+    calls: list[str] = []
+
+    def slow(connection: Any, org: str, question: answers.Question) -> list[Any]:
+        calls.append(question.subject)
+        time.sleep(0.5)
+        return [[question.subject, None, 1, 0.5]]
+
+    question = answers.Question(answers.RELATED, BOARDS[0], 7)
+    found: list[Any] = []
+
+    def ask() -> None:
+        with app.app_context():
+            found.append(
+                answers.computed(
+                    engine(), org, question, slow, snapshot=True, asked=True, wait=True
+                )
+            )
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [BOARDS[0]]
+    assert found == [[[BOARDS[0], None, 1, 0.5]]] * 3
+    # The worker does not wait for a computation under way: it leaves the answer to it.
+    forget_answers(app, org)
+    busy = threading.Thread(target=ask)
+    busy.start()
+    time.sleep(0.2)
+    with app.app_context():
+        skipped = answers.computed(
+            engine(), org, question, slow, snapshot=True, asked=False, wait=False
+        )
+    busy.join()
+    assert skipped is None and len(calls) == 2
+
+
+def test_kept_answers_stay_in_their_org_and_go_with_a_rebuild(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str, history: list[View]
+) -> None:
+    path = f"/dashboard/{BOARDS[0]}/related"
+    assert get(client, make_token(), path)[1]
+    stranger = make_token(token_org=f"org-s-{new_id()[:8]}")
+    assert get(client, stranger, path)[1] == []
+    assert get(client, make_token(user="newcomer"), "/dashboard/recommended")[1]
+    assert len(kept(app, org)) == 2
+    rebuild_aggregates(app, org)
+    assert kept(app, org) == []

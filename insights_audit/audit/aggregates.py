@@ -14,6 +14,7 @@ from insights_audit.models import (
     DashboardDailyViews,
     DashboardDayTotal,
     DashboardTotal,
+    EngagementAnswer,
     TotalSnapshot,
     ViewLog,
     WindowCount,
@@ -88,6 +89,7 @@ REBUILD_TOTALS = text(
 
 # Every table ``rebuild`` empties and fills again for an org.
 DERIVED = (
+    EngagementAnswer,
     WindowCount,
     WindowSnapshot,
     TotalSnapshot,

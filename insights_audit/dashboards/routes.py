@@ -120,7 +120,8 @@ class RecommendedDashboards(MethodView):
         related scores to the dashboards I did view (`reason` `similar`, with the three
         contributing most in `because`), highest first (ties: `dashboardId`). When fewer
         than `limit` have a score, the organisation's most viewed dashboards of the window
-        that I did not view follow (`reason` `popular`, `score` 0).
+        that I did not view follow (`reason` `popular`, `score` 0). The answer is exact as
+        of a moment at most a minute before the request (answers are kept that long).
         """
         user_id = current_principal().user_id
         found = read(lambda work: service.recommended(work, user_id, days, limit))
@@ -140,10 +141,11 @@ class RelatedDashboards(MethodView):
         viewed this one in that window, by `score` = sharedViewers / sqrt(viewers of this x
         viewers of that) (the cosine of the two viewer sets: 1 when the same people view
         both), highest first (ties: `sharedViewers` descending, then `dashboardId`). A
-        dashboard nobody viewed in the window gives an empty list.
+        dashboard nobody viewed in the window gives an empty list. The answer is exact as of
+        a moment at most a minute before the request (answers are kept that long).
         """
         dashboard_id = parse_target_id(dashboardId, "dashboard")
-        found = read(lambda work: service.related(work, dashboard_id, days, limit), snapshot=True)
+        found = read(lambda work: service.related(work, dashboard_id, days, limit))
         return {"data": shown(found), "message": RELATED_MESSAGE}
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
-from insights_audit.dashboards import engagement, queries
+from sqlalchemy import Connection, Engine
+
+from insights_audit.dashboards import answers, engagement, queries
 from insights_audit.dashboards.engagement import Recommended, Related, Trending
+from insights_audit.db.engine import engine
 from insights_audit.db.unit_of_work import UnitOfWork
 
 
@@ -34,20 +38,71 @@ def trending(work: UnitOfWork, days: int, limit: int) -> list[Trending]:
 
 
 def related(work: UnitOfWork, dashboard_id: uuid.UUID, days: int, limit: int) -> list[Related]:
-    """What the viewers of ``dashboard_id`` also viewed in the last ``days``."""
-    return engagement.related(work.connection, work.org, dashboard_id, days, limit)
+    """What the viewers of ``dashboard_id`` also viewed in the last ``days``, as kept for at
+    most a minute (``answers``)."""
+    question = answers.Question(answers.RELATED, str(dashboard_id), days)
+    items = answers.answer(work, engine(), question, _related_now, snapshot=True)
+    return [Related(uuid.UUID(board), name, shared, score) for board, name, shared, score in items][
+        :limit
+    ]
+
+
+def _related_now(connection: Connection, org: str, question: answers.Question) -> list[Any]:
+    found = engagement.related(
+        connection, org, uuid.UUID(question.subject), question.days, answers.KEPT_ITEMS
+    )
+    return [[str(item.dashboard_id), item.name, item.shared_viewers, item.score] for item in found]
 
 
 def recommended(work: UnitOfWork, user_id: str, days: int, limit: int) -> list[Recommended]:
     """Dashboards for ``user_id``: those the viewers of their own dashboards viewed, then the
-    org's most viewed of the window, never one they viewed in it."""
-    connection = work.connection
+    org's most viewed of the window, never one they viewed in it; as kept for at most a
+    minute (``answers``)."""
+    question = answers.Question(answers.RECOMMENDED, user_id, days)
+    items = answers.answer(work, engine(), question, _recommended_now, snapshot=False)
+    return [
+        Recommended(uuid.UUID(board), name, score, reason, [uuid.UUID(x) for x in because])
+        for board, name, score, reason, because in items[:limit]
+    ]
+
+
+def _recommended_now(connection: Connection, org: str, question: answers.Question) -> list[Any]:
+    user_id, days, limit = question.subject, question.days, answers.KEPT_ITEMS
     since = engagement.window_since(connection, days)
-    chosen, mine = engagement.similar_to_mine(connection, work.org, user_id, since, limit)
+    chosen, mine = engagement.similar_to_mine(connection, org, user_id, since, limit)
     if len(chosen) < limit:
         taken = mine | {item.dashboard_id for item in chosen}
         wanted = limit - len(chosen) + len(taken)
-        top = json.loads(queries.most_viewed_recently(connection, work.org, wanted, days))
+        top = json.loads(queries.most_viewed_recently(connection, org, wanted, days))
         fill = [item for item in engagement.popular(top) if item.dashboard_id not in taken]
         chosen += fill[: limit - len(chosen)]
-    return chosen
+    return [
+        [
+            str(item.dashboard_id),
+            item.name,
+            item.score,
+            item.reason,
+            [str(board) for board in item.because],
+        ]
+        for item in chosen
+    ]
+
+
+# How each kind of kept answer is computed, and whether in one snapshot (related's statements
+# read together; recommended's popular fill may count a window, which a snapshot could not).
+KINDS: dict[str, tuple[answers.Compute, bool]] = {
+    answers.RELATED: (_related_now, True),
+    answers.RECOMMENDED: (_recommended_now, False),
+}
+
+
+def compute_again(primary: Engine, org: str, question: answers.Question) -> bool:
+    """Compute a kept answer again (the background worker), unless a request is computing
+    it; whether it was computed."""
+    compute, snapshot = KINDS[question.kind]
+    return (
+        answers.computed(
+            primary, org, question, compute, snapshot=snapshot, asked=False, wait=False
+        )
+        is not None
+    )

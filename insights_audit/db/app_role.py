@@ -23,6 +23,8 @@ APP_ROLE_GRANTS = {
     "window_counts": "SELECT, INSERT, UPDATE, DELETE",
     # Figures across orgs for /metrics, measured by the background job (migration 0011).
     "service_gauges": "SELECT, INSERT, UPDATE",
+    # Engagement answers kept for a minute, dropped when no longer asked for (migration 0019).
+    "engagement_answers": "SELECT, INSERT, UPDATE, DELETE",
     # Push streams, changed by org administrators and moved on by the deliverer (0012).
     "push_streams": "SELECT, INSERT, UPDATE, DELETE",
     # Each token's last writing transaction, for reads from replicas (migration 0016).

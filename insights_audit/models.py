@@ -373,7 +373,8 @@ class WindowSnapshot(Base):
 
 
 class WindowCount(Base):
-    """Views of one dashboard in a kept window, as of its ``WindowSnapshot``."""
+    """Views of one dashboard in a kept window, and in the window as long before it, as of
+    its ``WindowSnapshot``."""
 
     __tablename__ = "window_counts"
     __table_args__ = (
@@ -386,12 +387,28 @@ class WindowCount(Base):
             text("last_viewed_at DESC"),
             "dashboard_id",
         ),
+        # The window's rising dashboards by trending score (migration 0020), for the ones
+        # no view has changed since.
+        Index(
+            "ix_window_counts_rising",
+            "org",
+            "days",
+            text(
+                "((views - earlier_views)::double precision"
+                " / sqrt((earlier_views + 1)::double precision)) DESC"
+            ),
+            text("views DESC"),
+            "dashboard_id",
+            postgresql_where=text("views > earlier_views"),
+        ),
     )
 
     org: Mapped[str] = mapped_column(Key, primary_key=True)
     days: Mapped[int] = mapped_column(Integer, primary_key=True)
     dashboard_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     views: Mapped[int] = mapped_column(BigInteger)
+    # Its views in the window as long just before this one (trending's previous views).
+    earlier_views: Mapped[int] = mapped_column(BigInteger)
     last_viewed_at: Mapped[datetime] = mapped_column(TimestampTZ)
 
 

@@ -284,11 +284,14 @@ def test_limits_cut_the_same_order(
 def test_a_window_slides_while_the_test_runs(
     app: Flask, client: FlaskClient, make_token: TokenFactory, org: str
 ) -> None:
-    """A view 2 s inside the 1-day window is recent, and 3 s later it is previous."""
+    """A view 2 s inside the 1-day window is recent, and 3 s later it is previous; two views
+    2 s inside the day before it are previous, and 3 s later in neither window."""
     now = datetime.now(UTC)
-    board = BOARDS[0]
+    board, other = BOARDS[0], BOARDS[2]
     views = [View("a", board, now - DAY + timedelta(seconds=2))]
     views += [View("b", BOARDS[1], now - DAY - timedelta(hours=1))]
+    views += [View("c", other, now - timedelta(hours=1))]
+    views += [View("c", other, now - 2 * DAY + timedelta(seconds=2))] * 2
     write_views(app, org, views, {})
     token = make_token()
     _, before = get(client, token, "/dashboard/trending?days=1")
@@ -297,19 +300,23 @@ def test_a_window_slides_while_the_test_runs(
     ]
     time.sleep(3)
     _, after = get(client, token, "/dashboard/trending?days=1")
-    assert after == []  # now one view before and none since: not rising
+    # The first board: one view before and none since, not rising; the other: one recent
+    # view and the two before gone.
+    assert [(i["dashboardId"], i["recentViews"], i["previousViews"]) for i in after] == [
+        (other, 1, 0)
+    ]
 
 
 def test_trending_reads_its_kept_windows_exactly_as_views_arrive_and_recounts_run(
     app: Flask, client: FlaskClient, make_token: TokenFactory, org: str, history: list[View]
 ) -> None:
-    """Trending keeps both windows counted (the 7 and 14 days here): views recorded after
-    the counts were kept, and the background worker's recounts, leave it equal to the
-    oracle."""
+    """Trending keeps its window counted (7 days here, with the 7 days before it): views
+    recorded after the counts were kept, and the background worker's recounts, leave it
+    equal to the oracle."""
     token = make_token()
     _, first = get(client, token, "/dashboard/trending?days=7&limit=100")
     kept = run_sql(app, "SELECT days FROM window_snapshots WHERE org = :org ORDER BY 1", org=org)
-    assert kept == [(7,), (14,)]
+    assert kept == [(7,)]
     views = list(history)
     for board in [BOARDS[-1]] * 30 + [BOARDS[-2]]:
         assert (
@@ -325,7 +332,7 @@ def test_trending_reads_its_kept_windows_exactly_as_views_arrive_and_recounts_ru
             "UPDATE window_snapshots SET as_of = as_of - interval '2 minutes' WHERE org = :org",
             org=org,
         )
-        assert keep_windows_counted(org) == 2
+        assert keep_windows_counted(org) == 1
     asked, data = get(client, token, "/dashboard/trending?days=7&limit=100")
     assert data == trending_oracle(views, NAMES, asked, 7, 100)
 

@@ -2,8 +2,10 @@
 dashboard's views in the window of the last ``days`` x 24 h, kept with the snapshot they saw
 (migration 0010).
 
-``most-viewed?days=`` and trending read them (``kept_window``, then ``kept_views`` or
-``corrections`` in their statement: the kept counts corrected to the moment); the first
+Each kept window also holds every dashboard's views in the window as long just before it
+(``earlier_views``, the same snapshot), which trending compares with.
+``most-viewed?days=`` and trending read them (``kept_window``, then ``corrections`` in their
+statement: the kept counts corrected to the moment); the first
 request for a window counts it (others asking at once wait for that count), and then the
 background worker about every minute, counts them again: at most ``WINDOWS_KEPT_PER_ORG``
 windows per org (the most recently asked for), within a time budget per pass.
@@ -86,26 +88,42 @@ def window_start(connection: Connection, org: str, days: int, *, in_demand: bool
     return row[:5]
 
 
-# CTEs ending in ``in_window``: the views in the window [``:since``, now] of every dashboard
-# viewed in it = all views - the total at the end of the day before the window's first day
-# (``:snapshot_day``, stored by ``WINDOW_START``) - that first day's views before the window
-# (raw entries, < 1 day). Exact in the statement's snapshot.
-IN_WINDOW = f"""
-    before_window AS (
+def _views_before(name: str, since: str, snapshot_day: str) -> str:
+    """A CTE ``name``: every dashboard's views before the moment ``:{since}`` = the running
+    total at the end of the day before its day (``:{snapshot_day}``, stored by
+    ``WINDOW_START``) + that day's views before it (raw entries, < 1 day)."""
+    return f"""
+    {name}_first_day AS (
         SELECT e.target_id AS dashboard_id, count(*) AS views
         FROM audit_entries AS e
         WHERE e.org = :org AND {is_view("e")}
-          AND e.created_at >= date_trunc('day', CAST(:since AS timestamptz))
-          AND e.created_at < :since
+          AND e.created_at >= date_trunc('day', CAST(:{since} AS timestamptz))
+          AND e.created_at < :{since}
         GROUP BY e.target_id
-    ), in_window AS (
-        SELECT t.dashboard_id, t.name, t.last_viewed_at,
-               t.view_count - coalesce(s.total_views, 0) - coalesce(b.views, 0) AS view_count
+    ), {name} AS (
+        SELECT t.dashboard_id, coalesce(s.total_views, 0) + coalesce(b.views, 0) AS views
         FROM dashboard_totals AS t
         LEFT JOIN dashboard_day_totals AS s
-               ON s.org = :org AND s.day = :snapshot_day AND s.dashboard_id = t.dashboard_id
-        LEFT JOIN before_window AS b ON b.dashboard_id = t.dashboard_id
-        WHERE t.org = :org AND t.last_viewed_at >= :since
+               ON s.org = :org AND s.day = :{snapshot_day} AND s.dashboard_id = t.dashboard_id
+        LEFT JOIN {name}_first_day AS b ON b.dashboard_id = t.dashboard_id
+        WHERE t.org = :org AND t.last_viewed_at >= :earlier_since
+    )"""
+
+
+# CTEs ending in ``in_window``: for every dashboard viewed in the window [``:since``, now]
+# or in the one as long before it [``:earlier_since``, ``:since``), the views in each
+# (``view_count``, ``earlier_views``), from all views and the views before either start.
+# Exact in the statement's snapshot.
+IN_WINDOW = f"""
+    {_views_before("before_window", "since", "snapshot_day")},
+    {_views_before("before_earlier", "earlier_since", "earlier_snapshot_day")},
+    in_window AS (
+        SELECT t.dashboard_id, t.name, t.last_viewed_at,
+               t.view_count - b.views AS view_count, b.views - e.views AS earlier_views
+        FROM dashboard_totals AS t
+        JOIN before_window AS b ON b.dashboard_id = t.dashboard_id
+        JOIN before_earlier AS e ON e.dashboard_id = t.dashboard_id
+        WHERE t.org = :org AND t.last_viewed_at >= :earlier_since
     )
 """
 
@@ -129,12 +147,13 @@ KEEP_WINDOW = text(
         RETURNING 1
     )
     , counted AS (
-        INSERT INTO window_counts (org, days, dashboard_id, views, last_viewed_at)
-        SELECT :org, :days, dashboard_id, view_count, last_viewed_at
+        INSERT INTO window_counts (org, days, dashboard_id, views, earlier_views, last_viewed_at)
+        SELECT :org, :days, dashboard_id, view_count, earlier_views, last_viewed_at
         FROM in_window
         ORDER BY dashboard_id
         ON CONFLICT (org, days, dashboard_id) DO UPDATE
-        SET views = excluded.views, last_viewed_at = excluded.last_viewed_at
+        SET views = excluded.views, earlier_views = excluded.earlier_views,
+            last_viewed_at = excluded.last_viewed_at
         RETURNING 1
     )
     SELECT as_of, snapshot, xmin FROM kept
@@ -145,9 +164,18 @@ KEEP_WINDOW = text(
 def keep_counts(
     connection: Connection, org: str, days: int, since: Any, snapshot_day: Any
 ) -> tuple[Any, str, str]:
-    """Count the window that starts at ``since`` again and keep the counts (``snapshot_day``:
-    the day before it, from ``WINDOW_START``); the kept moment, snapshot and its xmin."""
-    params = {"org": org, "days": days, "since": since, "snapshot_day": snapshot_day}
+    """Count the window that starts at ``since`` again, and the one as long before it, and
+    keep the counts (``snapshot_day``: the day before it, from ``WINDOW_START``); the kept
+    moment, snapshot and its xmin."""
+    earlier_since, earlier_snapshot_day, *_ = window_start(connection, org, 2 * days)
+    params = {
+        "org": org,
+        "days": days,
+        "since": since,
+        "snapshot_day": snapshot_day,
+        "earlier_since": earlier_since,
+        "earlier_snapshot_day": earlier_snapshot_day,
+    }
     kept = connection.execute(KEEP_WINDOW, params).one()
     return kept.as_of, kept.snapshot, kept.xmin
 
@@ -254,32 +282,6 @@ def corrections(prefix: str = "") -> str:
           AND e.created_at < :{prefix}since
           AND pg_visible_in_snapshot(e.txid, CAST(:{prefix}snapshot AS pg_snapshot))
         GROUP BY e.target_id
-    )"""
-
-
-def kept_views(name: str, *prefixes: str) -> str:
-    """CTEs ending in ``name`` (dashboard_id, then ``{prefix}views`` for each window): every
-    dashboard's views in each window, exact in the statement's snapshot, from the windows'
-    kept counts and their ``corrections``, summed by one aggregate over all of them."""
-    parts = []
-    for n, prefix in enumerate(prefixes):
-        parts += [
-            f"SELECT w.dashboard_id, {n} AS kept, w.views FROM window_counts AS w"
-            f" WHERE w.org = :org AND w.days = :{prefix}days",
-            f"SELECT dashboard_id, {n}, views FROM {prefix}added",
-            f"SELECT dashboard_id, {n}, -views FROM {prefix}slid_out",
-        ]
-    sums = ", ".join(
-        f"CAST(coalesce(sum(views) FILTER (WHERE kept = {n}), 0) AS bigint) AS {prefix}views"
-        for n, prefix in enumerate(prefixes)
-    )
-    union = "\n            UNION ALL ".join(parts)
-    return f"""{", ".join(corrections(prefix) for prefix in prefixes)}, {name} AS (
-        SELECT dashboard_id, {sums}
-        FROM (
-            {union}
-        ) AS parts
-        GROUP BY dashboard_id
     )"""
 
 

@@ -2,11 +2,10 @@
 
 Every answer is exact at a moment of the request:
 
-- **Trending** compares two windows kept counted by the windowed-counts engine
-  (``window_counts``): the views of the last ``days`` and of the ``2 x days`` (the earlier
-  window is their difference), each from its kept counts corrected to the moment, as
-  ``most-viewed?days=`` reads one, in one statement; the background worker keeps both
-  counted.
+- **Trending** reads the window of the last ``days`` kept counted by the windowed-counts
+  engine (``window_counts``), which also holds each dashboard's views in the ``days`` before
+  it, both from one snapshot, corrected to the moment as ``most-viewed?days=`` reads it, in
+  one statement; the background worker keeps it counted.
 - **Related** and **recommended** work on viewer sets. A user viewed a dashboard in a window
   that ends now exactly when their last view of it (``view_logs.last_viewed_at``) is in it,
   so the sets are read from ``view_logs`` (ix_view_logs_dashboard_recency for a dashboard's
@@ -29,13 +28,13 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, text
 
 from insights_audit.audit.window_counts import (
-    kept_views,
+    corrections,
     kept_window,
     mark_asked,
     viewers_in_window,
@@ -74,19 +73,51 @@ class Trending:
     score: float
 
 
-# Both windows' views of every dashboard from their kept counts, exact in the statement's
-# snapshot; the dashboards viewed more in the last window than in the one before it, best
-# first. The float8 score is the one ``trending`` computes (the same IEEE operations), so
-# exact ties order the same; ``trending`` orders the few candidates by the rounded score.
+# The trending score of kept counts, as ix_window_counts_rising orders them (float8: the same
+# IEEE operations as ``trending``'s, so exact ties order the same).
+KEPT_SCORE = (
+    "(CAST(w.views - w.earlier_views AS float8) / sqrt(CAST(w.earlier_views + 1 AS float8)))"
+)
+
+# Every dashboard's views in the last window and in the one before it, from the kept window
+# (both counted in one snapshot) corrected to the moment: the views since the snapshot, the
+# views that slid from the last window into the one before, and those that slid out of that
+# (``corrections`` of the window and of the one twice as long, same snapshot). Dashboards no
+# view has changed since keep their kept score, so the best rising ones come from
+# ix_window_counts_rising; the changed ones are scored again. ``trending`` orders the few
+# candidates by the rounded score.
 TRENDING_SQL = f"""
-    WITH MARK_ASKED {kept_views("counted", "recent_", "twice_")}, rising AS (
-        SELECT dashboard_id, recent_views, twice_views - recent_views AS previous_views
-        FROM counted
-        WHERE recent_views > twice_views - recent_views
+    WITH MARK_ASKED {corrections("recent_")}, {corrections("twice_")}, changed AS (
+        SELECT dashboard_id, sum(recent) AS recent, sum(twice) AS twice
+        FROM (
+            SELECT dashboard_id, views AS recent, 0 AS twice FROM recent_added
+            UNION ALL SELECT dashboard_id, -views, 0 FROM recent_slid_out
+            UNION ALL SELECT dashboard_id, 0, views FROM twice_added
+            UNION ALL SELECT dashboard_id, 0, -views FROM twice_slid_out
+        ) AS parts
+        GROUP BY dashboard_id
+    ), candidates AS (
+        (SELECT w.dashboard_id, w.views AS recent_views, w.earlier_views AS previous_views
+         FROM window_counts AS w
+         WHERE w.org = :org AND w.days = :recent_days AND w.views > w.earlier_views
+           AND w.dashboard_id NOT IN (SELECT dashboard_id FROM changed)
+         ORDER BY {KEPT_SCORE} DESC, w.views DESC, w.dashboard_id
+         LIMIT :candidates)
+        UNION ALL
+        SELECT c.dashboard_id, CAST(counts.recent AS bigint),
+               CAST(counts.twice - counts.recent AS bigint)
+        FROM changed AS c
+        LEFT JOIN window_counts AS w
+               ON w.org = :org AND w.days = :recent_days AND w.dashboard_id = c.dashboard_id
+        CROSS JOIN LATERAL (
+            SELECT coalesce(w.views, 0) + c.recent AS recent,
+                   coalesce(w.views + w.earlier_views, 0) + c.twice AS twice
+        ) AS counts
     )
     SELECT s.dashboard_id, t.name, s.recent_views, s.previous_views
     FROM (
-        SELECT * FROM rising
+        SELECT * FROM candidates
+        WHERE recent_views > previous_views
         ORDER BY CAST(recent_views - previous_views AS float8)
                      / sqrt(CAST(previous_views + 1 AS float8)) DESC,
                  recent_views DESC, dashboard_id
@@ -94,9 +125,7 @@ TRENDING_SQL = f"""
     ) AS s
     LEFT JOIN dashboard_totals AS t ON t.org = :org AND t.dashboard_id = s.dashboard_id
 """
-TRENDING = DriverStatement(
-    text(TRENDING_SQL.replace("MARK_ASKED", mark_asked(":recent_days", ":twice_days")))
-)
+TRENDING = DriverStatement(text(TRENDING_SQL.replace("MARK_ASKED", mark_asked(":recent_days"))))
 TRENDING_ON_REPLICA = DriverStatement(text(TRENDING_SQL.replace("MARK_ASKED", "")))
 # Candidates ordered exactly beyond those asked for (trending, recommended): the order of
 # the SQL's float scores and the exact one differ only for scores closer than 1e-9 that are
@@ -107,13 +136,14 @@ SPARE_CANDIDATES = 10
 def trending(connection: Connection, org: str, days: int, limit: int) -> list[Trending]:
     """Dashboards viewed more in the last ``days`` x 24 h than in the ``days`` before, by
     (recent - previous) / sqrt(previous + 1), highest first."""
-    recent = kept_window(connection, org, days)
-    twice = kept_window(connection, org, 2 * days)
+    window = kept_window(connection, org, days)
+    # The window twice as long, seen from the same kept counts: it starts ``days`` earlier.
+    twice = replace(window, days=2 * days, since=window.since - timedelta(days=days))
     statement = TRENDING_ON_REPLICA if on_replica(connection) else TRENDING
     params = {
         "org": org,
         "candidates": limit + SPARE_CANDIDATES,
-        **recent.params("recent_"),
+        **window.params("recent_"),
         **twice.params("twice_"),
     }
     found = [

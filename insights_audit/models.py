@@ -423,6 +423,8 @@ class EngagementAnswer(Base):
     kind: Mapped[str] = mapped_column(Key, primary_key=True)
     subject: Mapped[str] = mapped_column(Key, primary_key=True)
     days: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The ``limit`` it was computed for: it answers requests for at most that many items.
+    items_limit: Mapped[int] = mapped_column(Integer)
     as_of: Mapped[datetime] = mapped_column(TimestampTZ)
     # When a request last asked for it (kept to within a minute): the background worker
     # computes again only answers asked for in the last ten minutes.

@@ -193,13 +193,6 @@ def get(client: FlaskClient, token: str, path: str) -> tuple[datetime, list[dict
     return asked, response.json["data"]
 
 
-def computed_for(app: Flask, monkeypatch: pytest.MonkeyPatch, org: str, limit: int) -> None:
-    """The next answers of ``org`` computed for exactly ``limit`` items (the bound of related
-    and the candidates of recommended then depend on it), none kept from an earlier ask."""
-    monkeypatch.setattr(answers, "KEPT_ITEMS", limit)
-    forget_answers(app, org)
-
-
 def forget_answers(app: Flask, org: str) -> None:
     """No kept answers of ``org``: its next asks compute them."""
     run_sql(app, "DELETE FROM engagement_answers WHERE org = :org", org=org)
@@ -511,7 +504,7 @@ def test_related_counts_audiences_every_way_with_the_same_answer(
     by dashboard from the daily counts; each gives the oracle's answer."""
     monkeypatch.setattr(engagement, "FEW_VIEWERS", few_viewers)
     monkeypatch.setattr(engagement, "FEW_AUDIENCES", few_audiences)
-    computed_for(app, monkeypatch, org, 3)
+    forget_answers(app, org)  # nothing kept: computed for this limit
     token = make_token()
     for days in (1, 7, 30):
         for board in BOARDS:
@@ -540,7 +533,7 @@ def test_related_counts_the_audiences_that_can_win_and_answers_exactly(
     write_views(app, org, views, {})
     token = make_token()
     for limit in (1, 2, 13, 50):
-        computed_for(app, monkeypatch, org, limit)
+        forget_answers(app, org)  # nothing kept: computed for this limit
         asked, data = get(client, token, f"/dashboard/{x}/related?days=7&limit={limit}")
         assert data == related_oracle(views, {}, asked, x, 7, limit), limit
     assert data[0]["dashboardId"] == niche and data[0]["score"] == 0.5
@@ -570,7 +563,7 @@ def test_related_cuts_a_long_list_exactly_either_way(
     token = make_token()
     for board in boards[:5]:
         for limit in (1, 2, 5):
-            computed_for(app, monkeypatch, org, limit)
+            forget_answers(app, org)  # nothing kept: computed for this limit
             asked, data = get(client, token, f"/dashboard/{board}/related?days=7&limit={limit}")
             assert data == related_oracle(views, {}, asked, board, 7, limit), (board, limit)
 
@@ -602,7 +595,6 @@ def test_related_holds_for_many_dashboards_and_small_limits(
     """More dashboards than the candidates of either way: the bound (``few_viewers`` 0)
     counts audiences in two rounds, the one statement cuts its ordered list."""
     monkeypatch.setattr(engagement, "FEW_VIEWERS", few_viewers)
-    monkeypatch.setattr(answers, "KEPT_ITEMS", limit)  # a new org: nothing kept yet
     org = f"org-h-{new_id()[:10]}"
     now = datetime.now(UTC)
     boards = [str(uuid.UUID(int=500 + n)) for n in range(40)]
@@ -617,11 +609,7 @@ def test_related_holds_for_many_dashboards_and_small_limits(
 
 
 def test_recommended_picks_the_same_few_out_of_many_candidates(
-    app: Flask,
-    client: FlaskClient,
-    make_token: TokenFactory,
-    org: str,
-    monkeypatch: pytest.MonkeyPatch,
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str
 ) -> None:
     """More candidates than are scored exactly (limit + 10): the cheap ranking that picks them
     must not lose one the exact scores would list."""
@@ -641,7 +629,7 @@ def test_recommended_picks_the_same_few_out_of_many_candidates(
     for user in users:
         token = make_token(user=user)
         for limit in (1, 2, 5):
-            computed_for(app, monkeypatch, org, limit)
+            forget_answers(app, org)  # nothing kept: computed for this limit
             asked, data = get(client, token, f"/dashboard/recommended?days=60&limit={limit}")
             assert data == recommended_oracle(views, {}, asked, user, 60, limit), (user, limit)
 
@@ -699,6 +687,29 @@ def test_an_answer_is_kept_for_a_minute_then_computed_again(
     asked, data = get(client, token, recommended_path)
     assert data == recommended_oracle(views, NAMES, asked, user, 30, 50)
     assert data[0]["reason"] == "similar" and first_recommended[0]["reason"] == "popular"
+
+
+def test_an_answer_kept_for_a_limit_answers_smaller_ones_and_a_larger_one_replaces_it(
+    app: Flask, client: FlaskClient, make_token: TokenFactory, org: str, history: list[View]
+) -> None:
+    token = make_token(user=USERS[0])
+    related_path = f"/dashboard/{BOARDS[0]}/related?days=30"
+    for path, oracle, subject in (
+        (related_path, related_oracle, BOARDS[0]),
+        ("/dashboard/recommended?days=30", recommended_oracle, USERS[0]),
+    ):
+        _, two = get(client, token, f"{path}&limit=2")
+        [(*_, computed_at, _)] = kept(app, org)
+        _, one = get(client, token, f"{path}&limit=1")
+        assert one == two[:1] and kept(app, org)[0][3] == computed_at  # the kept one
+        asked, five = get(client, token, f"{path}&limit=5")
+        assert kept(app, org)[0][3] > computed_at  # computed again, for five
+        assert five[:2] == two and five == oracle(history, NAMES, asked, subject, 30, 5)
+        assert get(client, token, f"{path}&limit=3")[1] == five[:3]
+        assert run_sql(
+            app, "SELECT items_limit FROM engagement_answers WHERE org = :org", org=org
+        ) == [(5,)]
+        forget_answers(app, org)
 
 
 def test_the_worker_computes_asked_answers_again_before_they_are_a_minute_old(
@@ -789,7 +800,7 @@ def test_requests_that_find_an_answer_missing_at_once_compute_it_once(
         time.sleep(0.5)
         return [[question.subject, None, 1, 0.5]]
 
-    question = answers.Question(answers.RELATED, BOARDS[0], 7)
+    question = answers.Question(answers.RELATED, BOARDS[0], 7, 50)
     found: list[Any] = []
 
     def ask() -> None:

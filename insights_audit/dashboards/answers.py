@@ -12,11 +12,12 @@ kept, exact at the moment it was computed (``as_of``):
   ``ASKED_WITHIN_MINUTES`` before they are a minute old (``answers_to_refresh``), stalest
   first, within a time budget; it drops the others, and keeps at most ``KEPT_PER_ORG`` per
   org (the most recently asked for).
-- An answer keeps its best ``KEPT_ITEMS`` items, the most a request may ask for: the order of
-  the items is total, so a shorter answer is their first items.
+- An answer keeps the items of the ``limit`` it was computed for (``items_limit``): the
+  order of the items is total, so it also answers any smaller ``limit`` (its first items);
+  a request for more computes it again for its own ``limit``, which then replaces it.
 
-The size is bounded by what is asked for: at most ``KEPT_PER_ORG`` answers of at most
-``KEPT_ITEMS`` items per org, whatever the trail holds.
+The size is bounded by what is asked for: at most ``KEPT_PER_ORG`` answers of at most 50
+items (the largest ``limit``) per org, whatever the trail holds.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ from insights_audit.db.unit_of_work import UnitOfWork, set_tenant
 
 RELATED = "related"
 RECOMMENDED = "recommended"
-# The most items a request may ask for (``limit``), and so what an answer keeps.
-KEPT_ITEMS = 50
 # A kept answer older than this is not used (the lag §7.2 and §7.3 allow).
 FRESH_SECONDS = 60
 # Answers not asked for within this are dropped by the worker, not computed again.
@@ -50,29 +49,38 @@ KEPT_PER_ORG = 500
 @dataclass(frozen=True)
 class Question:
     """What an answer answers: ``kind`` (``RELATED``: of the dashboard ``subject``;
-    ``RECOMMENDED``: for the user ``subject``) over the window of the last ``days``."""
+    ``RECOMMENDED``: for the user ``subject``) over the window of the last ``days``, its
+    first ``limit`` items (an answer kept for a larger ``limit`` answers it too)."""
 
     kind: str
     subject: str
     days: int
+    limit: int
 
     def params(self, org: str) -> dict[str, Any]:
-        return {"org": org, "kind": self.kind, "subject": self.subject, "days": self.days}
+        return {
+            "org": org,
+            "kind": self.kind,
+            "subject": self.subject,
+            "days": self.days,
+            "limit": self.limit,
+        }
 
 
 # A computation of an answer: its items (JSON values), best first, on a connection in a
 # transaction on the org; it is given the org and the question.
 Compute = Callable[[Connection, str, Question], list[Any]]
 
-# The kept answer if fresh, and whether it is due to be marked asked again (at most once a
-# minute). Reads only, so that it may run on a replica.
+# The kept answer if fresh and computed for at least ``:limit`` items (its first ``:limit``),
+# and whether it is due to be marked asked again (at most once a minute). Reads only, so
+# that it may run on a replica.
 KEPT = DriverStatement(
     text(
         f"""
         SELECT items, requested_at < now() - interval '1 minute' AS mark_due
         FROM engagement_answers
         WHERE org = :org AND kind = :kind AND subject = :subject AND days = :days
-          AND as_of > now() - interval '{FRESH_SECONDS} seconds'
+          AND items_limit >= :limit AND as_of > now() - interval '{FRESH_SECONDS} seconds'
         """
     )
 )
@@ -87,10 +95,11 @@ MARK_ASKED = text(
 # overwrites a newer one); a request's marks it asked, the worker's does not.
 KEEP = text(
     """
-    INSERT INTO engagement_answers (org, kind, subject, days, as_of, requested_at, items)
-    VALUES (:org, :kind, :subject, :days, :as_of, now(), CAST(:items AS jsonb))
+    INSERT INTO engagement_answers
+        (org, kind, subject, days, items_limit, as_of, requested_at, items)
+    VALUES (:org, :kind, :subject, :days, :limit, :as_of, now(), CAST(:items AS jsonb))
     ON CONFLICT (org, kind, subject, days) DO UPDATE
-    SET as_of = excluded.as_of, items = excluded.items,
+    SET items_limit = excluded.items_limit, as_of = excluded.as_of, items = excluded.items,
         requested_at = CASE WHEN :asked THEN excluded.requested_at
                             ELSE engagement_answers.requested_at END
     WHERE engagement_answers.as_of < excluded.as_of
@@ -116,11 +125,11 @@ def answer(
     if found is not None:
         items, mark_due = found
         if not mark_due:
-            return list(items)
+            return list(items[: question.limit])
         if work.on_replica:
             raise NeedsPrimary()
         work.connection.execute(MARK_ASKED, params)
-        return list(items)
+        return list(items[: question.limit])
     if work.on_replica:
         raise NeedsPrimary()
     # Nothing else is read in the request's work: its connection goes back to the pool
@@ -154,13 +163,13 @@ def computed(
                 set_tenant(connection, org)
                 found = KEPT.row(connection, params)
             if found is not None:
-                return list(found[0])
+                return list(found[0][: question.limit])
         if snapshot:
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
         with connection.begin():
             set_tenant(connection, org)
             as_of: datetime = connection.execute(text("SELECT now()")).scalar_one()
-            items = compute(connection, org, question)[:KEPT_ITEMS]
+            items = compute(connection, org, question)[: question.limit]
         with connection.begin():
             set_tenant(connection, org)
             connection.execute(
@@ -212,7 +221,7 @@ DROP_UNASKED = text(
 # The org's kept answers older than ``:older_than`` seconds, stalest first.
 TO_REFRESH = text(
     """
-    SELECT kind, subject, days, as_of FROM engagement_answers
+    SELECT kind, subject, days, items_limit, as_of FROM engagement_answers
     WHERE org = :org AND as_of < now() - make_interval(secs => :older_than)
     ORDER BY as_of, kind, subject, days
     """
@@ -226,6 +235,6 @@ def answers_to_refresh(
     its moment, stalest first; the answers no longer asked for are dropped first."""
     connection.execute(DROP_UNASKED, {"org": org, "kept": KEPT_PER_ORG})
     return [
-        (row.as_of, Question(row.kind, row.subject, row.days))
+        (row.as_of, Question(row.kind, row.subject, row.days, row.items_limit))
         for row in connection.execute(TO_REFRESH, {"org": org, "older_than": older_than})
     ]

@@ -40,16 +40,14 @@ def trending(work: UnitOfWork, days: int, limit: int) -> list[Trending]:
 def related(work: UnitOfWork, dashboard_id: uuid.UUID, days: int, limit: int) -> list[Related]:
     """What the viewers of ``dashboard_id`` also viewed in the last ``days``, as kept for at
     most a minute (``answers``)."""
-    question = answers.Question(answers.RELATED, str(dashboard_id), days)
+    question = answers.Question(answers.RELATED, str(dashboard_id), days, limit)
     items = answers.answer(work, engine(), question, _related_now, snapshot=True)
-    return [Related(uuid.UUID(board), name, shared, score) for board, name, shared, score in items][
-        :limit
-    ]
+    return [Related(uuid.UUID(board), name, shared, score) for board, name, shared, score in items]
 
 
 def _related_now(connection: Connection, org: str, question: answers.Question) -> list[Any]:
     found = engagement.related(
-        connection, org, uuid.UUID(question.subject), question.days, answers.KEPT_ITEMS
+        connection, org, uuid.UUID(question.subject), question.days, question.limit
     )
     return [[str(item.dashboard_id), item.name, item.shared_viewers, item.score] for item in found]
 
@@ -58,16 +56,16 @@ def recommended(work: UnitOfWork, user_id: str, days: int, limit: int) -> list[R
     """Dashboards for ``user_id``: those the viewers of their own dashboards viewed, then the
     org's most viewed of the window, never one they viewed in it; as kept for at most a
     minute (``answers``)."""
-    question = answers.Question(answers.RECOMMENDED, user_id, days)
+    question = answers.Question(answers.RECOMMENDED, user_id, days, limit)
     items = answers.answer(work, engine(), question, _recommended_now, snapshot=False)
     return [
         Recommended(uuid.UUID(board), name, score, reason, [uuid.UUID(x) for x in because])
-        for board, name, score, reason, because in items[:limit]
+        for board, name, score, reason, because in items
     ]
 
 
 def _recommended_now(connection: Connection, org: str, question: answers.Question) -> list[Any]:
-    user_id, days, limit = question.subject, question.days, answers.KEPT_ITEMS
+    user_id, days, limit = question.subject, question.days, question.limit
     since = engagement.window_since(connection, days)
     chosen, mine = engagement.similar_to_mine(connection, org, user_id, since, limit)
     if len(chosen) < limit:

@@ -4,8 +4,8 @@
 viewers a dashboard shares with every other one takes a tenth of a second to half a second
 for a big org's popular dashboards; an exact store of every co-viewed pair would be about
 three gigabytes per window length at ten million events. Instead, each answer a client asks
-for is kept: the best 50 items (the most any request may ask for; a shorter answer is their
-first items, its order being total), computed in one snapshot at ``as_of``. A request uses
+for is kept: its first ``items_limit`` items (the ``limit`` it was computed for; a smaller
+one gets the first items, the order being total), computed in one snapshot at ``as_of``. A request uses
 an answer younger than a minute and otherwise computes and keeps it; the background worker
 computes again the answers asked for in the last ten minutes before they are a minute old,
 and drops the others. The table is derived: dropping its rows loses nothing.
@@ -38,6 +38,7 @@ def upgrade() -> None:
             kind text COLLATE "C" NOT NULL,
             subject text COLLATE "C" NOT NULL,
             days integer NOT NULL,
+            items_limit integer NOT NULL,
             as_of timestamptz NOT NULL,
             requested_at timestamptz NOT NULL,
             items jsonb NOT NULL,

@@ -427,7 +427,7 @@ class EngagementAnswer(Base):
     items_limit: Mapped[int] = mapped_column(Integer)
     as_of: Mapped[datetime] = mapped_column(TimestampTZ)
     # When a request last asked for it (kept to within a minute): the background worker
-    # computes again only answers asked for in the last ten minutes.
+    # computes again only answers asked for in the last three minutes.
     requested_at: Mapped[datetime] = mapped_column(TimestampTZ)
     items: Mapped[list[Any]] = mapped_column(JSONB)
 

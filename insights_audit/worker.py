@@ -179,7 +179,7 @@ def _recount(due: list[tuple[datetime, str, int]], deadline: float) -> int:
 REFRESH_LOCK = 0x616E7378
 # Seconds of computing kept engagement answers per pass; answers left over are the stalest of
 # the next pass (a request that finds one older than a minute computes it itself).
-REFRESH_BUDGET_SECONDS = 15.0
+REFRESH_BUDGET_SECONDS = 10.0
 # How long before an answer is a minute old the worker computes it again: its next pass may
 # come an interval later, and a computation takes a while.
 REFRESH_MARGIN_SECONDS = 10.0

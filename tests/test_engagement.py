@@ -757,14 +757,14 @@ def test_answers_nobody_asks_for_are_dropped_and_an_org_keeps_the_latest_asked(
         get(client, token, f"/dashboard/{board}/related")
     run_sql(
         app,
-        "UPDATE engagement_answers SET requested_at = now() - interval '11 minutes'"
+        "UPDATE engagement_answers SET requested_at = now() - interval '4 minutes'"
         " WHERE org = :org AND subject = :board",
         org=org,
         board=BOARDS[0],
     )
     run_sql(
         app,
-        "UPDATE engagement_answers SET requested_at = now() - interval '5 minutes'"
+        "UPDATE engagement_answers SET requested_at = now() - interval '2 minutes'"
         " WHERE org = :org AND subject = :board",
         org=org,
         board=BOARDS[1],

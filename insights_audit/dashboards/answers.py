@@ -41,7 +41,7 @@ RECOMMENDED = "recommended"
 # A kept answer older than this is not used (the lag §7.2 and §7.3 allow).
 FRESH_SECONDS = 60
 # Answers not asked for within this are dropped by the worker, not computed again.
-ASKED_WITHIN_MINUTES = 10
+ASKED_WITHIN_MINUTES = 3
 # Answers kept per org: beyond them, the least recently asked for are dropped.
 KEPT_PER_ORG = 500
 

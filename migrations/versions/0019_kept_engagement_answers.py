@@ -7,7 +7,7 @@ three gigabytes per window length at ten million events. Instead, each answer a 
 for is kept: its first ``items_limit`` items (the ``limit`` it was computed for; a smaller
 one gets the first items, the order being total), computed in one snapshot at ``as_of``. A request uses
 an answer younger than a minute and otherwise computes and keeps it; the background worker
-computes again the answers asked for in the last ten minutes before they are a minute old,
+computes again the answers asked for in the last three minutes before they are a minute old,
 and drops the others. The table is derived: dropping its rows loses nothing.
 
 Revision ID: 0019

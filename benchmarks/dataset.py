@@ -163,6 +163,10 @@ def sample(url: str, events: int) -> Dataset:
     )
 
 
+# Dashboards and viewers asked for again in the "-kept" plans (answers kept for a minute).
+KEPT_ASKED = 20
+
+
 def request_plans(
     data: Dataset, rng: random.Random
 ) -> dict[str, tuple[str, list[tuple[str, str, str]]]]:
@@ -205,6 +209,20 @@ def request_plans(
             [(f"{BASE}/dashboard/{d}/related", t, "") for d, t in zip(zipf, tokens(), strict=True)],
         ),
         "recommended": (get, [(f"{BASE}/dashboard/recommended", t, "") for t in tokens()]),
+        "related-kept": (
+            get,
+            [
+                (f"{BASE}/dashboard/{rng.choice(data.dashboards[:KEPT_ASKED])}/related", t, "")
+                for t in tokens()
+            ],
+        ),
+        "recommended-kept": (
+            get,
+            [
+                (f"{BASE}/dashboard/recommended", rng.choice(data.tokens[:KEPT_ASKED]), "")
+                for _ in range(SAMPLE)
+            ],
+        ),
         "usage-report": (get, [(f"{BASE}/reports/usage", t, "") for t in tokens(20)]),
         "audit-log": (
             get,

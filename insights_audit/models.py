@@ -426,8 +426,8 @@ class EngagementAnswer(Base):
     # The ``limit`` it was computed for: it answers requests for at most that many items.
     items_limit: Mapped[int] = mapped_column(Integer)
     as_of: Mapped[datetime] = mapped_column(TimestampTZ)
-    # When a request last asked for it (kept to within a minute): the background worker
-    # computes again only answers asked for in the last three minutes.
+    # When a request last asked for it (kept to within 15 s): the background worker
+    # computes again only answers asked for in the last minute.
     requested_at: Mapped[datetime] = mapped_column(TimestampTZ)
     items: Mapped[list[Any]] = mapped_column(JSONB)
 

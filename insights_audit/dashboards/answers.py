@@ -9,7 +9,7 @@ kept, exact at the moment it was computed (``as_of``):
   a transaction of its own and keeps it; requests that find the same answer missing at once
   take turns on a lock (the first computes, the others then find its answer: no stampede).
 - The background worker computes again the answers asked for in the last
-  ``ASKED_WITHIN_MINUTES`` before they are a minute old (``answers_to_refresh``), stalest
+  ``ASKED_WITHIN_SECONDS`` before they are a minute old (``answers_to_refresh``), stalest
   first, within a time budget; it drops the others, and keeps at most ``KEPT_PER_ORG`` per
   org (the most recently asked for).
 - An answer keeps the items of the ``limit`` it was computed for (``items_limit``): the
@@ -40,8 +40,11 @@ RELATED = "related"
 RECOMMENDED = "recommended"
 # A kept answer older than this is not used (the lag §7.2 and §7.3 allow).
 FRESH_SECONDS = 60
-# Answers not asked for within this are dropped by the worker, not computed again.
-ASKED_WITHIN_MINUTES = 3
+# Answers not asked for within this are dropped by the worker, not computed again: an answer
+# asked for once is computed again once or twice, one asked for steadily stays fresh.
+ASKED_WITHIN_SECONDS = 60
+# A request marks the answer it uses as asked for at most this often.
+MARK_EVERY_SECONDS = 15
 # Answers kept per org: beyond them, the least recently asked for are dropped.
 KEPT_PER_ORG = 500
 
@@ -72,12 +75,13 @@ class Question:
 Compute = Callable[[Connection, str, Question], list[Any]]
 
 # The kept answer if fresh and computed for at least ``:limit`` items (its first ``:limit``),
-# and whether it is due to be marked asked again (at most once a minute). Reads only, so
+# and whether it is due to be marked asked again (at most every MARK_EVERY_SECONDS). Reads only, so
 # that it may run on a replica.
 KEPT = DriverStatement(
     text(
         f"""
-        SELECT items, requested_at < now() - interval '1 minute' AS mark_due
+        SELECT items,
+               requested_at < now() - interval '{MARK_EVERY_SECONDS} seconds' AS mark_due
         FROM engagement_answers
         WHERE org = :org AND kind = :kind AND subject = :subject AND days = :days
           AND items_limit >= :limit AND as_of > now() - interval '{FRESH_SECONDS} seconds'
@@ -85,10 +89,10 @@ KEPT = DriverStatement(
     )
 )
 MARK_ASKED = text(
-    """
+    f"""
     UPDATE engagement_answers SET requested_at = now()
     WHERE org = :org AND kind = :kind AND subject = :subject AND days = :days
-      AND requested_at < now() - interval '1 minute'
+      AND requested_at < now() - interval '{MARK_EVERY_SECONDS} seconds'
     """
 )
 # An answer computed at ``as_of`` replaces an older one only (a slow computation never
@@ -204,13 +208,13 @@ def _json(items: list[Any]) -> str:
     return json.dumps(items, separators=(",", ":"))
 
 
-# Answers no request asked for within ASKED_WITHIN_MINUTES, and those beyond the
+# Answers no request asked for within ASKED_WITHIN_SECONDS, and those beyond the
 # KEPT_PER_ORG most recently asked for: dropped.
 DROP_UNASKED = text(
     f"""
     DELETE FROM engagement_answers
     WHERE org = :org AND (
-        requested_at < now() - interval '{ASKED_WITHIN_MINUTES} minutes'
+        requested_at < now() - interval '{ASKED_WITHIN_SECONDS} seconds'
         OR (kind, subject, days) NOT IN (
             SELECT kind, subject, days FROM engagement_answers WHERE org = :org
             ORDER BY requested_at DESC, kind, subject, days LIMIT :kept

@@ -5,10 +5,10 @@ viewers a dashboard shares with every other one takes a tenth of a second to hal
 for a big org's popular dashboards; an exact store of every co-viewed pair would be about
 three gigabytes per window length at ten million events. Instead, each answer a client asks
 for is kept: its first ``items_limit`` items (the ``limit`` it was computed for; a smaller
-one gets the first items, the order being total), computed in one snapshot at ``as_of``. A request uses
-an answer younger than a minute and otherwise computes and keeps it; the background worker
-computes again the answers asked for in the last three minutes before they are a minute old,
-and drops the others. The table is derived: dropping its rows loses nothing.
+one gets the first items, the order being total), computed in one snapshot at ``as_of``.
+A request uses an answer younger than a minute and otherwise computes and keeps it; the
+background worker computes again the answers asked for in the last minute before they are
+a minute old, and drops the others. The table is derived: dropping its rows loses nothing.
 
 Revision ID: 0019
 Revises: 0018

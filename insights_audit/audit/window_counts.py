@@ -14,7 +14,7 @@ windows per org (the most recently asked for), within a time budget per pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -228,6 +228,9 @@ class KeptWindow:
             f"{prefix}since": self.since,
             f"{prefix}snapshot_day": self.snapshot_day,
             f"{prefix}as_of": self.as_of,
+            # The start of the window when the counts were kept, a constant for the planner
+            # (the trail's month partitions before it are left out of the plan).
+            f"{prefix}slid_from": self.as_of - timedelta(days=self.days),
             f"{prefix}snapshot": self.snapshot,
             f"{prefix}xmin": self.xmin,
         }
@@ -277,9 +280,7 @@ def corrections(prefix: str = "") -> str:
         SELECT e.target_id AS dashboard_id, count(*) AS views
         FROM audit_entries AS e
         WHERE e.org = :org AND {is_view("e")}
-          AND e.created_at >= CAST(:{prefix}as_of AS timestamptz)
-                              - make_interval(days => :{prefix}days)
-          AND e.created_at < :{prefix}since
+          AND e.created_at >= :{prefix}slid_from AND e.created_at < :{prefix}since
           AND pg_visible_in_snapshot(e.txid, CAST(:{prefix}snapshot AS pg_snapshot))
         GROUP BY e.target_id
     )"""

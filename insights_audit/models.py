@@ -429,6 +429,9 @@ class EngagementAnswer(Base):
     # When a request last asked for it (kept to within 15 s): the background worker
     # computes again only answers asked for in the last minute.
     requested_at: Mapped[datetime] = mapped_column(TimestampTZ)
+    # Requests that used it once kept (counted at most every 15 s): only answers asked for
+    # again are computed again by the worker.
+    asks: Mapped[int] = mapped_column(Integer)
     items: Mapped[list[Any]] = mapped_column(JSONB)
 
 

@@ -8,10 +8,12 @@ kept, exact at the moment it was computed (``as_of``):
 - A request uses a kept answer younger than ``FRESH_SECONDS``. Otherwise it computes one in
   a transaction of its own and keeps it; requests that find the same answer missing at once
   take turns on a lock (the first computes, the others then find its answer: no stampede).
-- The background worker computes again the answers asked for in the last
-  ``ASKED_WITHIN_SECONDS`` before they are a minute old (``answers_to_refresh``), stalest
-  first, within a time budget; it drops the others, and keeps at most ``KEPT_PER_ORG`` per
-  org (the most recently asked for).
+- The background worker computes again the answers asked for again (``asks``: requests that
+  used the kept answer, counted at most every ``MARK_EVERY_SECONDS``) and last asked for in
+  the last ``ASKED_WITHIN_SECONDS``, before they are a minute old (``answers_to_refresh``),
+  stalest first, within a time budget; an answer asked for once is left to age. It drops
+  the answers not asked for within that time, and keeps at most ``KEPT_PER_ORG`` per org
+  (the most recently asked for).
 - An answer keeps the items of the ``limit`` it was computed for (``items_limit``): the
   order of the items is total, so it also answers any smaller ``limit`` (its first items);
   a request for more computes it again for its own ``limit``, which then replaces it.
@@ -40,10 +42,10 @@ RELATED = "related"
 RECOMMENDED = "recommended"
 # A kept answer older than this is not used (the lag §7.2 and §7.3 allow).
 FRESH_SECONDS = 60
-# Answers not asked for within this are dropped by the worker, not computed again: an answer
-# asked for once is computed again once or twice, one asked for steadily stays fresh.
+# Answers not asked for within this are dropped by the worker, not computed again; one asked
+# for again and steadily stays fresh.
 ASKED_WITHIN_SECONDS = 60
-# A request marks the answer it uses as asked for at most this often.
+# A request marks the answer it uses as asked for (again) at most this often.
 MARK_EVERY_SECONDS = 15
 # Answers kept per org: beyond them, the least recently asked for are dropped.
 KEPT_PER_ORG = 500
@@ -90,7 +92,7 @@ KEPT = DriverStatement(
 )
 MARK_ASKED = text(
     f"""
-    UPDATE engagement_answers SET requested_at = now()
+    UPDATE engagement_answers SET requested_at = now(), asks = asks + 1
     WHERE org = :org AND kind = :kind AND subject = :subject AND days = :days
       AND requested_at < now() - interval '{MARK_EVERY_SECONDS} seconds'
     """
@@ -100,8 +102,8 @@ MARK_ASKED = text(
 KEEP = text(
     """
     INSERT INTO engagement_answers
-        (org, kind, subject, days, items_limit, as_of, requested_at, items)
-    VALUES (:org, :kind, :subject, :days, :limit, :as_of, now(), CAST(:items AS jsonb))
+        (org, kind, subject, days, items_limit, as_of, requested_at, asks, items)
+    VALUES (:org, :kind, :subject, :days, :limit, :as_of, now(), 0, CAST(:items AS jsonb))
     ON CONFLICT (org, kind, subject, days) DO UPDATE
     SET items_limit = excluded.items_limit, as_of = excluded.as_of, items = excluded.items,
         requested_at = CASE WHEN :asked THEN excluded.requested_at
@@ -168,13 +170,14 @@ def computed(
                 found = KEPT.row(connection, params)
             if found is not None:
                 return list(found[0][: question.limit])
-        if snapshot:
-            connection = connection.execution_options(isolation_level="REPEATABLE READ")
-        with connection.begin():
+        isolation = "REPEATABLE READ" if snapshot else "READ COMMITTED"
+        with connection.execution_options(isolation_level=isolation).begin():
             set_tenant(connection, org)
             as_of: datetime = connection.execute(text("SELECT now()")).scalar_one()
             items = compute(connection, org, question)[: question.limit]
-        with connection.begin():
+        # Kept in a transaction of its own, in READ COMMITTED: a request marking the row
+        # asked meanwhile never makes it fail to serialize.
+        with connection.execution_options(isolation_level="READ COMMITTED").begin():
             set_tenant(connection, org)
             connection.execute(
                 KEEP, {**params, "as_of": as_of, "items": _json(items), "asked": asked}
@@ -222,11 +225,11 @@ DROP_UNASKED = text(
     )
     """
 )
-# The org's kept answers older than ``:older_than`` seconds, stalest first.
+# The org's kept answers asked for again, older than ``:older_than`` seconds, stalest first.
 TO_REFRESH = text(
     """
     SELECT kind, subject, days, items_limit, as_of FROM engagement_answers
-    WHERE org = :org AND as_of < now() - make_interval(secs => :older_than)
+    WHERE org = :org AND asks > 0 AND as_of < now() - make_interval(secs => :older_than)
     ORDER BY as_of, kind, subject, days
     """
 )
@@ -235,8 +238,9 @@ TO_REFRESH = text(
 def answers_to_refresh(
     connection: Connection, org: str, older_than: float
 ) -> list[tuple[datetime, Question]]:
-    """The org's answers to compute again (older than ``older_than`` seconds), each with
-    its moment, stalest first; the answers no longer asked for are dropped first."""
+    """The org's answers to compute again (asked for again, older than ``older_than``
+    seconds), each with its moment, stalest first; the answers no longer asked for are
+    dropped first."""
     connection.execute(DROP_UNASKED, {"org": org, "kept": KEPT_PER_ORG})
     return [
         (row.as_of, Question(row.kind, row.subject, row.days, row.items_limit))

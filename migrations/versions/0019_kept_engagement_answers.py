@@ -7,8 +7,9 @@ three gigabytes per window length at ten million events. Instead, each answer a 
 for is kept: its first ``items_limit`` items (the ``limit`` it was computed for; a smaller
 one gets the first items, the order being total), computed in one snapshot at ``as_of``.
 A request uses an answer younger than a minute and otherwise computes and keeps it; the
-background worker computes again the answers asked for in the last minute before they are
-a minute old, and drops the others. The table is derived: dropping its rows loses nothing.
+background worker computes again the answers asked for again, and in the last minute,
+before they are a minute old, and drops the ones not asked for in the last minute. The
+table is derived: dropping its rows loses nothing.
 
 Revision ID: 0019
 Revises: 0018
@@ -41,6 +42,7 @@ def upgrade() -> None:
             items_limit integer NOT NULL,
             as_of timestamptz NOT NULL,
             requested_at timestamptz NOT NULL,
+            asks integer NOT NULL,
             items jsonb NOT NULL,
             CONSTRAINT pk_engagement_answers PRIMARY KEY (org, kind, subject, days)
         )

@@ -1,6 +1,7 @@
 """SQL of the engagement insights: trending, "viewers also viewed" and recommendations.
 
-Every answer is exact at a moment of the request:
+Every answer is exact at the moment it is computed (trending at each request; related and
+recommended are kept for a minute at most by ``answers``, which computes them with these):
 
 - **Trending** reads the window of the last ``days`` kept counted by the windowed-counts
   engine (``window_counts``), which also holds each dashboard's views in the ``days`` before
@@ -10,13 +11,13 @@ Every answer is exact at a moment of the request:
   that ends now exactly when their last view of it (``view_logs.last_viewed_at``) is in it,
   so the sets are read from ``view_logs`` (ix_view_logs_dashboard_recency for a dashboard's
   viewers, ix_view_logs_recent for a user's dashboards), and the size of a set from the
-  daily counts of last views (``viewers_in_window``) or a pass over the window: no lag,
-  nothing kept besides. Related counts the audiences only of the dashboards whose bound can
-  reach its answer, in several statements of one ``REPEATABLE READ`` snapshot (the route
-  asks for it). Recommended's steps (the caller's dashboards, the candidates, their exact
-  scores, the popular fill, which may count a window and so cannot be read only) are
-  statements of one ``READ COMMITTED`` transaction: a view recorded between two of them is
-  seen by the later ones only.
+  daily counts of last views (``viewers_in_window``) or a pass over the window. Related
+  counts the audiences only of the dashboards whose bound can reach its answer, in several
+  statements of one ``REPEATABLE READ`` snapshot (``answers`` opens it). Recommended's
+  steps (the caller's dashboards, the candidates, their exact scores, the popular fill,
+  which may count a window and so cannot be read only) are statements of one ``READ
+  COMMITTED`` transaction: a view recorded between two of them is seen by the later ones
+  only.
 
 Scores are ordered by their value to 9 decimal places (integer arithmetic cannot compare
 square roots; two scores closer than that count as a tie and the next key decides); the API

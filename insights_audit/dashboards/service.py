@@ -41,7 +41,7 @@ def related(work: UnitOfWork, dashboard_id: uuid.UUID, days: int, limit: int) ->
     """What the viewers of ``dashboard_id`` also viewed in the last ``days``, as kept for at
     most a minute (``answers``)."""
     question = answers.Question(answers.RELATED, str(dashboard_id), days, limit)
-    items = answers.answer(work, engine(), question, _related_now, snapshot=True)
+    items = _kept_answer(work, question)
     return [Related(uuid.UUID(board), name, shared, score) for board, name, shared, score in items]
 
 
@@ -57,7 +57,7 @@ def recommended(work: UnitOfWork, user_id: str, days: int, limit: int) -> list[R
     org's most viewed of the window, never one they viewed in it; as kept for at most a
     minute (``answers``)."""
     question = answers.Question(answers.RECOMMENDED, user_id, days, limit)
-    items = answers.answer(work, engine(), question, _recommended_now, snapshot=False)
+    items = _kept_answer(work, question)
     return [
         Recommended(uuid.UUID(board), name, score, reason, [uuid.UUID(x) for x in because])
         for board, name, score, reason, because in items
@@ -92,6 +92,11 @@ KINDS: dict[str, tuple[answers.Compute, bool]] = {
     answers.RELATED: (_related_now, True),
     answers.RECOMMENDED: (_recommended_now, False),
 }
+
+
+def _kept_answer(work: UnitOfWork, question: answers.Question) -> list[Any]:
+    compute, snapshot = KINDS[question.kind]
+    return answers.answer(work, engine(), question, compute, snapshot=snapshot)
 
 
 def compute_again(primary: Engine, org: str, question: answers.Question) -> bool:

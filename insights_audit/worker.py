@@ -13,10 +13,10 @@ let one process run each job at a time, across every worker and host:
 - **window recounts** (``recount_windows``, lock ``RECOUNT_LOCK``, never under the sealing
   lock): the most-viewed windows clients asked for in the last hour, counted again, at most
   ``WINDOWS_KEPT_PER_ORG`` per org within ``RECOUNT_BUDGET_SECONDS`` a pass.
-- **engagement answers** (``refresh_answers``): the "viewers also viewed" and
-  recommendation answers asked for in the last minutes, computed again before they are a
-  minute old (each under its own lock, shared with the requests), within
-  ``REFRESH_BUDGET_SECONDS`` a pass; the others dropped.
+- **engagement answers** (``refresh_answers``, lock ``REFRESH_LOCK``): the "viewers also
+  viewed" and recommendation answers asked for again in the last minute, computed again
+  before they are a minute old (each under its own lock, shared with the requests), within
+  ``REFRESH_BUDGET_SECONDS`` a pass; those not asked for in the last minute dropped.
 - **push streams** (``streams.delivery``, a lock per stream): every active stream that is
   due, batch by batch, every ``STREAM_PASS_INTERVAL_SECONDS``, in a thread of its own so
   that a slow receiver never delays sealing.
@@ -186,9 +186,10 @@ REFRESH_MARGIN_SECONDS = 10.0
 
 
 def refresh_answers(app: Flask, orgs: list[str]) -> int:
-    """Compute again the engagement answers clients asked for in the last minutes before
+    """Compute again the engagement answers clients asked for again in the last minute, before
     they are a minute old, stalest first across ``orgs``, for at most
-    ``REFRESH_BUDGET_SECONDS``; drop those nobody asks for. Returns how many were computed."""
+    ``REFRESH_BUDGET_SECONDS``, unless another process is at it; drop those nobody asked for
+    in the last minute. Returns how many were computed."""
     interval = app.config["SETTINGS"].audit_seal_interval_seconds
     older_than = max(0.0, answers.FRESH_SECONDS - interval - REFRESH_MARGIN_SECONDS)
     with app.app_context(), engine().connect() as guard:
@@ -196,15 +197,7 @@ def refresh_answers(app: Flask, orgs: list[str]) -> int:
             guard.rollback()
             return 0
         try:
-            due: list[tuple[datetime, str, answers.Question]] = []
-            for org in orgs:
-                with transaction(org) as connection:
-                    due += [
-                        (as_of, org, question)
-                        for as_of, question in answers.answers_to_refresh(
-                            connection, org, older_than
-                        )
-                    ]
+            due = [item for org in orgs for item in _answers_due(org, older_than)]
             return _refresh(sorted(due, key=lambda item: item[0]))
         finally:
             guard.scalar(select(func.pg_advisory_unlock(REFRESH_LOCK)))
@@ -214,11 +207,14 @@ def refresh_answers(app: Flask, orgs: list[str]) -> int:
 def keep_answers_fresh(org: str, older_than: float = 0.0) -> int:
     """``refresh_answers`` for one org, in the current app context: the answers older than
     ``older_than`` seconds computed again (the others nobody asks for dropped)."""
+    return _refresh(_answers_due(org, older_than))
+
+
+def _answers_due(org: str, older_than: float) -> list[tuple[datetime, str, answers.Question]]:
     with transaction(org) as connection:
-        due = [
+        return [
             (as_of, org, q) for as_of, q in answers.answers_to_refresh(connection, org, older_than)
         ]
-    return _refresh(due)
 
 
 def _refresh(due: list[tuple[datetime, str, answers.Question]]) -> int:

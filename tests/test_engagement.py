@@ -490,8 +490,6 @@ def test_trending_and_related_hold_for_any_history(
 
 @pytest.mark.parametrize(("few_viewers", "few_audiences"), [(500, 0), (0, 0), (0, 10_000)])
 def test_related_counts_audiences_every_way_with_the_same_answer(
-    app: Flask,
-    org: str,
     client: FlaskClient,
     make_token: TokenFactory,
     history: list[View],
@@ -504,7 +502,6 @@ def test_related_counts_audiences_every_way_with_the_same_answer(
     by dashboard from the daily counts; each gives the oracle's answer."""
     monkeypatch.setattr(engagement, "FEW_VIEWERS", few_viewers)
     monkeypatch.setattr(engagement, "FEW_AUDIENCES", few_audiences)
-    forget_answers(app, org)  # nothing kept: computed for this limit
     token = make_token()
     for days in (1, 7, 30):
         for board in BOARDS:

@@ -3,12 +3,12 @@ dashboard's views in the window of the last ``days`` x 24 h, kept with the snaps
 (migration 0010).
 
 Each kept window also holds every dashboard's views in the window as long just before it
-(``earlier_views``, the same snapshot), which trending compares with.
-``most-viewed?days=`` and trending read them (``kept_window``, then ``corrections`` in their
-statement: the kept counts corrected to the moment); the first
-request for a window counts it (others asking at once wait for that count), and then the
-background worker about every minute, counts them again: at most ``WINDOWS_KEPT_PER_ORG``
-windows per org (the most recently asked for), within a time budget per pass.
+(``earlier_views``, the same snapshot), which trending compares with. ``most-viewed?days=``
+and trending read them (``kept_window``, then ``corrections`` in their statement: the kept
+counts corrected to the moment); the first request for a window counts it (others asking at
+once wait for that count), and then the background worker about every minute, counts them
+again: at most ``WINDOWS_KEPT_PER_ORG`` windows per org (the most recently asked for), within
+a time budget per pass.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ class KeptWindow:
     xmin: str
 
     def params(self, prefix: str = "") -> dict[str, Any]:
-        """The parameters of ``corrections(prefix)`` and of ``kept_views`` for this prefix."""
+        """The parameters of ``corrections(prefix)`` for this prefix."""
         return {
             f"{prefix}days": self.days,
             f"{prefix}since": self.since,
